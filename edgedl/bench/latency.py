@@ -1,0 +1,83 @@
+"""Timing loop and statistics (numpy and the standard library only)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class LatencyResult:
+    """Per-call latencies of one measurement, in milliseconds."""
+
+    samples_ms: np.ndarray
+    batch: int
+    wall_s: float
+
+    def stats(self) -> dict[str, float]:
+        s = self.samples_ms
+        return {
+            "p50": float(np.percentile(s, 50)),
+            "p90": float(np.percentile(s, 90)),
+            "p99": float(np.percentile(s, 99)),
+            "mean": float(s.mean()),
+            "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+            "min": float(s.min()),
+            "max": float(s.max()),
+        }
+
+    @property
+    def throughput_ips(self) -> float:
+        """Inferences (samples) per second over the timed calls."""
+        return self.batch * len(self.samples_ms) / (float(self.samples_ms.sum()) / 1000.0)
+
+
+def measure_latency(
+    call: Callable[[int], object],
+    runs: int = 100,
+    warmup: int = 10,
+    min_seconds: float = 1.0,
+    batch: int = 1,
+    max_runs: int = 1_000_000,
+) -> LatencyResult:
+    """Time ``call(i)`` after ``warmup`` untimed calls: at least ``runs`` calls and ``min_seconds``.
+
+    ``i`` is the call's index, so a caller can cycle through real inputs.
+    """
+    for i in range(warmup):
+        call(i)
+    samples: list[float] = []
+    clock = time.perf_counter
+    start = clock()
+    i = 0
+    while (i < runs or clock() - start < min_seconds) and i < max_runs:
+        t0 = clock()
+        call(i)
+        samples.append(clock() - t0)
+        i += 1
+    return LatencyResult(np.asarray(samples) * 1000.0, batch, clock() - start)
+
+
+def peak_rss_mb() -> float | None:
+    """High-water resident memory of this process in MiB (interpreter and libraries included).
+
+    On Linux this reads VmHWM, which belongs to the current address space: ``ru_maxrss`` would
+    carry over the parent's peak into a child started by fork and exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

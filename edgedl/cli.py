@@ -1,0 +1,186 @@
+"""The ``edgedl`` command: parse flags, build what the API takes, call it; nothing else.
+
+Errors a user can cause print one line and exit 1 (2 for usage); ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from edgedl import __version__
+from edgedl.errors import EdgedlError
+
+
+def _console(quiet: bool = False):
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet)
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and pipes: keep table rows on one line
+    return console
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgedl")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """edgedl: compress, export and benchmark models for edge devices."""
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. --set stages.train.epochs=3 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/NAME-TIME).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
+@click.option("--quiet", is_flag=True, help="No progress or table on screen.")
+def compress(recipe: Path, overrides, out, force, print_recipe, quiet) -> None:
+    """Run a recipe: train, export, evaluate and benchmark, into a run directory."""
+    from edgedl import api
+    from edgedl.recipe import load_recipe, recipe_to_yaml
+
+    resolved = load_recipe(recipe, list(overrides))
+    if print_recipe:
+        click.echo(recipe_to_yaml(resolved), nl=False)
+        return
+    api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet)
+
+
+@cli.command()
+@click.option("--model", required=True, help="Registry name, file.py:factory, module:factory or checkpoint.")
+@click.option("--data", required=True, help="digits[:CxHxW], random:CxHxW or path/to/file.npz.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file (.pt).")
+@click.option("--quiet", is_flag=True)
+def train(model, data, epochs, lr, batch_size, seed, out, quiet) -> None:
+    """Train a model and save the best-on-validation checkpoint."""
+    from edgedl import api
+
+    result = api.train(model, data, out, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                       console=_console(quiet), progress=not quiet)
+    acc = result["val_accuracy"]
+    click.echo(f"saved {result['checkpoint']} (best epoch {result['best_epoch']}, val accuracy "
+               f"{'n/a' if acc is None else f'{acc:.4f}'})")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", default=None, help="Feed real samples from a data spec (default: random arrays).")
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs (at least).")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Keep running until at least this long has passed.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option("--quiet", is_flag=True, help="No table on screen.")
+def bench(artifact, data, runs, warmup, min_seconds, batch, threads, json_path, quiet) -> None:
+    """Measure latency percentiles, throughput and peak memory of an artifact."""
+    from edgedl import api
+    from edgedl._fs import atomic_write_json
+
+    result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds,
+                       batch=batch, threads=threads)
+    if json_path:
+        atomic_write_json(json_path, result)
+    if not quiet:
+        _print_bench(result)
+
+
+def _print_bench(result: dict) -> None:
+    from rich.table import Table
+
+    m, c = result["metrics"], result["conditions"]
+    lat = m["latency_ms"]
+    table = Table(title=f"{Path(result['artifact']).name} on {result['backend']} "
+                        f"(batch {c['batch']}, threads {c['threads'] or 'default'}, {c['runs']} runs)")
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "inf/s", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean", "std")),
+                  f"{m['throughput_ips']:.1f}", "—" if m["peak_rss_mb"] is None else f"{m['peak_rss_mb']:.0f}")
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def inspect(artifact, as_json) -> None:
+    """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size."""
+    from edgedl import api
+
+    info = api.inspect(artifact)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    io_table = Table(title=f"{Path(info['path']).name}")
+    for col in ("kind", "name", "shape", "dtype"):
+        io_table.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            io_table.add_row(kind[:-1], t["name"], "x".join(str(d) for d in t["shape"]), t["dtype"])
+    console.print(io_table)
+    opsets = ", ".join(f"{k} {v}" for k, v in info["opsets"].items())
+    macs = "unknown" if info["macs"] is None else f"{info['macs']:,}"
+    console.print(f"opsets: {opsets}   nodes: {info['nodes']}   params: {info['params']:,}   "
+                  f"MACs/sample: {macs}   size: {info['size_bytes']:,} bytes")
+    ops = Table(title="op histogram")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, count in info["ops"].items():
+        ops.add_row(op, str(count))
+    console.print(ops)
+
+
+@cli.command("models")
+@click.argument("pattern", default="*")
+def models_cmd(pattern: str) -> None:
+    """List registered models matching a pattern."""
+    from edgedl.models import get_entry, list_models
+
+    for name in list_models(pattern):
+        entry = get_entry(name)
+        shape = "x".join(map(str, entry.default_input))
+        click.echo(f"{name:18} {shape:10} {entry.description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="edgedl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except EdgedlError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug, not a user error: say so, keep the traceback behind --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,29 @@
+"""Errors a user can cause. The CLI prints their message on one line and exits 1 (2 for usage)."""
+
+
+class EdgedlError(Exception):
+    """A failure the user can act on; the message says what was wrong and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(EdgedlError):
+    """Bad input: an unknown name, a malformed spec, a recipe that does not validate."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(EdgedlError):
+    """An optional framework is not installed; the message names the pip extra."""
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the Python package '{module}', which is not installed: "
+            f"pip install 'edgedl[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class StageError(EdgedlError):
+    """A stage of a run failed; earlier stages' artifacts and the manifest stay intact."""

@@ -1,0 +1,68 @@
+"""Model registry: ``@register_model`` on a factory, then ``create_model(name, ...)`` (as timm)."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+from edgedl.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable
+    default_input: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, default_input=(3, 224, 224), description: str = ""):
+    """Register a factory ``f(num_classes, in_channels, input_size, **kw) -> nn.Module``."""
+
+    def wrap(fn: Callable) -> Callable:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model '{key}' is registered twice")
+        doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+        _REGISTRY[key] = ModelEntry(key, fn, tuple(default_input), doc)
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted."""
+    _ensure_builtin()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs):
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: size of the classifier output.
+        in_channels: channels of the input image (or features, for 1-D models).
+        **kwargs: architecture options, e.g. ``input_size=(8, 8)`` for ``mlp``.
+    """
+    entry = get_entry(name)
+    try:
+        return entry.factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as exc:
+        raise UsageError(f"model '{name}' does not take these options: {exc}") from None
+
+
+def _ensure_builtin() -> None:
+    # Importing the definitions registers them; done lazily so the registry module stays cheap.
+    from edgedl.models import mlp, mobilenet, resnet  # noqa: F401

@@ -1,0 +1,152 @@
+"""Static analysis of an ONNX file: I/O, opsets, op histogram, parameters, MACs, size on disk.
+
+The only module besides the ONNX stages that calls the ``onnx`` package for analysis.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+
+# op type -> index of its weight input; MACs = prod(output shape) * prod(weight.shape[1:])
+_CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+# op type -> (index of A, index of B): MACs = prod(output shape) * K
+_MATMUL = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1)}
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError("onnx", "onnx", "Inspecting ONNX files") from None
+    return onnx
+
+
+def load_graph(path: str | os.PathLike):
+    """Load an ONNX model without its external weights (metadata is enough for analysis)."""
+    onnx = _onnx()
+    path = Path(path)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise EdgedlError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def external_files(model, base: Path) -> list[Path]:
+    """Files holding the model's external tensors, relative to the model's folder."""
+    onnx = _onnx()
+    files = []
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in init.external_data:
+                if entry.key == "location" and (base / entry.value) not in files:
+                    files.append(base / entry.value)
+    return files
+
+
+def total_size(path: str | os.PathLike, model=None) -> int:
+    """Bytes on disk of the model file and its external data files."""
+    path = Path(path)
+    model = model if model is not None else load_graph(path)
+    return path.stat().st_size + sum(f.stat().st_size for f in external_files(model, path.parent) if f.exists())
+
+
+def _dims(type_proto) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in type_proto.tensor_type.shape.dim]
+
+
+def _dtype(elem_type: int) -> str:
+    onnx = _onnx()
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _shapes(model) -> dict[str, list]:
+    """Inferred shapes of every tensor, with dynamic dimensions fixed to 1 (per-sample figures)."""
+    onnx = _onnx()
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    initializers = {i.name for i in copy.graph.initializer}
+    for value in copy.graph.input:
+        if value.name in initializers:
+            continue
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+                dim.dim_value = 1
+    try:
+        copy = onnx.shape_inference.infer_shapes(copy)
+    except Exception:
+        pass  # MACs of unshaped nodes stay uncounted; the caller reports them
+    shapes = {i.name: list(i.dims) for i in copy.graph.initializer}
+    for value in list(copy.graph.value_info) + list(copy.graph.input) + list(copy.graph.output):
+        shapes[value.name] = _dims(value.type)
+    return shapes
+
+
+def count_macs(model) -> tuple[int | None, list[str]]:
+    """Multiply-accumulates for one sample of Conv/Gemm/MatMul nodes; also unshaped node names."""
+    shapes = _shapes(model)
+    total, unknown = 0, []
+
+    def known(name):
+        shape = shapes.get(name)
+        return shape if shape and all(isinstance(d, int) and d > 0 for d in shape) else None
+
+    for node in model.graph.node:
+        if node.op_type in _CONV_WEIGHT:
+            out, weight = known(node.output[0]), known(node.input[_CONV_WEIGHT[node.op_type]])
+            if out and weight:
+                total += math.prod(out) * math.prod(weight[1:])
+            else:
+                unknown.append(node.name or node.op_type)
+        elif node.op_type in _MATMUL:
+            a_idx, _ = _MATMUL[node.op_type]
+            out, a = known(node.output[0]), known(node.input[a_idx])
+            if out and a:
+                trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+                k = a[-2] if trans_a else a[-1]
+                total += math.prod(out) * k
+            else:
+                unknown.append(node.name or node.op_type)
+    return total, unknown
+
+
+def count_params(model) -> int:
+    """Elements in all initializers (weights, biases, quantization scales included)."""
+    return sum(math.prod(i.dims) for i in model.graph.initializer)
+
+
+def summarize(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything ``edgedl inspect`` shows for an ONNX file."""
+    path = Path(path)
+    model = load_graph(path)
+    initializers = {i.name for i in model.graph.initializer}
+    tensors = lambda values: [  # noqa: E731
+        {"name": v.name, "shape": _dims(v.type), "dtype": _dtype(v.type.tensor_type.elem_type)}
+        for v in values
+        if v.name not in initializers
+    ]
+    macs, unknown = count_macs(model)
+    return {
+        "path": str(path),
+        "format": "onnx",
+        "inputs": tensors(model.graph.input),
+        "outputs": tensors(model.graph.output),
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "ops": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        "nodes": len(model.graph.node),
+        "params": count_params(model),
+        "macs": macs,
+        "macs_unshaped_nodes": unknown,
+        "size_bytes": total_size(path, model),
+        "external_data": [str(f.name) for f in external_files(model, path.parent)],
+    }

@@ -1,0 +1,252 @@
+"""Recipe schema: YAML validated by pydantic, stages as a union keyed on ``stage:``.
+
+The CLI builds the same Recipe a user could write (``--print-recipe`` shows it). Validation
+errors name the field path and the keys allowed there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgedl.errors import UsageError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Target(str, Enum):
+    """Where artifacts run. Each target needs its export stage in the recipe."""
+
+    onnx = "onnx"  # ONNX Runtime (CPU here; CUDA where onnxruntime-gpu is installed)
+
+
+TARGET_EXPORT_STAGE = {Target.onnx: "export_onnx"}
+
+
+class ModelSpec(_Strict):
+    """The model: a registry name, ``file.py:factory``, ``module:factory`` or a checkpoint."""
+
+    spec: str
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"spec": value} if isinstance(value, str) else value
+
+
+class DataSpec(_Strict):
+    """The data: ``digits[:CxHxW]``, ``random:CxHxW`` or ``path/to/file.npz``."""
+
+    spec: str
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"spec": value} if isinstance(value, str) else value
+
+
+class TrainStage(_Strict):
+    """Train the model from its current weights on the training split."""
+
+    stage: Literal["train"]
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class ExportOnnxStage(_Strict):
+    """Export the current model to ONNX (fp32) and check it against torch."""
+
+    stage: Literal["export_onnx"]
+    opset: int = Field(18, ge=13, le=23)
+    dynamic_batch: bool = True
+    parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch")
+
+
+class EvaluateStage(_Strict):
+    """Measure accuracy of every exported artifact through edgedl.runtime."""
+
+    stage: Literal["evaluate"]
+    split: Literal["test", "val"] = "test"
+    batch_size: int = Field(256, ge=1)
+
+
+class BenchmarkStage(_Strict):
+    """Measure latency and memory of every exported artifact, in a fresh process."""
+
+    stage: Literal["benchmark"]
+    runs: int = Field(100, ge=1)
+    warmup: int = Field(10, ge=0)
+    min_seconds: float = Field(1.0, ge=0)
+    batch: int = Field(1, ge=1)
+    threads: Optional[int] = Field(None, ge=1)
+
+
+StageConfig = Annotated[
+    Union[TrainStage, ExportOnnxStage, EvaluateStage, BenchmarkStage], Field(discriminator="stage")
+]
+
+
+class Recipe(_Strict):
+    """A run: the model, the data, the ordered stages and the targets."""
+
+    name: str = "run"
+    model: ModelSpec
+    data: DataSpec
+    seed: int = 0
+    stages: list[StageConfig] = Field(min_length=1)
+    targets: list[Target] = Field(default_factory=lambda: [Target.onnx])
+
+    @model_validator(mode="after")
+    def _targets_have_exports(self) -> "Recipe":
+        present = {s.stage for s in self.stages}
+        for target in self.targets:
+            needed = TARGET_EXPORT_STAGE[target]
+            if needed not in present:
+                raise ValueError(f"target '{target.value}' needs a '{needed}' stage in stages")
+        return self
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply ``key=value`` overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"recipe {path} must be a mapping with model, data and stages")
+    apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source=str(path))
+
+
+def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> None:
+    """Apply ``a.b.c=value`` overrides in place; a list index may be a number or a stage name.
+
+    ``stages.train.epochs=3`` sets ``epochs`` of the first stage whose ``stage`` is ``train``.
+    Values are parsed as YAML, so ``3`` is an int and ``[onnx]`` a list.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set '{item}' must look like key=value, e.g. stages.train.epochs=3")
+        value = yaml.safe_load(text) if text else ""
+        parts = key.split(".")
+        node: Any = raw
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                index = _list_index(node, part, where)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if isinstance(node.get(part), str) and part in ("model", "data"):
+                        node[part] = {"spec": node[part]}  # model=x, then model.kwargs.y=1
+                    node = node.setdefault(part, {})
+            else:
+                raise UsageError(f"--set {key}: '{'.'.join(parts[:i])}' is a value, not a section")
+
+
+def _list_index(node: list, part: str, where: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(node) <= index < len(node):
+            raise UsageError(f"--set {where}: index out of range (the list has {len(node)} items)")
+        return index
+    for index, item in enumerate(node):
+        if isinstance(item, dict) and item.get("stage") == part:
+            return index
+    names = [item.get("stage") for item in node if isinstance(item, dict)]
+    raise UsageError(f"--set {where}: no stage '{part}' in the recipe; it has {names}")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: message (allowed keys: ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"]]
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = sorted(_fields_at(Recipe, loc[:-1]))
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            guess = f"; did you mean '{hint[0]}'?" if hint else ""
+            lines.append(f"{path}: unknown field{guess} (allowed keys: {', '.join(allowed)})")
+        else:
+            msg = err["msg"]
+            if err["type"] == "missing":
+                msg = "required field is missing"
+            lines.append(f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: list) -> list[str]:
+    """Field names of the pydantic model reached by following ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current, part)
+        if current is None:
+            return []
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _unwrap(annotation: Any, part: Any) -> Any:
+    """One step down the type tree: a field of a model, an item of a list, a tagged union arm."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return _strip(field.annotation) if field else None
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple) and isinstance(part, int):
+        return _strip(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        for arm in typing.get_args(annotation):
+            arm = _strip(arm)
+            tag = getattr(arm, "model_fields", {}).get("stage")
+            if tag is not None and part in typing.get_args(tag.annotation):
+                return arm
+    return None
+
+
+def _strip(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+    return annotation
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

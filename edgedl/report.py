@@ -1,0 +1,84 @@
+"""The run's report: one row per artifact, as report.md and as a rich table on screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgedl._fs import atomic_write_text
+
+COLUMNS = ("artifact", "format", "precision", "size", "params", "MACs", "accuracy",
+           "p50 ms", "p90 ms", "p99 ms", "inf/s", "peak RSS MB")
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _count(value) -> str:
+    if value is None:
+        return "—"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return str(value)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def rows(manifest: dict) -> list[list[str]]:
+    out = []
+    for a in manifest["artifacts"]:
+        m = a["metrics"]
+        lat = m.get("latency_ms") or {}
+        acc = m.get("accuracy")
+        out.append([
+            a["name"], a["format"], a["precision"], _size(a["size_bytes"]), _count(m.get("params")),
+            _count(m.get("macs")), "—" if acc is None else f"{100 * acc:.2f}%",
+            _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"), _num(lat.get("p99"), ".3f"),
+            _num(m.get("throughput_ips"), ".0f"), _num(m.get("peak_rss_mb"), ".0f"),
+        ])
+    return out
+
+
+def markdown(manifest: dict) -> str:
+    recipe = manifest["recipe"]
+    lines = [
+        f"# edgedl run: {recipe['name']}",
+        "",
+        f"Model `{recipe['model']['spec']}`, data `{recipe['data']['spec']}`, status **{manifest['status']}**, "
+        f"host {manifest['host']['cpu']} ({manifest['host']['cpu_count']} cores).",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(manifest)]
+    failed = [s for s in manifest["stages"] if s["status"] == "failed"]
+    if failed:
+        lines += ["", f"Stage `{failed[0]['stage']}` failed: {failed[0]['error']}"]
+    notes = [(a["name"], k, v) for a in manifest["artifacts"] for k, v in a["notes"].items()]
+    if notes:
+        lines += ["", "## Why some figures are missing", ""]
+        lines += [f"- `{name}` {key}: {why}" for name, key, why in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, manifest: dict) -> Path:
+    path = Path(run_dir) / "report.md"
+    atomic_write_text(path, markdown(manifest))
+    return path
+
+
+def table(manifest: dict):
+    from rich.table import Table
+
+    t = Table(title=f"edgedl run: {manifest['recipe']['name']} ({manifest['status']})")
+    for col in COLUMNS:
+        t.add_column(col, justify="left" if col in ("artifact", "format", "precision") else "right")
+    for r in rows(manifest):
+        t.add_row(*r)
+    return t

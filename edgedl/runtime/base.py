@@ -1,0 +1,200 @@
+"""The Runner contract every backend follows.
+
+Public methods check inputs and shape the results; backends override the small ``_*_impl``
+hooks. A backend is one module; it imports its framework inside ``_load_impl`` so that
+``import edgedl.runtime`` needs numpy alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgedl.errors import EdgedlError
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (an int per static dimension, a string or None per dynamic one) and dtype."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    layout: str | None = None
+    quantization: dict | None = field(default=None, compare=False)
+
+    @property
+    def static_dims(self) -> tuple[tuple[int, int], ...]:
+        """(axis, size) of every dimension with a fixed size."""
+        return tuple((i, d) for i, d in enumerate(self.shape) if isinstance(d, int) and d >= 0)
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with dynamic dimensions resolved: the first to ``batch``, others to 1."""
+        return tuple(
+            d if isinstance(d, int) and d >= 0 else (batch if i == 0 else 1)
+            for i, d in enumerate(self.shape)
+        )
+
+    def describe(self) -> str:
+        dims = "x".join(str(d) if isinstance(d, int) and d >= 0 else (d or "?") for d in self.shape)
+        return f"{self.name} {dims} {self.dtype}"
+
+
+class InputError(EdgedlError):
+    """An input of the wrong name, shape or dtype (nothing is broadcast or cast silently)."""
+
+
+class Runner:
+    """A loaded artifact. Use as ``m(x)`` for one input or ``m({name: x, ...})`` for several.
+
+    Subclasses set ``backend`` and implement ``_load_impl``, ``_run_impl`` and ``_close_impl``,
+    and fill ``_inputs`` / ``_outputs`` in ``_load_impl``.
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        sidecar: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+        device: str | None = None,
+    ):
+        self.path = Path(path)
+        self.sidecar: dict[str, Any] = dict(sidecar or {})
+        self.threads = threads
+        self.device = device
+        self._inputs: tuple[TensorInfo, ...] = ()
+        self._outputs: tuple[TensorInfo, ...] = ()
+        self._closed = False
+        self._load_impl()
+        self._apply_sidecar_metadata()
+        self._output_names = [o.name for o in self._outputs]
+        # Pre-computed checks keep the per-call cost to a few hundred nanoseconds.
+        self._checks = {
+            i.name: (np.dtype(i.dtype), len(i.shape), i.static_dims, i) for i in self._inputs
+        }
+        self._single = self._inputs[0].name if len(self._inputs) == 1 else None
+
+    # ---- metadata -------------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return self._outputs
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.sidecar.get("labels")
+
+    def _apply_sidecar_metadata(self) -> None:
+        # The sidecar knows what the file cannot say: layout and quantization parameters.
+        by_name = {t.get("name"): t for t in self.sidecar.get("inputs", [])}
+        by_name.update({t.get("name"): t for t in self.sidecar.get("outputs", [])})
+
+        def enrich(info: TensorInfo) -> TensorInfo:
+            extra = by_name.get(info.name) or {}
+            return TensorInfo(
+                info.name,
+                info.shape,
+                info.dtype,
+                extra.get("layout", info.layout),
+                extra.get("quantization", info.quantization),
+            )
+
+        self._inputs = tuple(enrich(i) for i in self._inputs)
+        self._outputs = tuple(enrich(o) for o in self._outputs)
+
+    # ---- running --------------------------------------------------------------------------
+    def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> Any:
+        """Run once. One output comes back as an array, several as a dict keyed by name."""
+        if self._single is not None and type(x) is np.ndarray:
+            self._check(self._single, x)
+            feeds = {self._single: x}
+        else:
+            feeds = self._feeds(x)
+        outs = self._run_impl(feeds)
+        if len(outs) == 1:
+            return outs[0]
+        return dict(zip(self._output_names, outs))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run with named inputs; always returns a dict of named outputs."""
+        return dict(zip(self._output_names, self._run_impl(self._feeds(feeds))))
+
+    def warmup(self, n: int = 10, batch: int = 1) -> None:
+        """Run ``n`` times on zeros so that lazy initialisation is paid before timing starts."""
+        feeds = {i.name: np.zeros(i.concrete_shape(batch), i.dtype) for i in self._inputs}
+        for _ in range(n):
+            self._run_impl(feeds)
+
+    def _feeds(self, x: Any) -> dict[str, np.ndarray]:
+        if isinstance(x, np.ndarray):
+            if self._single is None:
+                names = ", ".join(self._checks)
+                raise InputError(f"this model has several inputs ({names}); pass a dict")
+            x = {self._single: x}
+        if not isinstance(x, Mapping):
+            raise InputError(f"expected a numpy array or a dict of arrays, got {type(x).__name__}")
+        missing = [n for n in self._checks if n not in x]
+        unknown = [n for n in x if n not in self._checks]
+        if missing or unknown:
+            raise InputError(
+                f"inputs do not match: missing {missing or 'none'}, unknown {unknown or 'none'}; "
+                f"expected {', '.join(self._checks)}"
+            )
+        for name, value in x.items():
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input '{name}' must be a numpy array, got {type(value).__name__}")
+            self._check(name, value)
+        return dict(x)
+
+    def _check(self, name: str, x: np.ndarray) -> None:
+        dtype, rank, static, info = self._checks[name]
+        shape = x.shape
+        if x.dtype != dtype or len(shape) != rank:
+            self._raise_mismatch(info, x)
+        for axis, size in static:
+            if shape[axis] != size:
+                self._raise_mismatch(info, x)
+
+    @staticmethod
+    def _raise_mismatch(info: TensorInfo, x: np.ndarray) -> None:
+        given = "x".join(map(str, x.shape)) or "scalar"
+        raise InputError(
+            f"input '{info.name}' expects {info.describe()}, got {given} {x.dtype}; "
+            "reshape or cast it (nothing is broadcast or cast silently)"
+        )
+
+    # ---- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free native resources; the runner cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._close_impl()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ins = ", ".join(i.describe() for i in self._inputs)
+        return f"<{type(self).__name__} {self.path.name} [{ins}]>"
+
+    # ---- backend hooks --------------------------------------------------------------------
+    def _load_impl(self) -> None:  # pragma: no cover - contract
+        raise NotImplementedError
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> Sequence[np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _close_impl(self) -> None:
+        pass

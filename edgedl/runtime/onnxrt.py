@@ -1,0 +1,78 @@
+"""ONNX Runtime backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.runtime.base import Runner, TensorInfo
+
+# ONNX Runtime reports element types as strings such as "tensor(float)".
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
+    "tensor(int64)": "int64",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+
+_PROVIDERS = {
+    None: ["CPUExecutionProvider"],
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def _info(node) -> TensorInfo:
+    dtype = _ORT_DTYPES.get(node.type)
+    if dtype is None:
+        raise EdgedlError(f"tensor '{node.name}' has type {node.type}, which edgedl does not feed")
+    shape = tuple(d if isinstance(d, int) else d for d in node.shape)
+    return TensorInfo(node.name, shape, dtype)
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs ``.onnx`` files with ONNX Runtime (CPU by default, ``device='cuda'`` for CUDA)."""
+
+    backend = "onnxruntime"
+
+    def _load_impl(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("onnxruntime", "onnx", "Running ONNX models") from None
+        if self.device not in _PROVIDERS:
+            raise EdgedlError(f"unknown device '{self.device}' for ONNX Runtime; use cpu or cuda")
+        providers = _PROVIDERS[self.device]
+        missing = [p for p in providers[:1] if p not in ort.get_available_providers()]
+        if missing:
+            raise EdgedlError(
+                f"ONNX Runtime here has no {missing[0]}; install onnxruntime-gpu or use device=cpu"
+            )
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # ORT raises several private exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgedlError(f"ONNX Runtime cannot load {self.path}: {first}") from None
+        self._inputs = tuple(_info(i) for i in self._session.get_inputs())
+        self._outputs = tuple(_info(o) for o in self._session.get_outputs())
+        self._run = self._session.run
+
+    def _run_impl(self, feeds):
+        return self._run(self._output_names, feeds)
+
+    def _close_impl(self) -> None:
+        self._run = None
+        self._session = None

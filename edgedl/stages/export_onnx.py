@@ -1,0 +1,113 @@
+"""The ``export_onnx`` stage: torch -> ONNX (fp32) through torch.onnx, checked against torch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import numpy as np
+
+from edgedl import onnx_graph
+from edgedl.errors import StageError
+from edgedl.parity import compare
+from edgedl.stages.base import RunContext, Stage
+
+PARITY_SAMPLES = 16
+
+
+def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> None:
+    """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB)."""
+    import torch
+
+    module.eval()
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
+    # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(example),),
+                str(path),
+                input_names=["input"],
+                output_names=[output_name],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StageError(f"ONNX export failed: {first}") from None
+        finally:
+            onnx_log.setLevel(level)
+
+
+class ExportOnnxStage(Stage):
+    name = "export_onnx"
+
+    def run(self, ctx: RunContext) -> None:
+        import torch
+
+        import edgedl.runtime as rt
+
+        c = self.config
+        module = ctx.model.module.eval()
+        samples = ctx.dataset.val.x[:PARITY_SAMPLES]
+        example = samples[:2] if c.dynamic_batch else samples[:1]
+        output_name = "logits" if ctx.dataset.num_classes else "output"
+        tmp = ctx.run.tempdir() / f"{ctx.stem}.fp32.onnx"
+        export_onnx(module, example, tmp, c.opset, c.dynamic_batch, output_name)
+
+        with torch.no_grad():
+            reference = module(torch.from_numpy(samples if c.dynamic_batch else samples[:1])).numpy()
+        with rt.load(tmp, verify=False) as runner:
+            feed = samples if c.dynamic_batch else samples[:1]
+            parity = compare(reference, runner(feed))
+            inputs = [_tensor(i) for i in runner.inputs]
+            outputs = [_tensor(o) for o in runner.outputs]
+        scale = max(1.0, float(np.abs(reference).max()))
+        if parity["max_abs_diff"] > c.parity_atol * scale:
+            raise StageError(
+                f"exported ONNX differs from torch by {parity['max_abs_diff']:.3g} "
+                f"(allowed {c.parity_atol * scale:.3g}); the model may use an op the exporter "
+                "translates differently; rerun with --debug and check the exporter warnings"
+            )
+        graph = onnx_graph.load_graph(tmp)
+        for info in inputs:
+            if len(info["shape"]) == 4:
+                info["layout"] = "NCHW"
+        sidecar = {
+            "inputs": inputs,
+            "outputs": outputs,
+            "task": "classification" if ctx.dataset.num_classes else "regression",
+            "normalization": ctx.dataset.normalization,
+            "labels": ctx.dataset.labels,
+            "source": {"model": ctx.recipe.model.spec, "artifact": ctx.model_artifact},
+            "opset": c.opset,
+        }
+        ctx.run.add_artifact(
+            tmp,
+            name=tmp.name,
+            format="onnx",
+            precision="fp32",
+            stage=self.name,
+            parent=ctx.model_artifact,
+            sidecar=sidecar,
+            metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},
+            extra={"parity": {"reference": "torch", **parity}},
+        )
+        ctx.log(f"exported {tmp.name}: parity max|diff| {parity['max_abs_diff']:.2e}, "
+                f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+
+def _tensor(info) -> dict:
+    return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype}
