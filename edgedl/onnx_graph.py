@@ -120,8 +120,13 @@ def count_macs(model) -> tuple[int | None, list[str]]:
 
 
 def count_params(model) -> int:
-    """Elements in all initializers (weights, biases, quantization scales included)."""
-    return sum(math.prod(i.dims) for i in model.graph.initializer)
+    """Elements of weight-typed initializers: float and 8-bit (quantized) tensors.
+
+    64/32-bit integer initializers are shapes and indices, not parameters.
+    """
+    onnx = _onnx()
+    shape_types = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
+    return sum(math.prod(i.dims) for i in model.graph.initializer if i.data_type not in shape_types)
 
 
 def summarize(path: str | os.PathLike) -> dict[str, Any]:

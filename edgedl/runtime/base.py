@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgedl.errors import EdgedlError
+from edgedl.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class TensorInfo:
         return f"{self.name} {dims} {self.dtype}"
 
 
-class InputError(EdgedlError):
+class InputError(UsageError):
     """An input of the wrong name, shape or dtype (nothing is broadcast or cast silently)."""
 
 

@@ -1,0 +1,63 @@
+"""Shared fixtures: small real models and runs, built once per test session."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> Path:
+    """A real compress run of the quickstart recipe, shortened: 3 epochs, a short benchmark."""
+    from edgedl import api
+
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    api.compress(
+        ROOT / "recipes" / "quickstart.yaml",
+        out=out,
+        overrides=["stages.train.epochs=3", "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0",
+                   "stages.benchmark.warmup=2"],
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def manifest(quick_run) -> dict:
+    return json.loads((quick_run / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def onnx_artifact(quick_run, manifest) -> Path:
+    (record,) = [a for a in manifest["artifacts"] if a["format"] == "onnx"]
+    return quick_run / record["path"]
+
+
+@pytest.fixture(scope="session")
+def tiny_conv_onnx(tmp_path_factory) -> Path:
+    """Conv(1->8, 3x3, pad 1) + BN + ReLU + global pool + Linear(8->10) on 1x8x8, no sidecar."""
+    import torch
+    from torch import nn
+
+    from edgedl.stages.export_onnx import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    export_onnx(model, np.zeros((2, 1, 8, 8), np.float32), path, 18, True, "logits")
+    return path
+
+
+def run_python(code: str) -> str:
+    """Run code in a fresh interpreter (same venv) and return its stdout."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return proc.stdout

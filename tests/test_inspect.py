@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from edgedl import api, onnx_graph
+from edgedl.cli import main
+from edgedl.errors import EdgedlError, UsageError
+
+
+def test_macs_and_params_of_a_known_graph(tiny_conv_onnx):
+    info = api.inspect(tiny_conv_onnx)
+    # Conv 1->8, 3x3 on 8x8 (pad 1): 8*8*8 outputs x 9 MACs = 4608; Linear 8->10: 80.
+    assert info["macs"] == 4608 + 80
+    # Conv weight 72 + bias 8, Linear 80 + 10 (BatchNorm is folded into the conv on export).
+    assert info["params"] == 72 + 8 + 80 + 10
+    assert info["ops"]["Conv"] == 1 and "Gemm" in info["ops"] or "MatMul" in info["ops"]
+    assert info["opsets"]["ai.onnx"] == 18
+    assert info["inputs"][0]["shape"][1:] == [1, 8, 8] and info["inputs"][0]["dtype"] == "float32"
+    assert info["size_bytes"] == tiny_conv_onnx.stat().st_size and info["external_data"] == []
+
+
+def test_size_includes_external_data(tiny_conv_onnx, tmp_path):
+    import onnx
+
+    model = onnx.load(str(tiny_conv_onnx))
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    info = api.inspect(path)
+    assert info["external_data"] == ["ext.onnx.data"]
+    assert info["size_bytes"] == path.stat().st_size + (tmp_path / "ext.onnx.data").stat().st_size
+    assert info["params"] == 170
+
+
+def test_inspect_cli_table_and_json(tiny_conv_onnx, capsys):
+    with pytest.raises(SystemExit) as code:
+        main(["inspect", str(tiny_conv_onnx)])
+    assert code.value.code == 0
+    out = capsys.readouterr().out
+    assert "Conv" in out and "MACs/sample: 4,688" in out and "opsets: ai.onnx 18" in out
+    with pytest.raises(SystemExit):
+        main(["inspect", str(tiny_conv_onnx), "--json"])
+    assert json.loads(capsys.readouterr().out)["macs"] == 4688
+
+
+def test_inspect_bad_files(tmp_path):
+    with pytest.raises(UsageError, match="artifact not found"):
+        api.inspect(tmp_path / "none.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff\xff\xff")
+    with pytest.raises(EdgedlError, match="is not a readable ONNX file"):
+        onnx_graph.summarize(junk)
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"0")
+    with pytest.raises(UsageError, match="reads .onnx files"):
+        api.inspect(other)
