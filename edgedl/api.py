@@ -11,9 +11,14 @@ from edgedl.recipe import Recipe, load_recipe
 
 
 def build_model(recipe: Recipe, dataset) -> Any:
-    """The recipe's model, shaped for the dataset unless the recipe's kwargs say otherwise."""
-    from edgedl.models import load_model
+    """The recipe's model, shaped for the dataset unless the recipe's kwargs say otherwise.
 
+    The seed is set first, so the same recipe starts from the same initial weights.
+    """
+    from edgedl.models import load_model
+    from edgedl.train import seed_everything
+
+    seed_everything(recipe.seed)
     kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
     if dataset.num_classes:
         kwargs["num_classes"] = dataset.num_classes
