@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> Path:
-    """A real compress run of the quickstart recipe, shortened: 3 epochs, a short benchmark."""
+    """A real compress run of the quickstart recipe on 8x8 digits, shortened: 3 epochs, a short benchmark."""
     from edgedl import api
 
     out = tmp_path_factory.mktemp("runs") / "quick"
     api.compress(
         ROOT / "recipes" / "quickstart.yaml",
         out=out,
-        overrides=["stages.train.epochs=3", "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0",
+        overrides=["data=digits", "stages.train.epochs=3", "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0",
                    "stages.benchmark.warmup=2"],
         progress=False,
     )
