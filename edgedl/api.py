@@ -51,10 +51,12 @@ def compress(
     elif overrides:
         raise UsageError("overrides apply to recipe files; edit the Recipe object instead")
     stages = [stage_for(cfg) for cfg in recipe.stages]  # unknown stages fail before any work
+    out = Path(out) if out else default_run_dir(recipe)
+    RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
     dataset = load_dataset(recipe.data.spec, seed=recipe.seed, val_fraction=recipe.data.val_fraction,
                            test_fraction=recipe.data.test_fraction)
     model = build_model(recipe, dataset)
-    run = RunDir(out or default_run_dir(recipe), recipe, force=force)
+    run = RunDir(out, recipe, force=force)
     run.manifest["notes"].extend(dataset.notes)
     if not any(cfg.stage == "train" for cfg in recipe.stages) and not model.checkpoint:
         run.manifest["notes"].append("the model was not trained in this run and has no checkpoint: "

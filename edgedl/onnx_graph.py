@@ -15,8 +15,8 @@ from edgedl.errors import EdgedlError, MissingDependencyError
 
 # op type -> index of its weight input; MACs = prod(output shape) * prod(weight.shape[1:])
 _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
-# op type -> (index of A, index of B): MACs = prod(output shape) * K
-_MATMUL = {"MatMul": (0, 1), "MatMulInteger": (0, 1), "QLinearMatMul": (0, 3), "Gemm": (0, 1)}
+# matrix products: MACs = prod(output shape) * K, K being the inner dimension of input A
+_MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
 
 
 def _onnx():
@@ -108,8 +108,7 @@ def count_macs(model) -> tuple[int | None, list[str]]:
             else:
                 unknown.append(node.name or node.op_type)
         elif node.op_type in _MATMUL:
-            a_idx, _ = _MATMUL[node.op_type]
-            out, a = known(node.output[0]), known(node.input[a_idx])
+            out, a = known(node.output[0]), known(node.input[0])
             if out and a:
                 trans_a = any(att.name == "transA" and att.i for att in node.attribute)
                 k = a[-2] if trans_a else a[-1]

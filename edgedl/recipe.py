@@ -20,7 +20,7 @@ from edgedl.errors import UsageError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 class Target(str, Enum):
@@ -196,7 +196,7 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: ``field.path: message (allowed keys: ...)``."""
     lines = []
     for err in exc.errors():
-        loc = [p for p in err["loc"]]
+        loc = list(err["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             allowed = sorted(_fields_at(Recipe, loc[:-1]))

@@ -46,9 +46,7 @@ class RunDir:
 
     def __init__(self, path: str | Path, recipe: Recipe, force: bool = False):
         self.path = Path(path)
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            if not force:
-                raise UsageError(f"run directory {self.path} already exists; pass --force to replace it or choose another --out")
+        if not self.is_free(self.path, force):
             if self.path.is_dir():
                 shutil.rmtree(self.path)
             else:
@@ -69,6 +67,14 @@ class RunDir:
             "notes": [],
         }
         self.save()
+
+    @staticmethod
+    def is_free(path: Path, force: bool) -> bool:
+        """True if ``path`` can hold a new run; raises unless ``force`` when it holds something."""
+        taken = path.exists() and (not path.is_dir() or any(path.iterdir()))
+        if taken and not force:
+            raise UsageError(f"run directory {path} already exists; pass --force to replace it or choose another --out")
+        return not taken
 
     # ---- manifest -------------------------------------------------------------------------
     def save(self) -> None:

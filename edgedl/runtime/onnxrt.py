@@ -34,8 +34,7 @@ def _info(node) -> TensorInfo:
     dtype = _ORT_DTYPES.get(node.type)
     if dtype is None:
         raise EdgedlError(f"tensor '{node.name}' has type {node.type}, which edgedl does not feed")
-    shape = tuple(d if isinstance(d, int) else d for d in node.shape)
-    return TensorInfo(node.name, shape, dtype)
+    return TensorInfo(node.name, tuple(node.shape), dtype)
 
 
 class OnnxRuntimeRunner(Runner):

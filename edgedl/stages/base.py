@@ -7,7 +7,7 @@ the recipe's ``stage:`` key picks it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from edgedl.data import Dataset
@@ -29,7 +29,6 @@ class RunContext:
     model_artifact: str | None = None  # the manifest name of the artifact holding that model
     console: Any = None
     progress: bool = True
-    scratch: dict = field(default_factory=dict)
 
     @property
     def stem(self) -> str:
