@@ -10,6 +10,17 @@ from edgedl.errors import EdgedlError, StageError, UsageError
 from edgedl.recipe import Recipe, load_recipe
 
 
+def model_kwargs(dataset, overrides: dict | None = None) -> dict[str, Any]:
+    """Architecture options that fit a model spec to a dataset (channels, classes, input size)."""
+    kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
+    if dataset.num_classes:
+        kwargs["num_classes"] = dataset.num_classes
+    if len(dataset.input_shape) == 3:
+        kwargs["input_size"] = tuple(dataset.input_shape[1:])
+    kwargs.update(overrides or {})
+    return kwargs
+
+
 def build_model(recipe: Recipe, dataset) -> Any:
     """The recipe's model, shaped for the dataset unless the recipe's kwargs say otherwise.
 
@@ -19,13 +30,7 @@ def build_model(recipe: Recipe, dataset) -> Any:
     from edgedl.train import seed_everything
 
     seed_everything(recipe.seed)
-    kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
-    if dataset.num_classes:
-        kwargs["num_classes"] = dataset.num_classes
-    if len(dataset.input_shape) == 3:
-        kwargs["input_size"] = tuple(dataset.input_shape[1:])
-    kwargs.update(recipe.model.kwargs)
-    return load_model(recipe.model.spec, **kwargs)
+    return load_model(recipe.model.spec, **model_kwargs(dataset, recipe.model.kwargs))
 
 
 def compress(
@@ -58,9 +63,10 @@ def compress(
     model = build_model(recipe, dataset)
     run = RunDir(out, recipe, force=force)
     run.manifest["notes"].extend(dataset.notes)
-    if not any(cfg.stage == "train" for cfg in recipe.stages) and not model.checkpoint:
-        run.manifest["notes"].append("the model was not trained in this run and has no checkpoint: "
-                                     "its weights are random, so accuracy is meaningless")
+    from_registry = ":" not in recipe.model.spec and not model.checkpoint
+    if from_registry and not any(cfg.stage == "train" for cfg in recipe.stages):
+        run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
+                                     "run: its weights are random, so accuracy is meaningless")
     ctx = RunContext(recipe=recipe, run=run, dataset=dataset, model=model, console=console, progress=progress)
     status = "failed"
     try:

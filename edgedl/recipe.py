@@ -69,6 +69,43 @@ class TrainStage(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
+class PruneStage(_Strict):
+    """Structured channel pruning (Torch-Pruning), with fine-tuning between steps when labelled."""
+
+    stage: Literal["prune"]
+    ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed")
+    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+    scope: Literal["uniform", "global"] = "uniform"
+    ignore: list[str] = Field(default_factory=list, description="layer-name patterns to leave alone")
+    round_to: int = Field(8, ge=1, description="keep channel counts multiples of this")
+    steps: int = Field(1, ge=1)
+    finetune_epochs: int = Field(5, ge=0, description="fine-tuning epochs after each step")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
+class FeaturePair(_Strict):
+    """Match a student layer's output to a teacher layer's through a learned 1x1 projection."""
+
+    teacher: str
+    student: str
+
+
+class DistillStage(_Strict):
+    """Knowledge distillation: KL on softened logits plus hard-label cross entropy."""
+
+    stage: Literal["distill"]
+    teacher: Optional[str] = Field(None, description="model spec; default: the model before compression")
+    student: Optional[str] = Field(None, description="registry name for a fresh student; default: current model")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
+    features: list[FeaturePair] = Field(default_factory=list)
+    feature_weight: float = Field(1.0, ge=0)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
 class ExportOnnxStage(_Strict):
     """Export the current model to ONNX (fp32) and check it against torch."""
 
@@ -76,6 +113,23 @@ class ExportOnnxStage(_Strict):
     opset: int = Field(18, ge=13, le=23)
     dynamic_batch: bool = True
     parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch")
+
+
+class QuantizeStage(_Strict):
+    """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
+
+    stage: Literal["quantize"]
+    precision: Literal["int8", "fp16", "int8_dynamic"] = "int8"
+    scheme: Literal["auto", "tensorrt", "cpu"] = Field(
+        "auto", description="auto: tensorrt if a tensorrt target is set, else cpu")
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1)
+    max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
+    max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
+    speed_gate: bool = True
+    min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
+    on_gate_miss: Literal["fail", "warn"] = "fail"
+    threads: Optional[int] = Field(None, ge=1, description="threads for the speed gate's timing")
 
 
 class EvaluateStage(_Strict):
@@ -98,7 +152,8 @@ class BenchmarkStage(_Strict):
 
 
 StageConfig = Annotated[
-    Union[TrainStage, ExportOnnxStage, EvaluateStage, BenchmarkStage], Field(discriminator="stage")
+    Union[TrainStage, PruneStage, DistillStage, ExportOnnxStage, QuantizeStage, EvaluateStage, BenchmarkStage],
+    Field(discriminator="stage"),
 ]
 
 

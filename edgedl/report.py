@@ -60,11 +60,41 @@ def markdown(manifest: dict) -> str:
     failed = [s for s in manifest["stages"] if s["status"] == "failed"]
     if failed:
         lines += ["", f"Stage `{failed[0]['stage']}` failed: {failed[0]['error']}"]
+    lines += compression_lines(manifest)
     notes = [(a["name"], k, v) for a in manifest["artifacts"] for k, v in a["notes"].items()]
     if notes:
         lines += ["", "## Why some figures are missing", ""]
         lines += [f"- `{name}` {key}: {why}" for name, key, why in notes]
     return "\n".join(lines) + "\n"
+
+
+def compression_lines(manifest: dict) -> list[str]:
+    """What each compression step cost and bought, and the verdicts of the quantization gates."""
+    lines = []
+    for a in manifest["artifacts"]:
+        if "pruning" in a:
+            p = a["pruning"]
+            lines.append(f"- `{a['name']}`: pruned, MACs {p['macs_before']:,} -> {p['macs_after']:,} "
+                         f"({p['mac_reduction']:.2f}x fewer), params {p['params_before']:,} -> {p['params_after']:,}"
+                         + ("" if p["finetuned"] else f" ({p['note']})"))
+        if "distillation" in a:
+            d = a["distillation"]
+            lines.append(f"- `{a['name']}`: distilled from `{d['teacher']}` (T={d['temperature']}, alpha={d['alpha']}), "
+                         f"val accuracy {d['val_accuracy']:.4f}, teacher {d['teacher_val_accuracy']:.4f}")
+        if "quantization" in a:
+            q = a["quantization"]
+            gate = "met" if q["accuracy_gate"] else "MISSED"
+            line = (f"- `{a['name']}`: {q['precision']} ({q['scheme']}), accuracy gate {gate}: {q['quality_metric']} "
+                    f"{q['quality']:.4f} on val against {q['reference_quality']:.4f} (drop {q['drop_points']:.2f} "
+                    f"points, allowed {q['max_accuracy_drop_points']})")
+            if q["float_layers"]:
+                line += f"; kept in float: {', '.join(q['float_layers'])}"
+            if "speed_gate" in q:
+                line += f"; speed: {q['speed_gate']['verdict']}"
+            if not a.get("recommended", True):
+                line += " — **not recommended**"
+            lines.append(line)
+    return ["", "## Compression", ""] + lines if lines else []
 
 
 def write(run_dir: Path, manifest: dict) -> Path:

@@ -62,6 +62,7 @@ def fit(
     config: FitConfig,
     loss_fn: Callable[[Any, Any, Any], Any] | None = None,
     progress: Any = None,
+    extra_params: list | None = None,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the best validation epoch.
 
@@ -72,6 +73,7 @@ def fit(
         config: optimiser settings and seed.
         loss_fn: ``loss_fn(model, x, y) -> scalar tensor``; default cross entropy on logits.
         progress: a ``rich.progress.Progress`` to report into, or None for silence.
+        extra_params: parameters outside ``model`` that ``loss_fn`` trains too (projections).
     """
     import torch
     import torch.nn.functional as F
@@ -83,7 +85,7 @@ def fit(
         def loss_fn(m, xb, yb):
             return F.cross_entropy(m(xb), yb, label_smoothing=config.label_smoothing)
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     if config.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     elif config.optimizer == "sgd":

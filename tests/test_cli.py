@@ -126,7 +126,7 @@ def test_random_data_runs_without_labels_and_says_so(tmp_path, capsys):
     code, _, err = cli(["compress", recipe, "--out", tmp_path / "run", "--quiet"], capsys)
     assert code == 0, err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    (a,) = manifest["artifacts"]
+    (a,) = [a for a in manifest["artifacts"] if a["format"] == "onnx"]
     assert a["metrics"]["accuracy"] is None and "no labels" in a["notes"]["accuracy"]
     assert a["metrics"]["latency_ms"]["p50"] > 0
     assert any("weights are random" in n for n in manifest["notes"])
@@ -219,7 +219,7 @@ def test_a_failed_stage_keeps_earlier_results_and_a_consistent_manifest(tmp_path
     run = tmp_path / "run"
     code, _, err = cli(["compress", _recipe_with(tmp_path, "noisy"), "--out", run, "--quiet"], capsys)
     assert code == 1
-    assert err.startswith("error: stage 'export_onnx' failed: exported ONNX differs from torch")
+    assert err.startswith("error: stage 'export_onnx' failed: exported ONNX of noisy.pt differs from torch")
     manifest = _assert_consistent(run)
     assert manifest["status"] == "failed"
     assert [(s["stage"], s["status"]) for s in manifest["stages"]] == [("train", "done"), ("export_onnx", "failed")]

@@ -102,9 +102,12 @@ def save_checkpoint(path: str | Path, model: Any, arch: dict, **meta: Any) -> No
     """Write an edgedl checkpoint atomically (architecture + state_dict + metadata)."""
     import torch
 
+    from edgedl.models.structure import structure_of
+
     payload = {
         "edgedl_checkpoint": CHECKPOINT_VERSION,
         "arch": _plain(arch),
+        "structure": structure_of(model),  # restores pruned channel counts on load
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": _plain(meta),
     }
@@ -135,6 +138,10 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     if "input_size" in kwargs and isinstance(kwargs["input_size"], list):
         kwargs["input_size"] = tuple(kwargs["input_size"])
     built = load_model(arch["spec"], **kwargs)
+    if payload.get("structure"):
+        from edgedl.models.structure import apply_structure
+
+        apply_structure(built.module, payload["structure"], payload["state_dict"])
     try:
         built.module.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -27,6 +27,7 @@ class RunContext:
     dataset: Dataset
     model: Any = None  # edgedl.models.LoadedModel, the model later stages compress or export
     model_artifact: str | None = None  # the manifest name of the artifact holding that model
+    baseline_artifact: str | None = None  # the model before the first compression stage
     console: Any = None
     progress: bool = True
 
@@ -36,6 +37,47 @@ class RunContext:
         spec = self.recipe.model.spec
         base = spec.rpartition(":")[2] if ":" in spec else spec.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "model"
+
+    def require_torch(self, stage: str) -> None:
+        if self.model is None:
+            raise UsageError(f"stage '{stage}' needs a PyTorch model; '{self.recipe.model.spec}' is an "
+                             "ONNX file, which can be quantized, evaluated and benchmarked but not trained, "
+                             "pruned or distilled")
+
+    def save_model(self, suffix: str, stage: str, **extra: Any) -> dict:
+        """Save the current torch model as a checkpoint artifact and make it the current one."""
+        from edgedl.models import save_checkpoint
+        from edgedl.pruning import count_macs_params
+        from edgedl.stages.benchmark import BENCH_METRICS
+
+        name = f"{self.stem}{suffix}.pt"
+        tmp = self.run.tempdir() / name
+        save_checkpoint(tmp, self.model.module, self.model.arch, data=self.dataset.name,
+                        seed=self.recipe.seed, stage=stage)
+        macs, params = count_macs_params(self.model.module, self.dataset.input_shape)
+        record = self.run.add_artifact(
+            tmp, name=name, format="torch", precision="fp32", stage=stage, parent=self.model_artifact,
+            metrics={"params": params, "macs": macs},
+            notes={"accuracy": "torch checkpoints are not evaluated: accuracy is measured on the exported "
+                               "artifacts through edgedl.runtime",
+                   **{key: "torch checkpoints are not benchmarked; see the exported artifacts"
+                      for key in BENCH_METRICS}},
+            extra=extra,
+        )
+        self.model_artifact = name
+        return record
+
+    def ensure_model_artifact(self) -> str:
+        """The current model's checkpoint artifact, saving the loaded model first if it has none."""
+        self.require_torch("export")
+        if self.model_artifact is None:
+            self.save_model("", stage="load", source={"spec": self.recipe.model.spec})
+        return self.model_artifact
+
+    def start_compression(self) -> None:
+        """Remember the model before the first compression stage (the default teacher)."""
+        if self.baseline_artifact is None:
+            self.baseline_artifact = self.ensure_model_artifact()
 
     def log(self, message: str) -> None:
         if self.console is not None:

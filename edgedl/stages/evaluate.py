@@ -8,21 +8,28 @@ import edgedl.runtime as rt
 from edgedl.stages.base import RunContext, Stage
 
 
-def evaluate_artifact(path, split, batch_size: int) -> float:
-    """Top-1 accuracy of an artifact on a labelled split, run through edgedl.runtime."""
+def predict(path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The artifact's first output for every sample of ``x``, run through edgedl.runtime."""
     with rt.load(path) as runner:
         first = runner.inputs[0].shape[0] if runner.inputs[0].shape else None
         fixed = first if isinstance(first, int) and first > 0 else None
         step = fixed or batch_size
-        correct = 0
-        for xb, yb in split.batches(step):
+        outputs = []
+        for start in range(0, len(x), step):
+            xb = x[start : start + step]
             n = len(xb)
-            if fixed and n < fixed:  # a fixed-batch artifact: pad the last batch, score n rows
+            if fixed and n < fixed:  # a fixed-batch artifact: pad the last batch, keep n rows
                 xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), xb.dtype)])
             out = runner(np.ascontiguousarray(xb))
-            logits = out if isinstance(out, np.ndarray) else next(iter(out.values()))
-            correct += int((logits[:n].reshape(n, -1).argmax(1) == yb).sum())
-    return correct / max(1, len(split))
+            out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
+            outputs.append(out[:n])
+    return np.concatenate(outputs)
+
+
+def evaluate_artifact(path, split, batch_size: int) -> float:
+    """Top-1 accuracy of an artifact on a labelled split, run through edgedl.runtime."""
+    logits = predict(path, split.x, batch_size)
+    return float((logits.reshape(len(split), -1).argmax(1) == split.y).mean())
 
 
 class EvaluateStage(Stage):

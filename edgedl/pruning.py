@@ -1,0 +1,132 @@
+"""Structured channel pruning through Torch-Pruning's dependency graph.
+
+The only module that calls ``torch_pruning``; the rest of edgedl sees plain torch modules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edgedl.errors import UsageError
+
+IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
+
+
+@dataclass
+class PruneConfig:
+    ratio: float = 0.5  # fraction of channels removed from each prunable group (uniform) or overall (global)
+    importance: str = "l2"
+    scope: str = "uniform"  # or "global"
+    ignore: tuple[str, ...] = ()  # module-name patterns to leave alone
+    round_to: int = 8
+    steps: int = 1
+
+
+def count_macs_params(module: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs and parameters for one sample, counted by Torch-Pruning's op counter."""
+    import torch
+    import torch_pruning as tp
+
+    was_training = module.training
+    module.eval()
+    try:
+        macs, params = tp.utils.count_ops_and_params(module, torch.zeros(1, *input_shape))
+    finally:
+        module.train(was_training)
+    return int(macs), int(params)
+
+
+def output_layers(model: Any) -> list[Any]:
+    """The layer(s) producing the model's output: pruning them would change the output size."""
+    import torch
+
+    leaves = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    return leaves[-1:]
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    if name == "l1":
+        return tp.importance.MagnitudeImportance(p=1)
+    if name == "l2":
+        return tp.importance.MagnitudeImportance(p=2)
+    if name == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    if name == "taylor":
+        return tp.importance.TaylorImportance()
+    raise UsageError(f"prune.importance '{name}' is unknown; use one of {', '.join(IMPORTANCE)}")
+
+
+def prune(
+    model: Any,
+    input_shape: tuple[int, ...],
+    config: PruneConfig,
+    gradient_batch: Callable[[Any], Any] | None = None,
+    after_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Prune ``model`` in place, in ``config.steps`` steps.
+
+    Args:
+        model: a torch module.
+        input_shape: one sample's shape, to trace the dependency graph.
+        config: ratio, importance, scope, layers to ignore, channel rounding, steps.
+        gradient_batch: ``f(model) -> loss`` on a labelled batch; Taylor importance needs it.
+        after_step: called after each pruning step (fine-tuning goes here).
+
+    Returns:
+        MACs and parameters before and after, and the layers left alone.
+    """
+    import torch
+    import torch_pruning as tp
+
+    if not 0 < config.ratio < 1:
+        raise UsageError(f"prune.ratio must be between 0 and 1 (exclusive), got {config.ratio}")
+    if config.importance == "taylor" and gradient_batch is None:
+        raise UsageError("prune.importance 'taylor' needs labelled data for gradients; use l1, l2 or bn_scale")
+    if config.importance == "bn_scale" and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UsageError("prune.importance 'bn_scale' needs BatchNorm layers, and this model has none; use l1 or l2")
+    named = dict(model.named_modules())
+    ignored, ignored_names = list(output_layers(model)), []
+    for pattern in config.ignore:
+        hits = [n for n in named if n and fnmatch.fnmatch(n, pattern)]
+        if not hits:
+            raise UsageError(f"prune.ignore pattern '{pattern}' matches no layer; layer names look like "
+                             f"{', '.join(n for n in list(named)[1:6])}")
+        ignored += [named[n] for n in hits]
+        ignored_names += hits
+    ignored_names += [n for n, m in named.items() if m in ignored[:1]]
+
+    macs_before, params_before = count_macs_params(model, input_shape)
+    example = torch.zeros(1, *input_shape)
+    model.eval()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=_importance(config.importance),
+        pruning_ratio=config.ratio,
+        global_pruning=config.scope == "global",
+        iterative_steps=config.steps,
+        ignored_layers=ignored,
+        round_to=config.round_to if config.round_to > 1 else None,
+    )
+    for step in range(config.steps):
+        if config.importance == "taylor":
+            model.zero_grad()
+            gradient_batch(model).backward()
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(step)
+    model.eval()
+    macs_after, params_after = count_macs_params(model, input_shape)
+    return {
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "params_before": params_before,
+        "params_after": params_after,
+        "mac_reduction": macs_before / max(1, macs_after),
+        "ignored_layers": sorted(set(ignored_names)),
+    }

@@ -1,0 +1,173 @@
+"""ONNX quantization through onnxruntime.quantization: static QDQ INT8, dynamic INT8, FP16.
+
+The only module that calls ``onnxruntime.quantization``. Schemes are named, typed settings rather
+than option strings: ``tensorrt`` is what TensorRT's explicit quantization expects (symmetric
+INT8 activations, per-channel symmetric weights); the ``cpu_*`` schemes are candidates for
+ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are often faster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+
+DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
+MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    activations: str  # "int8" or "uint8"
+    per_channel: bool
+    symmetric_activations: bool
+    reduce_range: bool = False
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+SCHEMES = {
+    "tensorrt": Scheme("tensorrt", "int8", per_channel=True, symmetric_activations=True),
+    "cpu_u8s8_per_tensor": Scheme("cpu_u8s8_per_tensor", "uint8", per_channel=False, symmetric_activations=False),
+    "cpu_s8s8_per_channel": Scheme("cpu_s8s8_per_channel", "int8", per_channel=True, symmetric_activations=True),
+}
+CPU_CANDIDATES = ("cpu_u8s8_per_tensor", "cpu_s8s8_per_channel")
+
+
+def _ort_quant():
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "onnx", "ONNX quantization") from None
+    return quantization
+
+
+def prepare(src: Path, dst: Path) -> None:
+    """Upgrade old opsets (QDQ per-channel needs 13) and run ORT's pre-processing.
+
+    Pre-processing (shape inference and graph optimisation) is what ORT recommends before
+    static quantization; if it cannot handle a model, the opset-upgraded model is used as is.
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_QDQ_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_QDQ_OPSET)
+        except Exception as exc:
+            raise EdgedlError(f"cannot upgrade {src.name} from opset {opset} to {MIN_QDQ_OPSET}: {exc}") from None
+    onnx.save(model, str(dst))
+    try:
+        _ort_quant().quant_pre_process(str(dst), str(dst), skip_symbolic_shape=True)
+    except Exception:
+        pass  # pre-processing is an optimisation; quantization works without it
+
+
+def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op type) of every node static QDQ quantization can touch, in graph order.
+
+    That is ORT's own default set (its QLinear and QDQ registries): a Concat or an Add gets
+    Q/DQ pairs as much as a Conv, so any of them can be the layer that costs the accuracy.
+    """
+    import onnx
+
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    ops = set(QDQRegistry) | set(QLinearOpsRegistry)
+    model = onnx.load(str(path), load_external_data=False)
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in ops]
+
+
+def grouped_conv_nodes(path: Path) -> list[str]:
+    """Names of grouped (e.g. depthwise) convolutions: INT8 kernels for them are often slow."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+class _Reader:
+    """Calibration feed: one sample per call from an array of training samples."""
+
+    def __init__(self, input_name: str, samples: np.ndarray):
+        self.input_name, self.samples, self.index = input_name, samples, 0
+
+    def get_next(self):
+        if self.index >= len(self.samples):
+            return None
+        item = {self.input_name: self.samples[self.index : self.index + 1]}
+        self.index += 1
+        return item
+
+    def rewind(self):
+        self.index = 0
+
+
+def quantize_static(
+    src: Path,
+    dst: Path,
+    input_name: str,
+    calibration: np.ndarray,
+    scheme: Scheme,
+    method: str = "minmax",
+    exclude: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    cache: Path | None = None,
+) -> None:
+    """Static INT8 in QDQ format, calibrated on ``calibration`` samples.
+
+    Args:
+        exclude: node names left in float.
+        only: quantize just these nodes (sensitivity analysis).
+        cache: a calibration cache file; the first call writes it, later calls reuse the ranges.
+    """
+    q = _ort_quant()
+    reader_cls = type("CalibrationReader", (_Reader, q.CalibrationDataReader), {})
+    methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+               "percentile": q.CalibrationMethod.Percentile}
+    act = q.QuantType.QInt8 if scheme.activations == "int8" else q.QuantType.QUInt8
+    extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    try:
+        q.quantize_static(
+            str(src), str(dst), reader_cls(input_name, calibration), quant_format=q.QuantFormat.QDQ,
+            per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
+            weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
+            nodes_to_quantize=list(only) if only is not None else None,
+            calibrate_method=methods[method], extra_options=extra,
+            calibration_cache_path=str(cache) if cache else None,
+        )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
+
+
+def quantize_dynamic(src: Path, dst: Path) -> None:
+    """Dynamic INT8: weights quantized ahead, activations at run time (Linear/LSTM/GRU-heavy models)."""
+    import onnx
+
+    q = _ort_quant()
+    model = onnx.load(str(src))
+    # torch's exporter lists weights in value_info; once the quantizer rewrites those weights the
+    # stale entries contradict shape inference, so let it infer them afresh.
+    del model.graph.value_info[:]
+    q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """FP16 weights and compute, float32 inputs and outputs kept for the caller."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+

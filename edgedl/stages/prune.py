@@ -1,0 +1,51 @@
+"""The ``prune`` stage: structured channel pruning, fine-tuned between steps when data has labels."""
+
+from __future__ import annotations
+
+from edgedl.pruning import PruneConfig, prune
+from edgedl.stages.base import RunContext, Stage
+from edgedl.torch_utils import progress_bar
+from edgedl.train import FitConfig, fit
+
+
+class PruneStage(Stage):
+    name = "prune"
+
+    def run(self, ctx: RunContext) -> None:
+        import torch.nn.functional as F
+        import torch
+
+        ctx.require_torch(self.name)
+        ctx.start_compression()
+        c = self.config
+        module, data = ctx.model.module, ctx.dataset
+        labeled = data.labeled
+        finetune = labeled and c.finetune_epochs > 0
+        history: list[dict] = []
+
+        def gradient_batch(model):
+            x, y = torch.from_numpy(data.train.x[:256]), torch.from_numpy(data.train.y[:256])
+            return F.cross_entropy(model(x), y)
+
+        with progress_bar(ctx.console, enabled=ctx.progress and finetune) as bar:
+            def after_step(step: int) -> None:
+                if finetune:
+                    result = fit(module, data.train, data.val, FitConfig(
+                        epochs=c.finetune_epochs, lr=c.lr, batch_size=c.batch_size, seed=ctx.recipe.seed + step),
+                        progress=bar)
+                    history.append({"step": step + 1, "val_accuracy": result.best_val_accuracy})
+
+            result = prune(module, data.input_shape,
+                           PruneConfig(ratio=c.ratio, importance=c.importance, scope=c.scope,
+                                       ignore=tuple(c.ignore), round_to=c.round_to, steps=c.steps),
+                           gradient_batch=gradient_batch if labeled else None, after_step=after_step)
+        result["finetuned"] = finetune
+        result["finetune"] = history
+        if not finetune:
+            why = "the data has no labels" if not labeled else "finetune_epochs is 0"
+            result["note"] = f"pruned without fine-tuning: {why}"
+            ctx.run.manifest["notes"].append(f"prune: {result['note']}")
+        ctx.save_model(".pruned", stage=self.name, pruning=result)
+        ctx.log(f"pruned {ctx.stem}: MACs {result['macs_before']:,} -> {result['macs_after']:,} "
+                f"({result['mac_reduction']:.2f}x fewer), params {result['params_before']:,} -> "
+                f"{result['params_after']:,}" + ("" if finetune else f"; {result['note']}"))

@@ -1,0 +1,305 @@
+"""The ``quantize`` stage: INT8 / FP16 of the latest fp32 ONNX artifact, behind two gates.
+
+Accuracy gate: quality is measured on the validation split through edgedl.runtime (the test
+split is kept for the final report, so no choice here is tuned on it). Without labels, quality is
+agreement with the float model. When PTQ misses the gate, a layer-wise sensitivity analysis keeps
+the most sensitive layers in float until the gate holds.
+
+Speed gate: the quantized artifact is timed against its float parent on this host. INT8 that is
+not faster is reported as such and not presented as the better artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgedl import onnx_graph
+from edgedl import quantize_onnx as qo
+from edgedl.bench import measure_latency
+from edgedl.errors import StageError, UsageError
+from edgedl.parity import compare
+from edgedl.runtime.sidecar import read_sidecar
+from edgedl.stages.base import RunContext, Stage
+from edgedl.stages.evaluate import predict
+
+SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
+
+
+@dataclass
+class Attempt:
+    """One quantized candidate and how it fared."""
+
+    scheme: str
+    path: Path
+    quality: float
+    drop_points: float
+    passed: bool
+    float_layers: list[str] = field(default_factory=list)
+    p50_ms: float | None = None
+
+    def summary(self) -> dict:
+        return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
+                "accuracy_gate": self.passed, "float_layers": self.float_layers, "p50_ms": self.p50_ms}
+
+
+class Quality:
+    """Scores artifacts on the validation split: accuracy with labels, else agreement with float."""
+
+    def __init__(self, split, reference_path: Path, classifier: bool):
+        self.x, self.y = split.x, split.y
+        self.reference = predict(reference_path, self.x)
+        self.classifier = classifier
+        self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
+        self.reference_value = self(None)
+
+    def __call__(self, path: Path | None) -> float:
+        out = self.reference if path is None else predict(path, self.x)
+        if self.y is not None:
+            return float((out.reshape(len(out), -1).argmax(1) == self.y).mean())
+        parity = compare(self.reference, out)
+        return parity["top1_agreement"] if self.classifier else parity["cosine"]
+
+    def drop_points(self, value: float) -> float:
+        return round(100.0 * (self.reference_value - value), 4)
+
+
+def latest_fp32_onnx(ctx: RunContext) -> dict:
+    for record in reversed(ctx.run.manifest["artifacts"]):
+        if record["format"] == "onnx" and record["precision"] == "fp32":
+            return record
+    raise UsageError("quantize needs an fp32 ONNX artifact: put an export_onnx stage before quantize")
+
+
+def compare_latency(float_path: Path, q_path: Path, sample: np.ndarray, threads: int | None,
+                    rounds: int = 3) -> tuple[float, float]:
+    """Median p50 (ms) of the float and the quantized artifact, timed alternately."""
+    import edgedl.runtime as rt
+
+    times: dict[Path, list[float]] = {float_path: [], q_path: []}
+    with rt.load(float_path, threads=threads) as f, rt.load(q_path, threads=threads) as q:
+        runners = {float_path: f, q_path: q}
+        for r in range(rounds):
+            order = (float_path, q_path) if r % 2 == 0 else (q_path, float_path)
+            for p in order:
+                runner = runners[p]
+                result = measure_latency(lambda i: runner(sample), runs=30, warmup=5, min_seconds=0.3)
+                times[p].append(result.stats()["p50"])
+    return statistics.median(times[float_path]), statistics.median(times[q_path])
+
+
+def op_profile(path: Path, sample: np.ndarray, threads: int | None, runs: int = 30) -> dict[str, float]:
+    """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "edgedl")
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: sample})
+    trace = Path(session.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        op = event.get("args", {}).get("op_name")
+        if event.get("cat") == "Node" and op and event.get("name", "").endswith("_kernel_time"):
+            totals[op] = totals.get(op, 0.0) + event.get("dur", 0) / 1000.0 / runs
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+class QuantizeStage(Stage):
+    name = "quantize"
+
+    def run(self, ctx: RunContext) -> None:
+        c = self.config
+        parent = latest_fp32_onnx(ctx)
+        parent_path = ctx.run.artifact_path(parent)
+        work = ctx.run.tempdir()
+        quality = Quality(ctx.dataset.val, parent_path, classifier=bool(ctx.dataset.num_classes))
+        sample = np.ascontiguousarray(ctx.dataset.val.x[:1])
+        threads = c.threads or self._benchmark_threads(ctx)
+        info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
+                      "reference": parent["name"], "reference_quality": quality.reference_value,
+                      "max_accuracy_drop_points": c.max_accuracy_drop}
+
+        prepared = None
+        if c.precision == "int8":
+            prepared = work / "prepared.onnx"  # pre-processing is for static quantization only
+            qo.prepare(parent_path, prepared)
+            calib = self._calibration(ctx)
+            info.update(calibration={"method": c.calibration, "samples": len(calib), "split": "train"})
+            best = self._int8(ctx, prepared, work, calib, quality, info)
+        else:
+            out = work / f"{c.precision}.onnx"
+            (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)
+            value = quality(out)
+            drop = quality.drop_points(value)
+            best = Attempt(c.precision, out, value, drop, drop <= c.max_accuracy_drop)
+            info["candidates"] = [best.summary()]
+
+        info.update(scheme=best.scheme, quality=best.quality, drop_points=best.drop_points,
+                    accuracy_gate=best.passed, float_layers=best.float_layers)
+        notes: dict = {}
+        if not best.passed:
+            message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
+                       f"({best.scheme}, {len(best.float_layers)} layers in float) against "
+                       f"{quality.reference_value:.4f} for {parent['name']}, a drop of {best.drop_points:.2f} "
+                       f"points (allowed {c.max_accuracy_drop})")
+            if c.on_gate_miss == "fail":
+                raise StageError(message + "; raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
+            notes["accuracy_gate"] = message
+            ctx.run.manifest["notes"].append(message)
+        if c.speed_gate:
+            info["speed_gate"] = self._speed_gate(ctx, parent, parent_path, best, sample, threads, work, quality,
+                                                  prepared)
+            if not info["speed_gate"]["passed"]:
+                notes["speed_gate"] = info["speed_gate"]["verdict"]
+                ctx.run.manifest["notes"].append(info["speed_gate"]["verdict"])
+        self._add(ctx, parent, best, info, notes)
+
+    # ---- INT8 search ----------------------------------------------------------------------
+    def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict) -> Attempt:
+        c = self.config
+        scheme = c.scheme if c.scheme != "auto" else "cpu"
+        names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
+        input_name = _input_name(prepared)
+        attempts = []
+        for name in names:
+            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, input_name, calib, quality, info)
+            attempts.append(attempt)
+            ctx.log(f"quantize {name}: {quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} points, "
+                    f"{len(attempt.float_layers)} layers in float)")
+        passing = [a for a in attempts if a.passed]
+        if len(passing) > 1:  # several schemes meet the gate: keep the fastest on this host
+            sample = np.ascontiguousarray(ctx.dataset.val.x[:1])
+            threads = c.threads or self._benchmark_threads(ctx)
+            for a in passing:
+                a.p50_ms = compare_latency(prepared, a.path, sample, threads)[1]
+            best = min(passing, key=lambda a: a.p50_ms)
+        else:
+            best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
+        info["candidates"] = [a.summary() for a in attempts]
+        info["scheme_choice"] = ("fastest of the candidates that meet the accuracy gate, timed on this host"
+                                 if len(passing) > 1 else "the only candidate" if len(attempts) == 1
+                                 else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
+        return best
+
+    def _with_fallback(self, scheme, prepared, work, input_name, calib, quality: Quality, info: dict) -> Attempt:
+        c = self.config
+        cache = work / f"calibration-{c.calibration}-{scheme.name}.json"
+
+        def attempt(exclude=(), only=None, tag="") -> tuple[Path, float]:
+            out = work / f"{scheme.name}{tag}.onnx"
+            qo.quantize_static(prepared, out, input_name, calib, scheme, c.calibration, exclude, only, cache)
+            return out, quality(out)
+
+        path, value = attempt()
+        result = Attempt(scheme.name, path, value, quality.drop_points(value), False)
+        result.passed = result.drop_points <= c.max_accuracy_drop
+        if result.passed or c.max_float_layers == 0:
+            return result
+        # Sensitivity: quantize one node at a time and see what it alone costs.
+        sensitivity = []
+        for i, (node, op) in enumerate(qo.quantizable_nodes(prepared)):
+            _, alone = attempt(only=[node], tag=f"-only{i}")
+            sensitivity.append({"node": node, "op": op, "drop_points": quality.drop_points(alone)})
+        sensitivity.sort(key=lambda s: -s["drop_points"])
+        info.setdefault("sensitivity", {})[scheme.name] = sensitivity[:20]
+        for k in range(1, min(c.max_float_layers, len(sensitivity)) + 1):
+            keep = [s["node"] for s in sensitivity[:k]]
+            path, value = attempt(exclude=keep, tag=f"-float{k}")
+            candidate = Attempt(scheme.name, path, value, quality.drop_points(value),
+                                quality.drop_points(value) <= c.max_accuracy_drop, keep)
+            if candidate.quality > result.quality or candidate.passed:
+                result = candidate
+            if candidate.passed:
+                break
+        return result
+
+    def _calibration(self, ctx) -> np.ndarray:
+        """Calibration samples, drawn (seeded) from the training split and never from the test split."""
+        c, train = self.config, ctx.dataset.train
+        if c.calibration_samples > len(train):
+            raise UsageError(f"quantize.calibration_samples is {c.calibration_samples} but the training split has "
+                             f"only {len(train)} samples; lower calibration_samples or bring more data")
+        rng = np.random.default_rng(ctx.recipe.seed)
+        return np.ascontiguousarray(train.x[rng.choice(len(train), c.calibration_samples, replace=False)])
+
+    # ---- speed gate -----------------------------------------------------------------------
+    def _speed_gate(self, ctx, parent, parent_path, best: Attempt, sample, threads, work, quality,
+                    prepared: Path | None) -> dict:
+        float_ms, q_ms = compare_latency(parent_path, best.path, sample, threads)
+        gate = {"host": "this machine, ONNX Runtime CPU", "threads": threads, "fp32_p50_ms": float_ms,
+                "quantized_p50_ms": q_ms, "speedup": float_ms / q_ms}
+        grouped = qo.grouped_conv_nodes(prepared) if prepared is not None else []
+        if float_ms / q_ms < self.config.min_speedup and grouped:
+            # Depthwise/grouped convolutions often lack fast INT8 kernels: try them in float.
+            retry = work / f"{best.scheme}-nogrouped.onnx"
+            scheme = qo.SCHEMES[best.scheme]
+            qo.quantize_static(prepared, retry, _input_name(prepared), self._calibration(ctx), scheme,
+                               self.config.calibration, best.float_layers + grouped,
+                               cache=work / f"calibration-{self.config.calibration}-{scheme.name}.json")
+            value = quality(retry)
+            _, retry_ms = compare_latency(parent_path, retry, sample, threads)
+            gate["grouped_conv_in_float"] = {"layers": len(grouped), "p50_ms": retry_ms, "quality": value}
+            if retry_ms < q_ms and quality.drop_points(value) <= self.config.max_accuracy_drop:
+                best.path, best.quality, best.drop_points = retry, value, quality.drop_points(value)
+                best.float_layers = best.float_layers + grouped
+                q_ms = retry_ms
+                gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
+        gate["min_speedup"] = self.config.min_speedup
+        gate["passed"] = float_ms / q_ms >= self.config.min_speedup
+        if gate["passed"]:
+            gate["verdict"] = f"{best.scheme} is {float_ms / q_ms:.2f}x faster than {parent['name']} on this host"
+        else:
+            gate["verdict"] = (f"{self.config.precision} is not faster than fp32 on this host "
+                               f"({q_ms:.3f} ms against {float_ms:.3f} ms p50, {float_ms / q_ms:.2f}x; at least "
+                               f"{self.config.min_speedup}x counts): keep {parent['name']}")
+            gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
+                             "quantized": op_profile(best.path, sample, threads)}
+        return gate
+
+    @staticmethod
+    def _benchmark_threads(ctx) -> int | None:
+        return next((s.threads for s in ctx.recipe.stages if s.stage == "benchmark"), None)
+
+    # ---- artifact -------------------------------------------------------------------------
+    def _add(self, ctx, parent: dict, best: Attempt, info: dict, notes: dict) -> None:
+        parent_path = ctx.run.artifact_path(parent)
+        sidecar = {k: v for k, v in (read_sidecar(parent_path) or {}).items() if k not in SIDECAR_OWN_KEYS}
+        sidecar["quantization"] = {k: info[k] for k in ("scheme", "float_layers")}
+        suffix = {"int8": "int8", "fp16": "fp16", "int8_dynamic": "int8dyn"}[self.config.precision]
+        name = parent["name"].replace(".fp32.onnx", "") + f".{suffix}.onnx"
+        out = best.path.with_name(name)
+        best.path.rename(out)
+        graph = onnx_graph.load_graph(out)
+        recommended = info["accuracy_gate"] and info.get("speed_gate", {}).get("passed", True)
+        ctx.run.add_artifact(
+            out, name=name, format="onnx", precision=suffix, stage=self.name, parent=parent["name"],
+            sidecar=sidecar, metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},
+            notes=notes, extra={"quantization": info, "recommended": recommended},
+        )
+        speed = info.get("speed_gate", {})
+        ctx.log(f"quantized {name}: {info['quality_metric']} {best.quality:.4f} on val (drop {best.drop_points:.2f} "
+                f"points)" + (f", {speed['speedup']:.2f}x vs fp32 here" if speed else ""))
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise UsageError(f"quantize calibrates single-input models; this one has inputs {inputs}")
+    return inputs[0]

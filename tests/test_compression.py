@@ -1,0 +1,252 @@
+"""Pruning, distillation and quantization on real models and real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import edgedl.runtime as rt
+from edgedl import api
+from edgedl.errors import StageError, UsageError
+from edgedl.models import create_model, load_checkpoint, save_checkpoint
+from edgedl.pruning import PruneConfig, prune
+from edgedl.stages.export_onnx import export_onnx
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_recipe(tmp_path: Path, recipe: dict, name: str = "run") -> dict:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = api.compress(path, out=tmp_path / name, progress=False)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def by_name(manifest: dict) -> dict:
+    return {a["name"]: a for a in manifest["artifacts"]}
+
+
+# ---- pruning ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, shape", [("resnet8", (1, 16, 16)), ("mobilenetv2_050", (3, 64, 64)),
+                                         ("resnet18", (3, 64, 64))])
+def test_pruned_models_export_and_match_torch(name, shape, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=shape[0]).eval()
+    result = prune(model, shape, PruneConfig(ratio=0.5, round_to=8))
+    assert result["mac_reduction"] > 2.5 and result["params_after"] < result["params_before"]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # Hardware-friendly: every pruned width is a multiple of 8 (the input stem keeps its channels).
+    assert all(m.out_channels % 8 == 0 for m in convs)
+    x = torch.randn(4, *shape)
+    path = tmp_path / "pruned.onnx"
+    export_onnx(model, x[:2].numpy(), path, 18, True, "logits")
+    with torch.no_grad(), rt.load(path) as m:
+        np.testing.assert_allclose(m(x.numpy()), model(x).numpy(), atol=1e-4, rtol=1e-4)
+    # The checkpoint keeps the pruned shapes and loads without pickled code.
+    save_checkpoint(tmp_path / "p.pt", model, {"spec": name, "kwargs": {"num_classes": 10, "in_channels": shape[0]}})
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(tmp_path / "p.pt").module.eval()(x), model(x))
+
+
+def test_prune_leaves_ignored_layers_and_the_classifier_alone():
+    model = create_model("resnet8", num_classes=10, in_channels=1).eval()
+    result = prune(model, (1, 16, 16), PruneConfig(ratio=0.5, ignore=("layer1.*",)))
+    assert model.layer1[0].conv1.out_channels == 16 and model.layer3[0].conv1.out_channels == 32
+    assert model.fc.out_features == 10 and "fc" in result["ignored_layers"]
+
+
+@pytest.mark.parametrize("config, message", [
+    (PruneConfig(ratio=1.0), "prune.ratio must be between 0 and 1"),
+    (PruneConfig(importance="taylor"), "'taylor' needs labelled data"),
+    (PruneConfig(ignore=("nothing.*",)), "prune.ignore pattern 'nothing.\\*' matches no layer"),
+])
+def test_prune_bad_input(config, message):
+    with pytest.raises(UsageError, match=message):
+        prune(create_model("resnet8", num_classes=10, in_channels=1), (1, 16, 16), config)
+
+
+def test_bn_scale_importance_needs_batchnorm():
+    with pytest.raises(UsageError, match="needs BatchNorm layers"):
+        prune(create_model("mlp"), (1, 8, 8), PruneConfig(importance="bn_scale"))
+
+
+def test_recipe_rejects_ratios_outside_0_1(tmp_path):
+    with pytest.raises(UsageError, match="stages.0.prune.ratio: Input should be less than 1"):
+        run_recipe(tmp_path, {"model": "resnet8", "data": "digits", "stages": [{"stage": "prune", "ratio": 1.5},
+                                                                              {"stage": "export_onnx"}]})
+
+
+def test_unlabelled_data_prunes_without_fine_tuning_and_says_so(tmp_path):
+    manifest = run_recipe(tmp_path, {
+        "model": "resnet8", "data": "random:3x32x32",
+        "stages": [{"stage": "prune", "ratio": 0.5, "importance": "l1"}, {"stage": "export_onnx"},
+                   {"stage": "evaluate"}]})
+    a = by_name(manifest)
+    assert set(a) == {"resnet8.pt", "resnet8.pruned.pt", "resnet8.fp32.onnx", "resnet8.pruned.fp32.onnx"}
+    assert a["resnet8.pt"]["produced_by"] == "load"  # the baseline is saved so it can be compared
+    assert not a["resnet8.pruned.pt"]["pruning"]["finetuned"]
+    assert "no labels" in a["resnet8.pruned.pt"]["pruning"]["note"]
+    assert a["resnet8.pruned.fp32.onnx"]["metrics"]["macs"] < a["resnet8.fp32.onnx"]["metrics"]["macs"] / 2.5
+    assert any("pruned without fine-tuning" in n for n in manifest["notes"])
+
+
+# ---- distillation -------------------------------------------------------------------------
+
+def test_kd_loss_is_cross_entropy_at_alpha_0_and_zero_kl_for_equal_logits():
+    from edgedl.stages.distill import kd_loss
+
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    assert torch.allclose(kd_loss(logits, logits, labels, 4.0, 0.0), torch.nn.functional.cross_entropy(logits, labels))
+    assert kd_loss(logits, logits, labels, 4.0, 1.0).abs() < 1e-6
+    assert kd_loss(logits, torch.randn(8, 10), labels, 4.0, 1.0) > 0
+
+
+def test_distill_a_fresh_student_from_the_trained_model_with_features(tmp_path):
+    manifest = run_recipe(tmp_path, {
+        "model": "resnet8", "data": "digits", "seed": 0,
+        "stages": [{"stage": "train", "epochs": 8},
+                   {"stage": "distill", "student": "resnet8", "epochs": 4,
+                    "features": [{"teacher": "layer3", "student": "layer3"}]},
+                   {"stage": "export_onnx"}, {"stage": "evaluate"}]})
+    a = by_name(manifest)
+    d = a["resnet8.distilled.pt"]["distillation"]
+    assert d["teacher"] == "resnet8.pt" and d["features"] == [{"teacher": "layer3", "student": "layer3"}]
+    assert d["val_accuracy"] > 0.85
+    assert a["resnet8.distilled.fp32.onnx"]["metrics"]["accuracy"] > 0.85
+
+
+def test_distill_rejects_a_teacher_with_other_outputs_and_unknown_layers(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    model = create_model("mlp", num_classes=4, in_channels=1, input_size=(8, 8))
+    save_checkpoint(teacher, model, {"spec": "mlp", "kwargs": {"num_classes": 4, "in_channels": 1, "input_size": [8, 8]}})
+    base = {"model": "mlp", "data": "digits", "stages": [{"stage": "distill", "teacher": str(teacher), "epochs": 1},
+                                                           {"stage": "export_onnx"}]}
+    with pytest.raises(StageError, match=r"outputs shape \(2, 4\) but the student outputs \(2, 10\)"):
+        run_recipe(tmp_path, base, "a")
+    base["stages"][0] = {"stage": "distill", "epochs": 1, "features": [{"teacher": "nope", "student": "1"}]}
+    with pytest.raises(StageError, match="the teacher has no layer 'nope'"):
+        run_recipe(tmp_path, base, "b")
+
+
+# ---- quantization -------------------------------------------------------------------------
+
+SENSITIVE = {"model": f"{HERE / 'sensitive_model.py'}:build", "data": "digits", "seed": 0}
+
+
+def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
+    manifest = run_recipe(tmp_path, {**SENSITIVE, "stages": [
+        {"stage": "export_onnx"},
+        {"stage": "quantize", "precision": "int8", "calibration_samples": 128, "speed_gate": False},
+        {"stage": "evaluate"}]})
+    a = by_name(manifest)
+    q = a["build.int8.onnx"]["quantization"]
+    # Plain PTQ failed the gate for every candidate scheme; the sensitivity analysis finds the two
+    # nodes that put Q/DQ on the outlier tensor (the Concat building it, the Gemm reading it)...
+    for scheme, ranking in q["sensitivity"].items():
+        sensitive = {(r["op"]) for r in ranking if r["drop_points"] > 20}
+        assert sensitive == {"Concat", "Gemm"}
+        assert all(r["drop_points"] < 1 for r in ranking[2:])
+    # ...and keeping just those in float restores the accuracy; the rest stays quantized.
+    ranking = q["sensitivity"][q["scheme"]]
+    assert q["accuracy_gate"] and q["float_layers"] == [ranking[0]["node"], ranking[1]["node"]]
+    fp32, int8 = a["build.fp32.onnx"]["metrics"]["accuracy"], a["build.int8.onnx"]["metrics"]["accuracy"]
+    assert fp32 > 0.9 and abs(fp32 - int8) <= 0.01 + 1e-9
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "kept in float" in report and all(name in report for name in q["float_layers"])
+
+
+def test_a_gate_miss_fails_naming_the_best_result_or_warns(tmp_path):
+    stages = [{"stage": "export_onnx"},
+              {"stage": "quantize", "calibration_samples": 64, "max_float_layers": 0, "speed_gate": False}]
+    with pytest.raises(StageError, match=r"int8 missed the accuracy gate: best accuracy 0\.\d+ .* drop of \d+"):
+        run_recipe(tmp_path, {**SENSITIVE, "stages": stages}, "fail")
+    manifest = json.loads((tmp_path / "fail" / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["torch", "onnx"]  # earlier artifacts kept
+    stages[1]["on_gate_miss"] = "warn"
+    manifest = run_recipe(tmp_path, {**SENSITIVE, "stages": stages}, "warn")
+    int8 = by_name(manifest)["build.int8.onnx"]
+    assert not int8["quantization"]["accuracy_gate"] and not int8["recommended"]
+    assert "missed the accuracy gate" in int8["notes"]["accuracy_gate"]
+
+
+def test_calibration_never_touches_the_test_split(tmp_path):
+    """The test split is replaced by NaN: any read of it would poison the calibration ranges."""
+    from edgedl.data import Split, load_dataset
+    from edgedl.recipe import validate_recipe
+    from edgedl.run import RunDir
+    from edgedl.stages import RunContext, stage_for
+
+    data = load_dataset("digits")
+    data.test = Split(np.full_like(data.test.x, np.nan), data.test.y)
+    recipe = validate_recipe({"model": "mlp", "data": "digits", "stages": [
+        {"stage": "train", "epochs": 5}, {"stage": "export_onnx"},
+        {"stage": "quantize", "calibration_samples": 200, "speed_gate": False}]})
+    ctx = RunContext(recipe=recipe, run=RunDir(tmp_path / "run", recipe), dataset=data,
+                     model=api.build_model(recipe, data), progress=False)
+    quantize = stage_for(recipe.stages[2])
+    calib = quantize._calibration(ctx)
+    train_rows = {row.tobytes() for row in data.train.x}
+    assert all(row.tobytes() in train_rows for row in calib) and np.isfinite(calib).all()
+    for cfg in recipe.stages:
+        stage_for(cfg).run(ctx)
+    int8 = ctx.run.manifest["artifacts"][-1]
+    assert int8["quantization"]["calibration"] == {"method": "minmax", "samples": 200, "split": "train"}
+    import onnx
+
+    model = onnx.load(str(ctx.run.artifact_path(int8)))
+    scales = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if "scale" in i.name]
+    assert scales and all(np.isfinite(s).all() for s in scales)
+
+
+def test_tensorrt_scheme_is_symmetric_int8_with_per_channel_weights(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = run_recipe(tmp_path, {"model": "resnet8", "data": "digits", "stages": [
+        {"stage": "train", "epochs": 3}, {"stage": "export_onnx"},
+        {"stage": "quantize", "scheme": "tensorrt", "calibration_samples": 64, "speed_gate": False}]})
+    int8 = by_name(manifest)["resnet8.int8.onnx"]
+    assert int8["quantization"]["scheme"] == "tensorrt"
+    model = onnx.load(str(tmp_path / "run" / int8["path"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() for n in qs)
+    per_channel = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[1]) is not None
+                   and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1]
+    assert per_channel  # weight scales: one per output channel
+
+
+def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
+    manifest = run_recipe(tmp_path, {"model": "mlp", "data": "digits", "stages": [
+        {"stage": "train", "epochs": 5}, {"stage": "export_onnx"},
+        {"stage": "quantize", "precision": "fp16", "threads": 1},
+        {"stage": "quantize", "precision": "int8_dynamic", "threads": 1}, {"stage": "evaluate"}]})
+    a = by_name(manifest)
+    fp32 = a["mlp.fp32.onnx"]
+    for name, precision in (("mlp.fp16.onnx", "fp16"), ("mlp.int8dyn.onnx", "int8dyn")):
+        q = a[name]
+        assert q["precision"] == precision and q["parent"] == "mlp.fp32.onnx"
+        assert abs(q["metrics"]["accuracy"] - fp32["metrics"]["accuracy"]) <= 0.01
+        gate = q["quantization"]["speed_gate"]
+        assert gate["fp32_p50_ms"] > 0 and gate["quantized_p50_ms"] > 0
+        # The verdict follows the measurement, whichever way it went.
+        assert gate["passed"] == (gate["speedup"] >= 1.1)
+        assert q["recommended"] == gate["passed"]
+        if not gate["passed"]:
+            assert "not faster than fp32" in q["notes"]["speed_gate"] and gate["op_ms"]["quantized"]
+    assert a["mlp.fp16.onnx"]["size_bytes"] < 0.6 * fp32["size_bytes"]
+
+
+def test_quantize_needs_an_onnx_export_first_and_enough_calibration_data(tmp_path):
+    with pytest.raises(StageError, match="put an export_onnx stage before quantize"):
+        run_recipe(tmp_path, {"model": "mlp", "data": "digits", "targets": [],
+                              "stages": [{"stage": "quantize"}]}, "a")
+    with pytest.raises(StageError, match="calibration_samples is 5000 but the training split has only 1259"):
+        run_recipe(tmp_path, {"model": "mlp", "data": "digits",
+                              "stages": [{"stage": "export_onnx"}, {"stage": "quantize", "calibration_samples": 5000}]}, "b")
