@@ -29,6 +29,13 @@ def build_model(recipe: Recipe, dataset) -> Any:
     from edgedl.models import load_model
     from edgedl.train import seed_everything
 
+    if recipe.model.spec.lower().endswith(".onnx"):
+        if not Path(recipe.model.spec).is_file():
+            raise UsageError(f"model file not found: {recipe.model.spec}")
+        return None  # an ONNX model has no torch module; export_onnx imports the file itself
+    if recipe.model.input_shapes:
+        raise UsageError("model.input_shapes (--input-shape) applies to .onnx models; torch models take "
+                         "their shapes from the data")
     seed_everything(recipe.seed)
     return load_model(recipe.model.spec, **model_kwargs(dataset, recipe.model.kwargs))
 
@@ -63,7 +70,7 @@ def compress(
     model = build_model(recipe, dataset)
     run = RunDir(out, recipe, force=force)
     run.manifest["notes"].extend(dataset.notes)
-    from_registry = ":" not in recipe.model.spec and not model.checkpoint
+    from_registry = model is not None and ":" not in recipe.model.spec and not model.checkpoint
     if from_registry and not any(cfg.stage == "train" for cfg in recipe.stages):
         run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
                                      "run: its weights are random, so accuracy is meaningless")

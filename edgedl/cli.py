@@ -33,19 +33,56 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint or .onnx.")
+@click.option("--data", help="Data spec: digits[:CxHxW], random:CxHxW or path/to/file.npz.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs first.")
+@click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
+              help="Prune this fraction of channels (structured, Torch-Pruning).")
+@click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression.")
+@click.option("--quantize", type=click.Choice(["int8", "fp16", "int8_dynamic"]), help="Quantize the ONNX export.")
+@click.option("--targets", default="onnx", show_default=True, help="Comma-separated targets.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+              help="Fix an ONNX model's dynamic input dimensions (repeatable).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set stages.train.epochs=3 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
-def compress(recipe: Path, overrides, out, force, print_recipe, quiet) -> None:
-    """Run a recipe: train, export, evaluate and benchmark, into a run directory."""
-    from edgedl import api
-    from edgedl.recipe import load_recipe, recipe_to_yaml
+def compress(recipe, model, data, epochs, prune, distill, quantize, targets, input_shapes, overrides, out, force,
+             print_recipe, quiet) -> None:
+    """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
 
-    resolved = load_recipe(recipe, list(overrides))
+    \b
+      edgedl compress recipes/quickstart.yaml
+      edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8
+    """
+    from edgedl import api
+    from edgedl.recipe import load_recipe, parse_input_shapes, recipe_from_flags, recipe_to_yaml
+
+    flags = {"--epochs": epochs, "--prune": prune, "--distill": distill or None, "--quantize": quantize}
+    if recipe is not None:
+        used = [name for name, value in flags.items() if value is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} build a recipe; with a recipe file use --set instead")
+        extra = [f"model={model}"] if model else []
+        extra += [f"data={data}"] if data else []
+        if input_shapes:
+            extra += [f"model.input_shapes={parse_input_shapes(list(input_shapes))}"]
+        resolved = load_recipe(recipe, extra + list(overrides))
+    else:
+        if not model or not data:
+            raise click.UsageError("give a RECIPE file, or --model and --data")
+        resolved = recipe_from_flags(model, data, epochs=epochs, prune=prune, distill=distill, quantize=quantize,
+                                     targets=[t.strip() for t in targets.split(",") if t.strip()],
+                                     input_shapes=parse_input_shapes(list(input_shapes)))
+        if overrides:
+            from edgedl.recipe import apply_overrides, validate_recipe
+
+            raw = resolved.model_dump(mode="json")
+            apply_overrides(raw, list(overrides))
+            resolved = validate_recipe(raw, source="flags")
     if print_recipe:
         click.echo(recipe_to_yaml(resolved), nl=False)
         return

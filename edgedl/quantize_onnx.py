@@ -111,6 +111,15 @@ class _Reader:
         self.index = 0
 
 
+def _chunk(samples: int) -> int | None:
+    """A calibration chunk size of at most 16 that does not divide ``samples``.
+
+    ORT 1.31's MinMax calibrator fails with "No data is collected" when the sample count is a
+    multiple of CalibMaxIntermediateOutputs (the last full chunk is flushed, then nothing is left).
+    """
+    return next((c for c in range(16, 1, -1) if samples % c), None)
+
+
 def quantize_static(
     src: Path,
     dst: Path,
@@ -128,6 +137,8 @@ def quantize_static(
         exclude: node names left in float.
         only: quantize just these nodes (sensitivity analysis).
         cache: a calibration cache file; the first call writes it, later calls reuse the ranges.
+            The ranges depend on the model, data and method, not on the scheme, so one cache
+            serves every scheme.
     """
     q = _ort_quant()
     reader_cls = type("CalibrationReader", (_Reader, q.CalibrationDataReader), {})
@@ -135,6 +146,9 @@ def quantize_static(
                "percentile": q.CalibrationMethod.Percentile}
     act = q.QuantType.QInt8 if scheme.activations == "int8" else q.QuantType.QUInt8
     extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True}
+    chunk = _chunk(len(calibration))
+    if method == "minmax" and chunk:
+        extra["CalibMaxIntermediateOutputs"] = chunk  # merge ranges in chunks: bounded memory at 224x224
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     try:

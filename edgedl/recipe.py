@@ -37,6 +37,8 @@ class ModelSpec(_Strict):
 
     spec: str
     kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options")
+    input_shapes: dict[str, list[int]] = Field(
+        default_factory=dict, description="ONNX models: fix dynamic input dimensions, {name: [1, 3, 224, 224]}")
 
     @model_validator(mode="before")
     @classmethod
@@ -301,6 +303,50 @@ def _strip(annotation: Any) -> Any:
         if len(args) == 1:
             return _strip(args[0])
     return annotation
+
+
+def recipe_from_flags(
+    model: str,
+    data: str,
+    epochs: int | None = None,
+    prune: float | None = None,
+    distill: bool = False,
+    quantize: str | None = None,
+    targets: list[str] | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+) -> Recipe:
+    """The recipe the one-line ``edgedl compress --model ... --data ...`` form stands for."""
+    stages: list[dict] = []
+    if epochs:
+        stages.append({"stage": "train", "epochs": epochs})
+    if prune is not None:
+        stages.append({"stage": "prune", "ratio": prune})
+    if distill:
+        stages.append({"stage": "distill"})
+    stages.append({"stage": "export_onnx"})
+    if quantize:
+        stages.append({"stage": "quantize", "precision": quantize})
+    stages += [{"stage": "evaluate"}, {"stage": "benchmark"}]
+    name = Path(model.rpartition(":")[2] if ":" in model and not model.endswith((".pt", ".onnx")) else model).name
+    raw = {"name": name.split(".")[0] or "run", "model": {"spec": model, "input_shapes": input_shapes or {}},
+           "data": data, "seed": seed, "stages": stages, "targets": targets or ["onnx"]}
+    return validate_recipe(raw, source="flags")
+
+
+def parse_input_shapes(items: list[str]) -> dict[str, list[int]]:
+    """``name=1x3x224x224`` items to ``{name: [1, 3, 224, 224]}``."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = [int(d) for d in dims.split("x")]
+        except ValueError:
+            shape = []
+        if not sep or not name or not shape or min(shape) < 1:
+            raise UsageError(f"--input-shape '{item}' must look like name=1x3x224x224")
+        shapes[name] = shape
+    return shapes
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

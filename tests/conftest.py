@@ -14,15 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory) -> Path:
-    """A real compress run of the quickstart recipe on 8x8 digits, shortened: 3 epochs, a short benchmark."""
+    """A real compress run of the quickstart recipe (train, prune, distill, export, quantize, evaluate,
+    benchmark) on 8x8 digits, every stage shortened."""
     from edgedl import api
 
     out = tmp_path_factory.mktemp("runs") / "quick"
     api.compress(
         ROOT / "recipes" / "quickstart.yaml",
         out=out,
-        overrides=["data=digits", "stages.train.epochs=3", "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0",
-                   "stages.benchmark.warmup=2"],
+        overrides=["data=digits", "stages.train.epochs=3", "stages.prune.finetune_epochs=1", "stages.distill.epochs=1",
+                   "stages.quantize.calibration_samples=64", "stages.quantize.on_gate_miss=warn",
+                   "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0", "stages.benchmark.warmup=2"],
         progress=False,
     )
     return out
@@ -35,7 +37,8 @@ def manifest(quick_run) -> dict:
 
 @pytest.fixture(scope="session")
 def onnx_artifact(quick_run, manifest) -> Path:
-    (record,) = [a for a in manifest["artifacts"] if a["format"] == "onnx"]
+    """The fp32 ONNX export of the trained (uncompressed) model."""
+    (record,) = [a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx"]
     return quick_run / record["path"]
 
 

@@ -77,9 +77,11 @@ def test_bad_data_specs(spec, message):
 
 def test_npz_without_x_or_with_mismatched_labels(tmp_path):
     path = tmp_path / "bad.npz"
-    np.savez(path, images=np.zeros((4, 2)))
-    with pytest.raises(UsageError, match="needs 'x'"):
+    np.savez(path, images=np.zeros((4, 2)), masks=np.zeros((4, 2)))
+    with pytest.raises(UsageError, match="needs 'x' or one array named after the model's input"):
         load_dataset(str(path))
+    np.savez(path, images=np.zeros((4, 2)))  # one array under the model's input name is x
+    assert load_dataset(str(path)).input_shape == (2,)
     np.savez(path, x=np.zeros((4, 2)), y=np.zeros(3))
     with pytest.raises(UsageError, match="x has 4 samples but y has 3"):
         load_dataset(str(path))

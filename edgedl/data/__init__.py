@@ -16,7 +16,8 @@ import numpy as np
 
 from edgedl.errors import MissingDependencyError, UsageError
 
-KNOWN_SPECS = "digits[:CxHxW], random:CxHxW, path/to/file.npz (arrays x and, optionally, y)"
+KNOWN_SPECS = ("digits[:CxHxW], random:CxHxW, path/to/file.npz (array x, or one named after the model input, "
+               "and optionally y)")
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
 
@@ -150,9 +151,11 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
             files = dict(arrays)
     except Exception as exc:
         raise UsageError(f"cannot read {path} as .npz: {exc}") from None
-    if "x" not in files:
-        raise UsageError(f"{path} has arrays {sorted(files)}; it needs 'x' (and optionally 'y' labels)")
-    x = np.ascontiguousarray(files["x"])
+    inputs = ["x"] if "x" in files else [k for k in files if k != "y"]
+    if len(inputs) != 1:
+        raise UsageError(f"{path} has arrays {sorted(files)}; it needs 'x' or one array named after the "
+                         "model's input (and optionally 'y' labels)")
+    x = np.ascontiguousarray(files[inputs[0]])
     if x.dtype == np.float64:
         x = x.astype(np.float32)
     y = files.get("y")

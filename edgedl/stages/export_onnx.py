@@ -6,11 +6,12 @@ import contextlib
 import io
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from edgedl import onnx_graph
-from edgedl.errors import StageError
+from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
 from edgedl.stages.base import RunContext, Stage
 
@@ -63,6 +64,10 @@ class ExportOnnxStage(Stage):
     def run(self, ctx: RunContext) -> None:
         from edgedl.models import load_checkpoint
 
+        if ctx.model is None:  # the model came as an ONNX file
+            if not any(a["format"] == "onnx" for a in ctx.run.manifest["artifacts"]):
+                import_onnx(ctx, Path(ctx.recipe.model.spec))
+            return
         ctx.ensure_model_artifact()
         artifacts = ctx.run.manifest["artifacts"]
         exported = {a["parent"] for a in artifacts if a["format"] == "onnx"}
@@ -102,7 +107,7 @@ class ExportOnnxStage(Stage):
         sidecar = {
             "inputs": inputs,
             "outputs": outputs,
-            "task": "classification" if ctx.dataset.num_classes else "regression",
+            "task": infer_task(ctx.dataset, outputs),
             "normalization": ctx.dataset.normalization,
             "labels": ctx.dataset.labels,
             "source": {"model": ctx.recipe.model.spec, "artifact": parent},
@@ -121,6 +126,74 @@ class ExportOnnxStage(Stage):
         )
         ctx.log(f"exported {tmp.name}: parity max|diff| {parity['max_abs_diff']:.2e}, "
                 f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+
+def import_onnx(ctx: RunContext, source: Path) -> None:
+    """Bring a user's ONNX file into the run as its fp32 artifact.
+
+    Dynamic dimensions are fixed from ``model.input_shapes`` or, past the batch axis, from the
+    data's sample shape, so shape inference (and later quantization) does not fail on them.
+    """
+    import onnx
+
+    import edgedl.runtime as rt
+
+    model = onnx_graph.load_graph(source)
+    if onnx_graph.external_files(model, source.parent):
+        model = onnx.load(str(source))  # bring the weights inside the artifact
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    wanted = dict(ctx.recipe.model.input_shapes)
+    unknown = set(wanted) - {i.name for i in inputs}
+    if unknown:
+        raise UsageError(f"--input-shape names {sorted(unknown)}, but the model's inputs are "
+                         f"{[i.name for i in inputs]}")
+    fixes = {}
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        shape = wanted.get(value.name)
+        if shape is not None and len(shape) != len(dims):
+            raise UsageError(f"--input-shape {value.name}: the input has {len(dims)} dimensions, not {len(shape)}")
+        for axis, dim in enumerate(dims):
+            dynamic = not dim.HasField("dim_value")
+            target = shape[axis] if shape is not None else (
+                ctx.dataset.input_shape[axis - 1] if dynamic and axis > 0 and len(inputs) == 1
+                and len(dims) == len(ctx.dataset.input_shape) + 1 else None)
+            if target is not None and (dynamic or dim.dim_value != target):
+                dim.Clear()
+                dim.dim_value = int(target)
+                fixes.setdefault(value.name, {})[axis] = int(target)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise UsageError(f"shape inference fails on {source.name}: {str(exc).splitlines()[0]}; fix the dynamic "
+                         "dimensions with --input-shape name=1x3x224x224") from None
+    tmp = ctx.run.tempdir() / f"{ctx.stem}.fp32.onnx"
+    onnx.save(model, str(tmp))
+    with rt.load(tmp, verify=False) as runner:
+        inputs_info = [_tensor(i) for i in runner.inputs]
+        outputs_info = [_tensor(o) for o in runner.outputs]
+    for info in inputs_info:
+        if len(info["shape"]) == 4:
+            info["layout"] = "NCHW" if info["shape"][1] in (1, 3, 4) else None
+    sidecar = {"inputs": inputs_info, "outputs": outputs_info,
+               "task": infer_task(ctx.dataset, outputs_info),
+               "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
+               "source": {"model": str(source)}, "opset": next(
+                   (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)}
+    ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx",
+                         sidecar=sidecar, metrics={"params": onnx_graph.count_params(model),
+                                                   "macs": onnx_graph.count_macs(model)[0]},
+                         extra={"imported": {"from": str(source), "fixed_dims": fixes}})
+    ctx.log(f"imported {source} as {tmp.name}" + (f", fixed dimensions {fixes}" if fixes else ""))
+
+
+def infer_task(dataset, outputs: list[dict]) -> str:
+    """``classification`` when the data has classes or the one output is (batch, classes)."""
+    if dataset.num_classes:
+        return "classification"
+    shape = outputs[0]["shape"] if len(outputs) == 1 else []
+    return "classification" if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 else "unknown"
 
 
 def _tensor(info) -> dict:

@@ -125,7 +125,8 @@ class QuantizeStage(Stage):
         parent = latest_fp32_onnx(ctx)
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
-        quality = Quality(ctx.dataset.val, parent_path, classifier=bool(ctx.dataset.num_classes))
+        task = (read_sidecar(parent_path) or {}).get("task")
+        quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification")
         sample = np.ascontiguousarray(ctx.dataset.val.x[:1])
         threads = c.threads or self._benchmark_threads(ctx)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
@@ -196,7 +197,7 @@ class QuantizeStage(Stage):
 
     def _with_fallback(self, scheme, prepared, work, input_name, calib, quality: Quality, info: dict) -> Attempt:
         c = self.config
-        cache = work / f"calibration-{c.calibration}-{scheme.name}.json"
+        cache = work / f"calibration-{c.calibration}.json"
 
         def attempt(exclude=(), only=None, tag="") -> tuple[Path, float]:
             out = work / f"{scheme.name}{tag}.onnx"
@@ -248,7 +249,7 @@ class QuantizeStage(Stage):
             scheme = qo.SCHEMES[best.scheme]
             qo.quantize_static(prepared, retry, _input_name(prepared), self._calibration(ctx), scheme,
                                self.config.calibration, best.float_layers + grouped,
-                               cache=work / f"calibration-{self.config.calibration}-{scheme.name}.json")
+                               cache=work / f"calibration-{self.config.calibration}.json")
             value = quality(retry)
             _, retry_ms = compare_latency(parent_path, retry, sample, threads)
             gate["grouped_conv_in_float"] = {"layers": len(grouped), "p50_ms": retry_ms, "quality": value}

@@ -1,0 +1,100 @@
+"""INT8 vs FP32, pruning, and the full stack, on ResNet-18 and MobileNetV2 at 224x224.
+
+Two edgedl runs produce the artifacts, with accuracy measured on digits (upsampled to 3x224x224)
+through edgedl.runtime:
+  1. per model: train -> export_onnx -> quantize int8 -> evaluate      (INT8 vs FP32)
+  2. ResNet-18 from run 1: prune 50% -> distill -> export -> quantize -> evaluate   (pruning, full stack)
+Then every artifact is timed side by side in this one process: ONNX Runtime, CPU, batch 1,
+2 threads, rounds alternating the order, medians of per-round p50s.
+
+    .venv/bin/python benchmarks/compression.py [--epochs 4] [--rounds 5] [--out benchmarks/.work]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = "digits:3x224x224"
+
+
+def compress(recipe: dict, out: Path) -> dict:
+    from edgedl import api
+    from edgedl.recipe import validate_recipe
+
+    run = api.compress(validate_recipe(recipe), out=out, force=True, progress=False)
+    return json.loads((run / "manifest.json").read_text())
+
+
+def quantize_stage() -> dict:
+    return {"stage": "quantize", "precision": "int8", "calibration_samples": 128, "threads": 2,
+            "max_accuracy_drop": 1.0, "on_gate_miss": "warn"}
+
+
+def time_side_by_side(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, float]:
+    import edgedl.runtime as rt
+    from edgedl.bench import measure_latency
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    runners = {k: rt.load(p, threads=2) for k, p in paths.items()}
+    samples: dict[str, list[float]] = {k: [] for k in paths}
+    names = list(paths)
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for k in order:
+            m = runners[k]
+            samples[k].append(measure_latency(lambda i: m(x), runs=runs, warmup=5, min_seconds=1.0).stats()["p50"])
+    for m in runners.values():
+        m.close()
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/.work"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    manifests = {}
+    for model in ("resnet18", "mobilenetv2_100"):
+        manifests[model] = compress({
+            "name": f"int8-{model}", "model": model, "data": DATA, "seed": 0,
+            "stages": [{"stage": "train", "epochs": args.epochs, "lr": 1e-3, "batch_size": 32},
+                       {"stage": "export_onnx"}, quantize_stage(), {"stage": "evaluate"}]}, args.out / f"int8-{model}")
+    base = args.out / "int8-resnet18" / "artifacts" / "resnet18.pt"
+    manifests["stack"] = compress({
+        "name": "stack-resnet18", "model": str(base), "data": DATA, "seed": 0,
+        "stages": [{"stage": "prune", "ratio": 0.5, "finetune_epochs": 2, "lr": 1e-3, "batch_size": 32},
+                   {"stage": "distill", "epochs": args.epochs, "lr": 1e-3, "batch_size": 32},
+                   {"stage": "export_onnx"}, quantize_stage(), {"stage": "evaluate"}]}, args.out / "stack-resnet18")
+
+    artifacts = {}
+    for key, manifest in manifests.items():
+        run = args.out / ("stack-resnet18" if key == "stack" else f"int8-{key}")
+        for a in manifest["artifacts"]:
+            if a["format"] == "onnx":
+                artifacts[f"{key}:{a['name']}"] = (run / a["path"], a)
+    p50 = time_side_by_side({k: v[0] for k, v in artifacts.items()}, args.rounds, args.runs)
+    rows = {k: {"p50_ms": p50[k], "accuracy": a["metrics"]["accuracy"], "size_bytes": a["size_bytes"],
+                "macs": a["metrics"]["macs"], "params": a["metrics"]["params"],
+                "quantization": {q: a["quantization"][q] for q in ("scheme", "float_layers", "accuracy_gate", "speed_gate")}
+                if "quantization" in a else None}
+            for k, (_, a) in artifacts.items()}
+    from edgedl.bench import conditions
+
+    result = {"rows": rows, "seconds": time.time() - started, "args": vars(args) | {"out": str(args.out)},
+              "conditions": {"versions": conditions.versions(), "host": conditions.host(), "threads": 2, "batch": 1}}
+    (args.out / "compression.json").write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
