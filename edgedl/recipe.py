@@ -86,6 +86,16 @@ class PruneStage(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class SparsifyStage(_Strict):
+    """2:4 semi-structured sparsity for TensorRT on Ampere/Orin, fine-tuned with the masks held."""
+
+    stage: Literal["sparsify"]
+    pattern: Literal["2:4"] = "2:4"
+    finetune_epochs: int = Field(5, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
 class FeaturePair(_Strict):
     """Match a student layer's output to a teacher layer's through a learned 1x1 projection."""
 
@@ -154,7 +164,8 @@ class BenchmarkStage(_Strict):
 
 
 StageConfig = Annotated[
-    Union[TrainStage, PruneStage, DistillStage, ExportOnnxStage, QuantizeStage, EvaluateStage, BenchmarkStage],
+    Union[TrainStage, PruneStage, SparsifyStage, DistillStage, ExportOnnxStage, QuantizeStage, EvaluateStage,
+          BenchmarkStage],
     Field(discriminator="stage"),
 ]
 
@@ -168,6 +179,16 @@ class Recipe(_Strict):
     seed: int = 0
     stages: list[StageConfig] = Field(min_length=1)
     targets: list[Target] = Field(default_factory=lambda: [Target.onnx])
+
+    @model_validator(mode="after")
+    def _sparsify_comes_last(self) -> "Recipe":
+        names = [s.stage for s in self.stages]
+        if "sparsify" in names:
+            later = [n for n in names[names.index("sparsify") + 1 :] if n in ("train", "prune", "distill")]
+            if later:
+                raise ValueError(f"sparsify must come after {', '.join(later)}: training after it would refill "
+                                 "the zeroed weights")
+        return self
 
     @model_validator(mode="after")
     def _targets_have_exports(self) -> "Recipe":

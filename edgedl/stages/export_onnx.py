@@ -73,9 +73,9 @@ class ExportOnnxStage(Stage):
         exported = {a["parent"] for a in artifacts if a["format"] == "onnx"}
         for record in [a for a in artifacts if a["format"] == "torch" and a["name"] not in exported]:
             module = load_checkpoint(ctx.run.artifact_path(record)).module
-            self.export_one(ctx, module.eval(), record["name"])
+            self.export_one(ctx, module.eval(), record["name"], record.get("sparsity"))
 
-    def export_one(self, ctx: RunContext, module, parent: str) -> None:
+    def export_one(self, ctx: RunContext, module, parent: str, sparsity: dict | None = None) -> None:
         import torch
 
         import edgedl.runtime as rt
@@ -113,6 +113,8 @@ class ExportOnnxStage(Stage):
             "source": {"model": ctx.recipe.model.spec, "artifact": parent},
             "opset": c.opset,
         }
+        if sparsity:
+            sidecar["sparsity"] = {"pattern": sparsity["pattern"], "layers": sparsity["layers"]}
         ctx.run.add_artifact(
             tmp,
             name=tmp.name,
