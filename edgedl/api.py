@@ -129,6 +129,8 @@ def train(
                              source="train options")
     dataset = load_dataset(data, seed=seed)
     built = build_model(recipe, dataset)
+    if built is None:
+        raise UsageError(f"edgedl train needs a PyTorch model; '{model}' is an ONNX file")
     with progress_bar(console, enabled=progress) as bar:
         result = fit(built.module, dataset.train, dataset.val,
                      FitConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), progress=bar)

@@ -349,8 +349,9 @@ def recipe_from_flags(
     if quantize:
         stages.append({"stage": "quantize", "precision": quantize})
     stages += [{"stage": "evaluate"}, {"stage": "benchmark"}]
-    name = Path(model.rpartition(":")[2] if ":" in model and not model.endswith((".pt", ".onnx")) else model).name
-    raw = {"name": name.split(".")[0] or "run", "model": {"spec": model, "input_shapes": input_shapes or {}},
+    from edgedl.models.spec import model_stem
+
+    raw = {"name": model_stem(model), "model": {"spec": model, "input_shapes": input_shapes or {}},
            "data": data, "seed": seed, "stages": stages, "targets": targets or ["onnx"]}
     return validate_recipe(raw, source="flags")
 

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import io
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ class LoadedModel:
     module: Any
     arch: dict  # {"spec": str, "kwargs": dict}: enough to rebuild the architecture
     checkpoint: dict = field(default_factory=dict)  # metadata of the checkpoint it came from
+
+
+def model_stem(spec: str) -> str:
+    """A short file-name-safe name for a model spec: ``resnet8``, ``build`` (file.py:build), ``model``."""
+    if ":" in spec and not spec.lower().endswith((".pt", ".pth", ".onnx")):
+        base = spec.rpartition(":")[2]
+    else:
+        base = Path(spec).name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", base) or "model"
 
 
 def is_checkpoint_spec(spec: str) -> bool:

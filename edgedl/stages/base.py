@@ -6,7 +6,6 @@ the recipe's ``stage:`` key picks it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,9 +33,9 @@ class RunContext:
     @property
     def stem(self) -> str:
         """A file-name stem for this model's artifacts, e.g. ``resnet8``."""
-        spec = self.recipe.model.spec
-        base = spec.rpartition(":")[2] if ":" in spec else spec.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", base) or "model"
+        from edgedl.models.spec import model_stem
+
+        return model_stem(self.recipe.model.spec)
 
     def require_torch(self, stage: str) -> None:
         if self.model is None:
@@ -69,7 +68,7 @@ class RunContext:
 
     def ensure_model_artifact(self) -> str:
         """The current model's checkpoint artifact, saving the loaded model first if it has none."""
-        self.require_torch("export")
+        self.require_torch("export_onnx")
         if self.model_artifact is None:
             self.save_model("", stage="load", source={"spec": self.recipe.model.spec})
         return self.model_artifact

@@ -100,32 +100,10 @@ class ExportOnnxStage(Stage):
                 f"(allowed {c.parity_atol * scale:.3g}); the model may use an op the exporter "
                 "translates differently; rerun with --debug and check the exporter warnings"
             )
-        graph = onnx_graph.load_graph(tmp)
-        for info in inputs:
-            if len(info["shape"]) == 4:
-                info["layout"] = "NCHW"
-        sidecar = {
-            "inputs": inputs,
-            "outputs": outputs,
-            "task": infer_task(ctx.dataset, outputs),
-            "normalization": ctx.dataset.normalization,
-            "labels": ctx.dataset.labels,
-            "source": {"model": ctx.recipe.model.spec, "artifact": parent},
-            "opset": c.opset,
-        }
-        if sparsity:
-            sidecar["sparsity"] = {"pattern": sparsity["pattern"], "layers": sparsity["layers"]}
-        ctx.run.add_artifact(
-            tmp,
-            name=tmp.name,
-            format="onnx",
-            precision="fp32",
-            stage=self.name,
-            parent=parent,
-            sidecar=sidecar,
-            metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},
-            extra={"parity": {"reference": "torch", **parity}},
-        )
+        extra_sidecar = {"sparsity": {k: sparsity[k] for k in ("pattern", "layers")}} if sparsity else {}
+        add_onnx_artifact(ctx, tmp, inputs, outputs, parent=parent, opset=c.opset, known_layout=True,
+                          source={"model": ctx.recipe.model.spec, "artifact": parent},
+                          extra={"parity": {"reference": "torch", **parity}}, **extra_sidecar)
         ctx.log(f"exported {tmp.name}: parity max|diff| {parity['max_abs_diff']:.2e}, "
                 f"top-1 agreement {parity['top1_agreement']:.3f}")
 
@@ -175,19 +153,29 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
     with rt.load(tmp, verify=False) as runner:
         inputs_info = [_tensor(i) for i in runner.inputs]
         outputs_info = [_tensor(o) for o in runner.outputs]
-    for info in inputs_info:
-        if len(info["shape"]) == 4:
-            info["layout"] = "NCHW" if info["shape"][1] in (1, 3, 4) else None
-    sidecar = {"inputs": inputs_info, "outputs": outputs_info,
-               "task": infer_task(ctx.dataset, outputs_info),
-               "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
-               "source": {"model": str(source)}, "opset": next(
-                   (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)}
-    ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx",
-                         sidecar=sidecar, metrics={"params": onnx_graph.count_params(model),
-                                                   "macs": onnx_graph.count_macs(model)[0]},
-                         extra={"imported": {"from": str(source), "fixed_dims": fixes}})
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    add_onnx_artifact(ctx, tmp, inputs_info, outputs_info, parent=None, opset=opset, known_layout=False,
+                      source={"model": str(source)}, extra={"imported": {"from": str(source), "fixed_dims": fixes}})
     ctx.log(f"imported {source} as {tmp.name}" + (f", fixed dimensions {fixes}" if fixes else ""))
+
+
+def add_onnx_artifact(ctx: RunContext, tmp: Path, inputs: list[dict], outputs: list[dict], *, parent: str | None,
+                      opset: int | None, known_layout: bool, source: dict, extra: dict, **sidecar_extra) -> None:
+    """Record an fp32 ONNX file with its sidecar, parameters and MACs.
+
+    A torch export's 4-D inputs are NCHW by construction; for an imported file NCHW is only
+    assumed when the second dimension looks like channels (1, 3 or 4).
+    """
+    for info in inputs:
+        if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
+            info["layout"] = "NCHW"
+    sidecar = {"inputs": inputs, "outputs": outputs, "task": infer_task(ctx.dataset, outputs),
+               "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
+               "source": source, "opset": opset, **sidecar_extra}
+    graph = onnx_graph.load_graph(tmp)
+    ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx", parent=parent,
+                         sidecar=sidecar, extra=extra,
+                         metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]})
 
 
 def infer_task(dataset, outputs: list[dict]) -> str:

@@ -139,7 +139,7 @@ class QuantizeStage(Stage):
             qo.prepare(parent_path, prepared)
             calib = self._calibration(ctx)
             info.update(calibration={"method": c.calibration, "samples": len(calib), "split": "train"})
-            best = self._int8(ctx, prepared, work, calib, quality, info)
+            best = self._int8(ctx, prepared, work, calib, quality, info, sample, threads)
         else:
             out = work / f"{c.precision}.onnx"
             (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)
@@ -169,7 +169,7 @@ class QuantizeStage(Stage):
         self._add(ctx, parent, best, info, notes)
 
     # ---- INT8 search ----------------------------------------------------------------------
-    def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict) -> Attempt:
+    def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict, sample, threads) -> Attempt:
         c = self.config
         scheme = c.scheme if c.scheme != "auto" else "cpu"
         names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
@@ -182,8 +182,6 @@ class QuantizeStage(Stage):
                     f"{len(attempt.float_layers)} layers in float)")
         passing = [a for a in attempts if a.passed]
         if len(passing) > 1:  # several schemes meet the gate: keep the fastest on this host
-            sample = np.ascontiguousarray(ctx.dataset.val.x[:1])
-            threads = c.threads or self._benchmark_threads(ctx)
             for a in passing:
                 a.p50_ms = compare_latency(prepared, a.path, sample, threads)[1]
             best = min(passing, key=lambda a: a.p50_ms)
