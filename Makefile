@@ -3,7 +3,7 @@
 #   make test         set up .venv/ and run the test suite
 PYTHON ?= python3
 VENV := .venv
-EXTRAS := onnx,torch,data,plot,dev
+EXTRAS := onnx,torch,data,plot,litert-convert,dev
 
 .PHONY: setup quickstart test clean
 

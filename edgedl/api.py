@@ -190,6 +190,8 @@ def bench(
             params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph)
         except EdgedlError as exc:
             notes["params"] = notes["macs"] = str(exc)
+    else:
+        notes["params"] = notes["macs"] = "counted on ONNX graphs; see the ONNX export of the same model"
     return {
         "artifact": str(artifact),
         "backend": backend,

@@ -27,9 +27,10 @@ class Target(str, Enum):
     """Where artifacts run. Each target needs its export stage in the recipe."""
 
     onnx = "onnx"  # ONNX Runtime (CPU here; CUDA where onnxruntime-gpu is installed)
+    tflite = "tflite"  # LiteRT on phones and embedded CPUs
 
 
-TARGET_EXPORT_STAGE = {Target.onnx: "export_onnx"}
+TARGET_EXPORT_STAGE = {Target.onnx: "export_onnx", Target.tflite: "export_tflite"}
 
 
 class ModelSpec(_Strict):
@@ -127,6 +128,16 @@ class ExportOnnxStage(_Strict):
     parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch")
 
 
+class ExportTfliteStage(_Strict):
+    """Convert the current model to .tflite with litert-torch and quantize with ai-edge-quantizer."""
+
+    stage: Literal["export_tflite"]
+    precisions: list[Literal["fp32", "fp16", "int8_dynamic", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "int8"], min_length=1)
+    calibration_samples: int = Field(256, ge=1, description="for int8, drawn from the training split")
+    parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch (fp32)")
+
+
 class QuantizeStage(_Strict):
     """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
 
@@ -164,8 +175,8 @@ class BenchmarkStage(_Strict):
 
 
 StageConfig = Annotated[
-    Union[TrainStage, PruneStage, SparsifyStage, DistillStage, ExportOnnxStage, QuantizeStage, EvaluateStage,
-          BenchmarkStage],
+    Union[TrainStage, PruneStage, SparsifyStage, DistillStage, ExportOnnxStage, ExportTfliteStage, QuantizeStage,
+          EvaluateStage, BenchmarkStage],
     Field(discriminator="stage"),
 ]
 

@@ -42,18 +42,22 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     a = {r["name"]: r for r in manifest["artifacts"]}
-    assert [s["stage"] for s in manifest["stages"]] == ["train", "prune", "distill", "export_onnx", "quantize",
-                                                        "evaluate", "benchmark"]
+    assert [s["stage"] for s in manifest["stages"]] == ["train", "prune", "distill", "export_onnx", "export_tflite",
+                                                        "quantize", "evaluate", "benchmark"]
     baseline, final = a["resnet8.fp32.onnx"], a["resnet8.distilled.int8.onnx"]
+    tfl32, tfl8 = a["resnet8.distilled.fp32.tflite"], a["resnet8.distilled.int8.tflite"]
+    assert tfl32["parity"]["max_abs_diff"] < 1e-4  # parity with torch, stored in the manifest
+    assert tfl8["metrics"]["accuracy"] >= tfl32["metrics"]["accuracy"] - 0.01
     assert baseline["precision"] == "fp32" and baseline["metrics"]["accuracy"] >= 0.95
     assert final["metrics"]["accuracy"] >= baseline["metrics"]["accuracy"] - 0.01
     assert final["size_bytes"] < baseline["size_bytes"] / 4
     report = (out / "report.md").read_text()
     for record in a.values():
-        if record["format"] == "onnx":  # accuracy, size, MACs and latency for each artifact
+        if record["format"] in ("onnx", "tflite"):  # accuracy, size, MACs and latency for each artifact
             m = record["metrics"]
-            assert m["accuracy"] is not None and m["macs"] and m["latency_ms"]["p50"] > 0
-            assert f"| {record['name']} | onnx | {record['precision']} |" in report
+            assert m["accuracy"] is not None and m["latency_ms"]["p50"] > 0
+            assert m["macs"] if record["format"] == "onnx" else record["notes"]["macs"]
+            assert f"| {record['name']} | {record['format']} | {record['precision']} |" in report
             assert f"{100 * m['accuracy']:.2f}%" in report
     assert final["quantization"]["speed_gate"]["verdict"] in report  # INT8 that is not faster says so
     assert "resnet8.distilled.int8.onnx" in proc.stderr  # the table printed at the end of the run
@@ -64,8 +68,8 @@ def test_manifest_describes_every_artifact(quick_run, manifest):
     assert manifest["recipe"]["name"] == "quickstart" and manifest["recipe"]["stages"][0]["epochs"] == 3
     assert {"python", "edgedl", "torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     assert manifest["host"]["cpu_count"] >= 1 and manifest["device"]["kind"] == "cpu"
-    assert [s["stage"] for s in manifest["stages"]] == ["train", "prune", "distill", "export_onnx", "quantize",
-                                                        "evaluate", "benchmark"]
+    assert [s["stage"] for s in manifest["stages"]] == ["train", "prune", "distill", "export_onnx", "export_tflite",
+                                                        "quantize", "evaluate", "benchmark"]
     assert all(s["status"] == "done" for s in manifest["stages"])
     assert [(a["name"], a["precision"], a["parent"]) for a in manifest["artifacts"]] == [
         ("resnet8.pt", "fp32", None),
@@ -74,6 +78,8 @@ def test_manifest_describes_every_artifact(quick_run, manifest):
         ("resnet8.fp32.onnx", "fp32", "resnet8.pt"),
         ("resnet8.pruned.fp32.onnx", "fp32", "resnet8.pruned.pt"),
         ("resnet8.distilled.fp32.onnx", "fp32", "resnet8.distilled.pt"),
+        ("resnet8.distilled.fp32.tflite", "fp32", "resnet8.distilled.pt"),
+        ("resnet8.distilled.int8.tflite", "int8", "resnet8.distilled.fp32.tflite"),
         ("resnet8.distilled.int8.onnx", "int8", "resnet8.distilled.fp32.onnx"),
     ]
     for a in manifest["artifacts"]:
@@ -88,9 +94,10 @@ def test_manifest_describes_every_artifact(quick_run, manifest):
     for name in ("resnet8.fp32.onnx", "resnet8.pruned.fp32.onnx", "resnet8.distilled.fp32.onnx"):
         assert a[name]["parity"]["max_abs_diff"] < 1e-4 and a[name]["parity"]["top1_agreement"] == 1.0
     for name in ("resnet8.fp32.onnx", "resnet8.pruned.fp32.onnx", "resnet8.distilled.fp32.onnx",
-                 "resnet8.distilled.int8.onnx"):  # every runnable artifact: accuracy, size, MACs, latency
-        m = a[name]["metrics"]
-        assert 0 <= m["accuracy"] <= 1 and m["macs"] > 0 and a[name]["size_bytes"] > 0
+                 "resnet8.distilled.int8.onnx", "resnet8.distilled.fp32.tflite", "resnet8.distilled.int8.tflite"):
+        m = a[name]["metrics"]  # every runnable artifact: accuracy, size, latency (MACs on ONNX graphs)
+        assert 0 <= m["accuracy"] <= 1 and a[name]["size_bytes"] > 0
+        assert m["macs"] > 0 if a[name]["format"] == "onnx" else "ONNX" in a[name]["notes"]["macs"]
         assert set(m["latency_ms"]) >= {"p50", "p90", "p99", "mean", "std"}
         assert a[name]["benchmark"]["threads"] == 2 and a[name]["benchmark"]["runs"] >= 20
     assert a["resnet8.fp32.onnx"]["metrics"]["params"] > 70_000 and a["resnet8.fp32.onnx"]["metrics"]["macs"] > 700_000

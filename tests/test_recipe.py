@@ -67,7 +67,7 @@ def test_mistyped_and_out_of_range_fields():
 def test_unknown_stage_lists_the_known_ones():
     raw = base()
     raw["stages"].append({"stage": "distil"})
-    with pytest.raises(UsageError, match="'train', 'prune', 'sparsify', 'distill', 'export_onnx', 'quantize', 'evaluate', 'benchmark'"):
+    with pytest.raises(UsageError, match="'train', 'prune', 'sparsify', 'distill', 'export_onnx', 'export_tflite', 'quantize', 'evaluate', 'benchmark'"):
         validate_recipe(raw)
 
 

@@ -4,7 +4,8 @@ import json
 
 from conftest import run_python
 
-HEAVY = ["torch", "onnx", "onnxruntime", "pydantic", "click", "rich", "yaml", "sklearn", "scipy", "tensorflow"]
+HEAVY = ["torch", "onnx", "onnxruntime", "pydantic", "click", "rich", "yaml", "sklearn", "scipy", "tensorflow",
+         "ai_edge_litert", "tflite_runtime", "litert_torch"]
 
 
 def test_import_runtime_pulls_in_no_framework():

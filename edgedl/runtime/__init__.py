@@ -22,9 +22,10 @@ __all__ = ["load", "Runner", "TensorInfo", "InputError", "backend_for", "BACKEND
 # only when that backend is asked for.
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("edgedl.runtime.onnxrt", "OnnxRuntimeRunner"),
+    "litert": ("edgedl.runtime.litert", "LiteRTRunner"),
 }
-_SUFFIXES = {".onnx": "onnxruntime"}
-FORMATS = {"onnx": "onnxruntime"}  # sidecar format -> backend
+_SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # sidecar format -> backend
 
 
 def backend_for(path: str | os.PathLike, sidecar: dict | None = None) -> str:
@@ -61,6 +62,7 @@ def load(
     if not path.is_file():
         raise UsageError(f"artifact not found: {path}")
     sidecar = read_sidecar(path)
+    trusted = False
     if verify and sidecar and sidecar.get("sha256"):
         actual = sha256_file(path)
         if actual != sidecar["sha256"]:
@@ -68,9 +70,10 @@ def load(
                 f"{path.name} does not match its sidecar {sidecar_path(path).name} (sha256 differs):"
                 " the file was changed after export; re-export it or load with verify=False"
             )
+        trusted = True
     name = backend or backend_for(path, sidecar)
     if name not in BACKENDS:
         raise UsageError(f"unknown backend '{name}'; known: {', '.join(sorted(BACKENDS))}")
     module, cls = BACKENDS[name]
     runner_cls = getattr(importlib.import_module(module), cls)
-    return runner_cls(path, sidecar=sidecar, threads=threads, device=device)
+    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted)

@@ -44,6 +44,19 @@ class TensorInfo:
         return f"{self.name} {dims} {self.dtype}"
 
 
+def _quantized(info: TensorInfo) -> bool:
+    q = info.quantization
+    return bool(q and q.get("scale")) and np.dtype(info.dtype).kind in "iu"
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Float32 to the tensor's integer type: round(x / scale) + zero point, clipped to its range."""
+    dtype = np.dtype(info.dtype)
+    limits = np.iinfo(dtype)
+    q = np.round(x / np.float32(info.quantization["scale"])) + info.quantization["zero_point"]
+    return np.clip(q, limits.min, limits.max).astype(dtype)
+
+
 class InputError(UsageError):
     """An input of the wrong name, shape or dtype (nothing is broadcast or cast silently)."""
 
@@ -63,11 +76,13 @@ class Runner:
         sidecar: Mapping[str, Any] | None = None,
         threads: int | None = None,
         device: str | None = None,
+        trusted: bool = False,
     ):
         self.path = Path(path)
         self.sidecar: dict[str, Any] = dict(sidecar or {})
         self.threads = threads
         self.device = device
+        self.trusted = trusted  # the file's sha256 matched an edgedl sidecar
         self._inputs: tuple[TensorInfo, ...] = ()
         self._outputs: tuple[TensorInfo, ...] = ()
         self._closed = False
@@ -79,6 +94,9 @@ class Runner:
             i.name: (np.dtype(i.dtype), len(i.shape), i.static_dims, i) for i in self._inputs
         }
         self._single = self._inputs[0].name if len(self._inputs) == 1 else None
+        # Quantized outputs come back as float: (index, scale, zero point).
+        self._dequant = [(k, o.quantization["scale"], o.quantization["zero_point"])
+                         for k, o in enumerate(self._outputs) if _quantized(o)]
 
     # ---- metadata -------------------------------------------------------------------------
     @property
@@ -115,18 +133,26 @@ class Runner:
     def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> Any:
         """Run once. One output comes back as an array, several as a dict keyed by name."""
         if self._single is not None and type(x) is np.ndarray:
-            self._check(self._single, x)
-            feeds = {self._single: x}
+            feeds = {self._single: self._check(self._single, x)}
         else:
             feeds = self._feeds(x)
         outs = self._run_impl(feeds)
+        if self._dequant:
+            outs = self._dequantize(outs)
         if len(outs) == 1:
             return outs[0]
         return dict(zip(self._output_names, outs))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run with named inputs; always returns a dict of named outputs."""
-        return dict(zip(self._output_names, self._run_impl(self._feeds(feeds))))
+        outs = self._run_impl(self._feeds(feeds))
+        return dict(zip(self._output_names, self._dequantize(outs) if self._dequant else outs))
+
+    def _dequantize(self, outs):
+        outs = list(outs)
+        for k, scale, zero in self._dequant:
+            outs[k] = (outs[k].astype(np.float32) - np.float32(zero)) * np.float32(scale)
+        return outs
 
     def warmup(self, n: int = 10, batch: int = 1) -> None:
         """Run ``n`` times on zeros so that lazy initialisation is paid before timing starts."""
@@ -149,26 +175,35 @@ class Runner:
                 f"inputs do not match: missing {missing or 'none'}, unknown {unknown or 'none'}; "
                 f"expected {', '.join(self._checks)}"
             )
+        checked = {}
         for name, value in x.items():
             if not isinstance(value, np.ndarray):
                 raise InputError(f"input '{name}' must be a numpy array, got {type(value).__name__}")
-            self._check(name, value)
-        return dict(x)
+            checked[name] = self._check(name, value)
+        return checked
 
-    def _check(self, name: str, x: np.ndarray) -> None:
+    def _check(self, name: str, x: np.ndarray) -> np.ndarray:
+        """The array to feed: ``x`` itself, or ``x`` quantized when the input is quantized and
+        ``x`` is float32 (with the tensor's own scale and zero point, not a silent cast)."""
         dtype, rank, static, info = self._checks[name]
         shape = x.shape
-        if x.dtype != dtype or len(shape) != rank:
+        if len(shape) != rank:
             self._raise_mismatch(info, x)
         for axis, size in static:
             if shape[axis] != size:
                 self._raise_mismatch(info, x)
+        if x.dtype != dtype:
+            if x.dtype == np.float32 and _quantized(info):
+                return quantize(x, info)
+            self._raise_mismatch(info, x)
+        return x
 
     @staticmethod
     def _raise_mismatch(info: TensorInfo, x: np.ndarray) -> None:
         given = "x".join(map(str, x.shape)) or "scalar"
+        also = " (or float32, quantized with its scale)" if _quantized(info) else ""
         raise InputError(
-            f"input '{info.name}' expects {info.describe()}, got {given} {x.dtype}; "
+            f"input '{info.name}' expects {info.describe()}{also}, got {given} {x.dtype}; "
             "reshape or cast it (nothing is broadcast or cast silently)"
         )
 

@@ -1,0 +1,90 @@
+"""PyTorch -> LiteRT through litert-torch (no TensorFlow), quantized with ai-edge-quantizer.
+
+The only module that calls ``litert_torch`` and ``ai_edge_quantizer``. The onnx2tf route is not
+used: it pins numpy 1.x and exact TensorFlow versions, and users report exports that silently
+produce nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+
+PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8")
+
+
+@contextlib.contextmanager
+def _quiet():
+    # Both libraries narrate their steps on stdout/stderr; keep edgedl's output to its own lines.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        absl.setLevel(level)
+
+
+def convert(module, sample: np.ndarray, path: Path) -> None:
+    """Convert a torch module to an fp32 .tflite file, traced with ``sample`` (batch 1)."""
+    try:
+        import litert_torch
+    except ImportError:
+        raise MissingDependencyError("litert-torch", "litert-convert", "TFLite export") from None
+    import torch
+
+    try:
+        with _quiet():
+            edge = litert_torch.convert(module.eval(), (torch.from_numpy(sample),))
+            edge.export(str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgedlError(f"litert-torch cannot convert the model: {first}; an op it does not take is the usual "
+                          "cause (rerun with --debug for the full trace, which names the op and its module)") from None
+
+
+def quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray | None = None) -> None:
+    """fp16 weights, dynamic-range INT8, or full-integer INT8 (int8 inputs and outputs)."""
+    try:
+        from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    except ImportError:
+        raise MissingDependencyError("ai-edge-quantizer", "litert-convert", "TFLite quantization") from None
+    if precision == "fp16":
+        manager = recipe_manager.RecipeManager()
+        manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                       num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+        chosen = manager.get_quantization_recipe()
+    elif precision == "int8_dynamic":
+        chosen = recipe.dynamic_wi8_afp32()
+    elif precision == "int8":
+        chosen = recipe.static_wi8_ai8()
+    else:
+        raise EdgedlError(f"unknown TFLite precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+    with _quiet():
+        qt = quantizer.Quantizer(str(src), chosen)
+        result = None
+        if qt.need_calibration:
+            key, name = _signature_input(src)
+            result = qt.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
+        qt.quantize(result, enable_progress_report=False).export_model(str(dst), overwrite=True)
+
+
+def _signature_input(path: Path) -> tuple[str, str]:
+    from edgedl.runtime.litert import interpreter_class
+
+    cls, _ = interpreter_class()
+    signatures = cls(model_path=str(path)).get_signature_list()
+    if len(signatures) != 1:
+        raise EdgedlError(f"{path.name} has {len(signatures)} signatures; calibration needs exactly one")
+    key, sig = next(iter(signatures.items()))
+    if len(sig["inputs"]) != 1:
+        raise EdgedlError(f"full-integer calibration takes single-input models; {path.name} has {sig['inputs']}")
+    return key, sig["inputs"][0]

@@ -1,0 +1,105 @@
+"""LiteRT (TensorFlow Lite) backend: ai-edge-litert, else tflite_runtime, else tensorflow.lite."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.runtime.base import Runner, TensorInfo
+
+# Where a device may have the interpreter, newest first.
+PROVIDERS = (("ai_edge_litert.interpreter", "Interpreter"), ("tflite_runtime.interpreter", "Interpreter"),
+             ("tensorflow.lite", "Interpreter"))
+
+
+def interpreter_class() -> tuple[type, str]:
+    """The first interpreter this device has, and the module it came from."""
+    import importlib
+
+    for module, attr in PROVIDERS:
+        try:
+            return getattr(importlib.import_module(module), attr), module
+        except ImportError:
+            continue
+    raise MissingDependencyError("ai-edge-litert", "litert", "Running .tflite models")
+
+
+def check_flatbuffer(path) -> None:
+    """Refuse what is not a TFLite flatbuffer before a native parser sees it."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        size = fh.seek(0, 2)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise EdgedlError(f"{path} is not a .tflite file (no TFL3 flatbuffer identifier)")
+    (root,) = struct.unpack("<I", head[:4])
+    if root >= size:
+        raise EdgedlError(f"{path} is truncated or corrupt (its root table lies past the end of the file)")
+
+
+_PROBE = ("import sys\nfrom edgedl.runtime.litert import interpreter_class\n"
+          "cls, _ = interpreter_class()\nit = cls(model_path=sys.argv[1])\nit.allocate_tensors()\n")
+
+
+def probe(path, timeout: float = 120) -> None:
+    """Load the file in a child process first: a corrupt model may crash the native parser, and
+    then only the child dies."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode < 0:
+        raise EdgedlError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise EdgedlError(f"LiteRT cannot load {path}: {last}")
+
+
+def _info(detail: dict) -> TensorInfo:
+    signature = detail.get("shape_signature")
+    dims = signature if signature is not None and len(signature) else detail["shape"]
+    shape = tuple(int(d) if d >= 0 else None for d in dims)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    quant = {"scale": float(scale), "zero_point": int(zero)} if scale else None
+    return TensorInfo(detail["name"], shape, np.dtype(detail["dtype"]).name, quantization=quant)
+
+
+class LiteRTRunner(Runner):
+    """Runs ``.tflite`` files; XNNPACK is on by default in the interpreter."""
+
+    backend = "litert"
+
+    def _load_impl(self) -> None:
+        cls, self.provider = interpreter_class()
+        if self.device not in (None, "cpu"):
+            raise EdgedlError(f"the LiteRT backend here runs on the CPU; device '{self.device}' needs a delegate")
+        check_flatbuffer(self.path)
+        if not self.trusted:
+            probe(self.path)
+        try:
+            self._interp = cls(model_path=str(self.path), num_threads=self.threads)
+            self._interp.allocate_tensors()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EdgedlError(f"LiteRT cannot load {self.path}: {first}") from None
+        self._in = self._interp.get_input_details()
+        self._out = self._interp.get_output_details()
+        self._inputs = tuple(_info(d) for d in self._in)
+        self._outputs = tuple(_info(d) for d in self._out)
+
+    def _run_impl(self, feeds):
+        interp = self._interp
+        for detail in self._in:
+            value = feeds[detail["name"]]
+            if tuple(detail["shape"]) != value.shape:  # a dynamic dimension changed size
+                interp.resize_tensor_input(detail["index"], value.shape)
+                interp.allocate_tensors()
+                self._in = interp.get_input_details()
+                self._out = interp.get_output_details()
+                detail = next(d for d in self._in if d["name"] == detail["name"])
+            interp.set_tensor(detail["index"], value)
+        interp.invoke()
+        return [interp.get_tensor(d["index"]) for d in self._out]
+
+    def _close_impl(self) -> None:
+        self._interp = None

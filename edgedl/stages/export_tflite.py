@@ -1,0 +1,83 @@
+"""The ``export_tflite`` stage: the current model to .tflite in the requested precisions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedl import litert_convert
+from edgedl.errors import StageError, UsageError
+from edgedl.parity import compare
+from edgedl.stages.base import RunContext, Stage
+from edgedl.stages.evaluate import predict
+from edgedl.stages.export_onnx import PARITY_SAMPLES, _tensor, infer_task
+
+
+class ExportTfliteStage(Stage):
+    name = "export_tflite"
+
+    def run(self, ctx: RunContext) -> None:
+        import torch
+
+        import edgedl.runtime as rt
+
+        c = self.config
+        if ctx.model is None:
+            raise UsageError(
+                "TFLite export needs the PyTorch model: litert-torch converts PyTorch, and the ONNX->TensorFlow->"
+                "TFLite route (onnx2tf) pins numpy 1.x and exact TensorFlow versions and is known to produce empty "
+                "exports, so edgedl does not take it; pass the PyTorch model (registry name, file.py:factory or "
+                "checkpoint) instead of the .onnx file")
+        parent = ctx.ensure_model_artifact()
+        module = ctx.model.module.eval()
+        stem = parent.rsplit(".", 1)[0]
+        samples = np.ascontiguousarray(ctx.dataset.val.x[:PARITY_SAMPLES])
+        with torch.no_grad():
+            reference = module(torch.from_numpy(samples)).numpy()
+        work = ctx.run.tempdir()
+        fp32 = work / f"{stem}.fp32.tflite"
+        litert_convert.convert(module, samples[:1], fp32)
+        calibration = self._calibration(ctx) if "int8" in c.precisions else None
+        produced = []
+        for precision in c.precisions:
+            path = fp32 if precision == "fp32" else work / f"{stem}.{precision.replace('_dynamic', 'dyn')}.tflite"
+            if precision != "fp32":
+                litert_convert.quantize(fp32, path, precision, calibration)
+            parity = compare(reference, predict(path, samples))
+            if precision == "fp32":
+                scale = max(1.0, float(np.abs(reference).max()))
+                if parity["max_abs_diff"] > c.parity_atol * scale:
+                    raise StageError(f"the .tflite export of {parent} differs from torch by "
+                                     f"{parity['max_abs_diff']:.3g} (allowed {c.parity_atol * scale:.3g})")
+            produced.append((precision, path, parity))
+        fp32_name = None
+        for precision, path, parity in produced:
+            with rt.load(path, verify=False) as runner:
+                inputs = [_tensor(i) | {"quantization": i.quantization} for i in runner.inputs]
+                outputs = [_tensor(o) | {"quantization": o.quantization} for o in runner.outputs]
+            for info in inputs:
+                if len(info["shape"]) == 4:
+                    info["layout"] = "NCHW"  # litert-torch keeps PyTorch's layout
+            sidecar = {"inputs": inputs, "outputs": outputs, "task": infer_task(ctx.dataset, outputs),
+                       "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
+                       "source": {"model": ctx.recipe.model.spec, "artifact": parent},
+                       "converter": "litert-torch", "quantizer": None if precision == "fp32" else "ai-edge-quantizer"}
+            label = {"int8_dynamic": "int8dyn"}.get(precision, precision)
+            record = ctx.run.add_artifact(
+                path, name=path.name, format="tflite", precision=label, stage=self.name,
+                parent=parent if precision == "fp32" or fp32_name is None else fp32_name, sidecar=sidecar,
+                notes={"params": "counted on ONNX graphs; see the ONNX export of the same model",
+                       "macs": "counted on ONNX graphs; see the ONNX export of the same model"},
+                extra={"parity": {"reference": "torch", **parity},
+                       "calibration": {"samples": len(calibration), "split": "train"} if precision == "int8" else None})
+            if precision == "fp32":
+                fp32_name = record["name"]
+            ctx.log(f"exported {path.name}: parity with torch max|diff| {parity['max_abs_diff']:.2e}, "
+                    f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+    def _calibration(self, ctx) -> np.ndarray:
+        c, train = self.config, ctx.dataset.train
+        if c.calibration_samples > len(train):
+            raise UsageError(f"export_tflite.calibration_samples is {c.calibration_samples} but the training split has "
+                             f"only {len(train)} samples")
+        rng = np.random.default_rng(ctx.recipe.seed)
+        return np.ascontiguousarray(train.x[rng.choice(len(train), c.calibration_samples, replace=False)])

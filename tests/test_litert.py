@@ -1,0 +1,137 @@
+"""TFLite / LiteRT: conversion without TensorFlow, precisions, int8 I/O, corrupt files, fallbacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import edgedl.runtime as rt
+from edgedl import api
+from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
+from edgedl.runtime import InputError
+
+
+@pytest.fixture(scope="module")
+def tflite_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("tflite")
+    recipe = out / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": "resnet8", "data": "digits", "seed": 0, "targets": ["onnx", "tflite"],
+        "stages": [{"stage": "train", "epochs": 6}, {"stage": "export_onnx"},
+                   {"stage": "export_tflite", "precisions": ["fp32", "fp16", "int8_dynamic", "int8"],
+                    "calibration_samples": 128},
+                   {"stage": "evaluate"}, {"stage": "benchmark", "runs": 5, "warmup": 1, "min_seconds": 0}]}))
+    run = api.compress(recipe, out=out / "run", progress=False)
+    return run, {a["name"]: a for a in json.loads((run / "manifest.json").read_text())["artifacts"]}
+
+
+def test_every_precision_converts_matches_and_is_measured(tflite_run):
+    run, a = tflite_run
+    fp32, int8 = a["resnet8.fp32.tflite"], a["resnet8.int8.tflite"]
+    assert fp32["parity"]["max_abs_diff"] < 1e-4 and fp32["parity"]["top1_agreement"] == 1.0
+    onnx_acc = a["resnet8.fp32.onnx"]["metrics"]["accuracy"]
+    for name in ("resnet8.fp32.tflite", "resnet8.fp16.tflite", "resnet8.int8dyn.tflite", "resnet8.int8.tflite"):
+        m = a[name]["metrics"]
+        assert a[name]["format"] == "tflite" and m["latency_ms"]["p50"] > 0
+        assert abs(m["accuracy"] - onnx_acc) <= 0.02, name  # measured on the .tflite file itself
+    assert fp32["metrics"]["accuracy"] == pytest.approx(onnx_acc)
+    assert int8["size_bytes"] < 0.35 * fp32["size_bytes"] and a["resnet8.fp16.tflite"]["size_bytes"] < 0.6 * fp32["size_bytes"]
+    assert int8["parent"] == "resnet8.fp32.tflite" and int8["calibration"] == {"samples": 128, "split": "train"}
+
+
+def test_full_integer_model_has_int8_io_recorded_in_the_sidecar(tflite_run):
+    run, a = tflite_run
+    sidecar = json.loads((run / (a["resnet8.int8.tflite"]["path"] + ".json")).read_text())
+    (inp,), (out,) = sidecar["inputs"], sidecar["outputs"]
+    assert inp["dtype"] == "int8" and inp["layout"] == "NCHW" and inp["quantization"]["scale"] > 0
+    assert out["dtype"] == "int8" and out["quantization"]["scale"] > 0
+    assert sidecar["normalization"]["scale"] == 1 / 16 and sidecar["quantizer"] == "ai-edge-quantizer"
+
+
+def test_runtime_quantizes_float_inputs_and_dequantizes_outputs(tflite_run):
+    run, a = tflite_run
+    from edgedl.data import load_dataset
+
+    x = load_dataset("digits").test.x[:1]
+    with rt.load(run / a["resnet8.int8.tflite"]["path"]) as m:
+        (inp,), (out,) = m.inputs, m.outputs
+        q, o = inp.quantization, out.quantization
+        from_float = m(x)
+        raw_in = np.clip(np.round(x / q["scale"]) + q["zero_point"], -128, 127).astype(np.int8)
+        from_int8 = m(raw_in)  # an int8 array goes in as it is
+        assert from_float.dtype == np.float32 and np.array_equal(from_float, from_int8)
+        # Dequantized: values on the output's grid, i.e. (int - zero point) * scale.
+        grid = from_float / o["scale"] + o["zero_point"]
+        assert np.allclose(grid, np.round(grid), atol=1e-3)
+        with pytest.raises(InputError, match=r"or float32, quantized with its scale"):
+            m(x.astype(np.float64))
+    with rt.load(run / a["resnet8.fp32.tflite"]["path"]) as m:
+        ref = m(x)
+    assert from_float.argmax() == ref.argmax()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b"\x00" * 64, "is not a .tflite file"),
+    (lambda b: b[: len(b) // 3], "corrupt|cannot load"),
+    (lambda b: b[:4] + b"TFL3" + bytes(len(b) - 8), "corrupt|cannot load"),
+])
+def test_corrupt_or_truncated_files_are_refused_without_crashing(tflite_run, tmp_path, damage, message):
+    run, a = tflite_run
+    good = (run / a["resnet8.fp32.tflite"]["path"]).read_bytes()
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(damage(good))
+    with pytest.raises(EdgedlError, match=message):
+        rt.load(bad)  # untrusted: checked, then probed in a child process
+    with pytest.raises(SystemExit) as code:
+        from edgedl.cli import main
+
+        main(["bench", str(bad), "--runs", "1"])
+    assert code.value.code == 1
+
+
+def _hide(monkeypatch, *modules):
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_falls_back_to_tflite_runtime_when_litert_is_absent(tflite_run, monkeypatch):
+    """Simulates a device that has only tflite_runtime: ai_edge_litert is hidden, and a
+    tflite_runtime module exposing the same (real) interpreter class stands in for it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    run, a = tflite_run
+    _hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter")
+    shim = types.ModuleType("tflite_runtime.interpreter")
+    shim.Interpreter = Interpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", shim)
+    with rt.load(run / a["resnet8.fp32.tflite"]["path"], threads=1) as m:
+        assert m.provider == "tflite_runtime.interpreter"
+        assert m(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
+
+
+def test_with_no_interpreter_the_error_names_the_extra(tflite_run, monkeypatch):
+    run, a = tflite_run
+    _hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+          "tflite_runtime.interpreter", "tensorflow", "tensorflow.lite")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgedl\[litert\]'"):
+        rt.load(run / a["resnet8.fp32.tflite"]["path"])
+
+
+def test_tflite_target_needs_its_export_stage_and_torch(tmp_path, onnx_artifact):
+    from edgedl.recipe import validate_recipe
+
+    with pytest.raises(UsageError, match="target 'tflite' needs a 'export_tflite' stage"):
+        validate_recipe({"model": "mlp", "data": "digits", "targets": ["tflite"], "stages": [{"stage": "train"}]})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(onnx_artifact), "data": "digits", "targets": ["tflite"],
+                                      "stages": [{"stage": "export_tflite"}]}))
+    with pytest.raises(EdgedlError, match="TFLite export needs the PyTorch model: litert-torch converts PyTorch"):
+        api.compress(recipe, out=tmp_path / "run", progress=False)
