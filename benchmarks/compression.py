@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -34,24 +33,6 @@ def compress(recipe: dict, out: Path) -> dict:
 def quantize_stage() -> dict:
     return {"stage": "quantize", "precision": "int8", "calibration_samples": 128, "threads": 2,
             "max_accuracy_drop": 1.0, "on_gate_miss": "warn"}
-
-
-def time_side_by_side(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, float]:
-    import edgedl.runtime as rt
-    from edgedl.bench import measure_latency
-
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    runners = {k: rt.load(p, threads=2) for k, p in paths.items()}
-    samples: dict[str, list[float]] = {k: [] for k in paths}
-    names = list(paths)
-    for r in range(rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for k in order:
-            m = runners[k]
-            samples[k].append(measure_latency(lambda i: m(x), runs=runs, warmup=5, min_seconds=1.0).stats()["p50"])
-    for m in runners.values():
-        m.close()
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def main() -> None:
@@ -82,7 +63,11 @@ def main() -> None:
         for a in manifest["artifacts"]:
             if a["format"] == "onnx":
                 artifacts[f"{key}:{a['name']}"] = (run / a["path"], a)
-    p50 = time_side_by_side({k: v[0] for k, v in artifacts.items()}, args.rounds, args.runs)
+    from edgedl.bench import side_by_side
+
+    sample = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    p50 = side_by_side({k: v[0] for k, v in artifacts.items()}, sample, threads=2, rounds=args.rounds,
+                       runs=args.runs, min_seconds=1.0)
     rows = {k: {"p50_ms": p50[k], "accuracy": a["metrics"]["accuracy"], "size_bytes": a["size_bytes"],
                 "macs": a["metrics"]["macs"], "params": a["metrics"]["params"],
                 "quantization": {q: a["quantization"][q] for q in ("scheme", "float_layers", "accuracy_gate", "speed_gate")}

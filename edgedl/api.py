@@ -224,16 +224,27 @@ def bench(
     }
 
 
-def inspect(artifact: str | Path) -> dict:
-    """Static description of an artifact: I/O, opsets, op histogram, params, MACs, size."""
+def inspect(artifact: str | Path, target: str | None = None) -> dict:
+    """Static description of an artifact: I/O, opsets, op histogram, params, MACs, size.
+
+    For .tflite files, ``target`` (``tflite-gpu`` or ``nnapi``) adds the ops that delegate would
+    leave on the CPU, where a documented table can tell.
+    """
     artifact = Path(artifact)
     if not artifact.is_file():
         raise UsageError(f"artifact not found: {artifact}")
-    if artifact.suffix.lower() == ".onnx":
+    suffix = artifact.suffix.lower()
+    if suffix == ".onnx":
+        if target:
+            raise UsageError("--target applies to .tflite files")
         from edgedl import onnx_graph
 
         return onnx_graph.summarize(artifact)
-    raise UsageError(f"cannot inspect '{artifact.name}': edgedl inspect reads .onnx files")
+    if suffix == ".tflite":
+        from edgedl import tflite_graph
+
+        return tflite_graph.summarize(artifact, target)
+    raise UsageError(f"cannot inspect '{artifact.name}': edgedl inspect reads .onnx and .tflite files")
 
 
 __all__ = ["compress", "train", "bench", "inspect", "build_model", "StageError"]

@@ -149,12 +149,14 @@ def _print_bench(result: dict) -> None:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", type=click.Choice(["tflite-gpu", "nnapi"]),
+              help="For .tflite: list the ops this delegate would leave on the CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def inspect(artifact, as_json) -> None:
+def inspect(artifact, target, as_json) -> None:
     """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size."""
     from edgedl import api
 
-    info = api.inspect(artifact)
+    info = api.inspect(artifact, target)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -169,10 +171,20 @@ def inspect(artifact, as_json) -> None:
         for t in info[kind]:
             io_table.add_row(kind[:-1], t["name"], "x".join(str(d) for d in t["shape"]), t["dtype"])
     console.print(io_table)
-    opsets = ", ".join(f"{k} {v}" for k, v in info["opsets"].items())
-    macs = "unknown" if info["macs"] is None else f"{info['macs']:,}"
-    console.print(f"opsets: {opsets}   nodes: {info['nodes']}   params: {info['params']:,}   "
+    opsets = ", ".join(f"{k} {v}" for k, v in info.get("opsets", {}).items()) or "—"
+    macs = "—" if info["macs"] is None else f"{info['macs']:,}"
+    params = "—" if info["params"] is None else f"{info['params']:,}"
+    console.print(f"opsets: {opsets}   nodes: {info['nodes']}   params: {params}   "
                   f"MACs/sample: {macs}   size: {info['size_bytes']:,} bytes")
+    delegate = info.get("delegate")
+    if delegate:
+        if delegate["cpu_ops"] is None:
+            console.print(f"{delegate['target']}: {delegate['note']}")
+        else:
+            left = ", ".join(f"{op} x{n}" for op, n in delegate["cpu_ops"].items()) or "none"
+            console.print(f"{delegate['target']}: ops left on the CPU ({delegate['source']}): {left}")
+            if delegate["note"]:
+                console.print(f"note: {delegate['note']}")
     ops = Table(title="op histogram")
     ops.add_column("op")
     ops.add_column("count", justify="right")

@@ -52,5 +52,5 @@ def test_inspect_bad_files(tmp_path):
         onnx_graph.summarize(junk)
     other = tmp_path / "model.bin"
     other.write_bytes(b"0")
-    with pytest.raises(UsageError, match="reads .onnx files"):
+    with pytest.raises(UsageError, match="reads .onnx and .tflite files"):
         api.inspect(other)

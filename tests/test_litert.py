@@ -135,3 +135,32 @@ def test_tflite_target_needs_its_export_stage_and_torch(tmp_path, onnx_artifact)
                                       "stages": [{"stage": "export_tflite"}]}))
     with pytest.raises(EdgedlError, match="TFLite export needs the PyTorch model: litert-torch converts PyTorch"):
         api.compress(recipe, out=tmp_path / "run", progress=False)
+
+
+def test_inspect_lists_ops_and_what_the_gpu_delegate_leaves_on_the_cpu(tflite_run, capsys):
+    from edgedl.cli import main
+
+    run, a = tflite_run
+    fp32, int8 = run / a["resnet8.fp32.tflite"]["path"], run / a["resnet8.int8.tflite"]["path"]
+    info = api.inspect(fp32, target="tflite-gpu")
+    assert info["ops"]["CONV_2D"] >= 6 and info["nodes"] == sum(info["ops"].values())
+    assert info["inputs"][0]["shape"] == [1, 1, 8, 8] and info["size_bytes"] == fp32.stat().st_size
+    from edgedl.tflite_graph import GPU_DELEGATE_OPS
+
+    left = info["delegate"]["cpu_ops"]
+    assert set(left) == set(info["ops"]) - GPU_DELEGATE_OPS and info["delegate"]["note"] is None
+    quantized = api.inspect(int8, target="tflite-gpu")
+    assert "integer model" in quantized["delegate"]["note"]
+    assert api.inspect(fp32, target="nnapi")["delegate"]["cpu_ops"] is None  # says it cannot tell
+    with pytest.raises(SystemExit) as code:
+        main(["inspect", str(fp32), "--target", "tflite-gpu"])
+    assert code.value.code == 0 and "ops left on the CPU" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="--target applies to .tflite files"):
+        api.inspect(run / a["resnet8.fp32.onnx"]["path"], target="tflite-gpu")
+
+
+def test_inspect_refuses_a_corrupt_tflite(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"garbage!" * 8)
+    with pytest.raises(EdgedlError, match="is not a .tflite file"):
+        api.inspect(bad)

@@ -62,6 +62,30 @@ def measure_latency(
     return LatencyResult(np.asarray(samples) * 1000.0, batch, clock() - start)
 
 
+def side_by_side(paths: dict, sample: np.ndarray, threads: int | None = None, rounds: int = 3,
+                 runs: int = 30, warmup: int = 5, min_seconds: float = 0.3) -> dict:
+    """Median p50 (ms) of each artifact, timed in alternating rounds in this one process.
+
+    Each round times every artifact in turn, and the order flips every round, so drift in the
+    machine's speed (other load, clocks, heat) falls on all of them alike.
+    """
+    import edgedl.runtime as rt
+
+    runners = {key: rt.load(path, threads=threads) for key, path in paths.items()}
+    p50s: dict = {key: [] for key in paths}
+    try:
+        keys = list(paths)
+        for r in range(rounds):
+            for key in keys if r % 2 == 0 else keys[::-1]:
+                call = runners[key]
+                result = measure_latency(lambda i: call(sample), runs=runs, warmup=warmup, min_seconds=min_seconds)
+                p50s[key].append(result.stats()["p50"])
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return {key: float(np.median(values)) for key, values in p50s.items()}
+
+
 def peak_rss_mb() -> float | None:
     """High-water resident memory of this process in MiB (interpreter and libraries included).
 

@@ -12,7 +12,6 @@ not faster is reported as such and not presented as the better artifact.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from edgedl import onnx_graph
 from edgedl import quantize_onnx as qo
-from edgedl.bench import measure_latency
+from edgedl.bench import side_by_side
 from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
 from edgedl.runtime.sidecar import read_sidecar
@@ -78,18 +77,8 @@ def latest_fp32_onnx(ctx: RunContext) -> dict:
 def compare_latency(float_path: Path, q_path: Path, sample: np.ndarray, threads: int | None,
                     rounds: int = 3) -> tuple[float, float]:
     """Median p50 (ms) of the float and the quantized artifact, timed alternately."""
-    import edgedl.runtime as rt
-
-    times: dict[Path, list[float]] = {float_path: [], q_path: []}
-    with rt.load(float_path, threads=threads) as f, rt.load(q_path, threads=threads) as q:
-        runners = {float_path: f, q_path: q}
-        for r in range(rounds):
-            order = (float_path, q_path) if r % 2 == 0 else (q_path, float_path)
-            for p in order:
-                runner = runners[p]
-                result = measure_latency(lambda i: runner(sample), runs=30, warmup=5, min_seconds=0.3)
-                times[p].append(result.stats()["p50"])
-    return statistics.median(times[float_path]), statistics.median(times[q_path])
+    p50 = side_by_side({"float": float_path, "quantized": q_path}, sample, threads, rounds=rounds)
+    return p50["float"], p50["quantized"]
 
 
 def op_profile(path: Path, sample: np.ndarray, threads: int | None, runs: int = 30) -> dict[str, float]:
