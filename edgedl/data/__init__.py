@@ -57,6 +57,20 @@ class Dataset:
         return getattr(self, name)
 
 
+def calibration_samples(dataset: "Dataset", count: int, seed: int, field: str) -> np.ndarray:
+    """``count`` samples drawn (seeded, without replacement) from the training split only.
+
+    Calibration never sees the validation or test split, so no figure reported on them is
+    tuned on them. ``field`` names the recipe field in the error when there are too few.
+    """
+    train = dataset.train
+    if count > len(train):
+        raise UsageError(f"{field} is {count} but the training split has only {len(train)} samples; lower "
+                         f"{field.rsplit('.', 1)[-1]} or bring more data")
+    rng = np.random.default_rng(seed)
+    return np.ascontiguousarray(train.x[rng.choice(len(train), count, replace=False)])
+
+
 def parse_shape(text: str, spec: str) -> tuple[int, int, int]:
     match = _SHAPE.match(text)
     if not match or 0 in (shape := tuple(int(g) for g in match.groups())):

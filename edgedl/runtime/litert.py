@@ -47,7 +47,11 @@ _PROBE = ("import sys\nfrom edgedl.runtime.litert import interpreter_class\n"
 def probe(path, timeout: float = 120) -> None:
     """Load the file in a child process first: a corrupt model may crash the native parser, and
     then only the child dies."""
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EdgedlError(f"LiteRT did not finish loading {path} within {timeout:.0f} s; the file may be corrupt") from None
     if proc.returncode < 0:
         raise EdgedlError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
     if proc.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgedl import litert_convert
+from edgedl.data import calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
 from edgedl.stages.base import RunContext, Stage
@@ -75,9 +76,5 @@ class ExportTfliteStage(Stage):
                     f"top-1 agreement {parity['top1_agreement']:.3f}")
 
     def _calibration(self, ctx) -> np.ndarray:
-        c, train = self.config, ctx.dataset.train
-        if c.calibration_samples > len(train):
-            raise UsageError(f"export_tflite.calibration_samples is {c.calibration_samples} but the training split has "
-                             f"only {len(train)} samples")
-        rng = np.random.default_rng(ctx.recipe.seed)
-        return np.ascontiguousarray(train.x[rng.choice(len(train), c.calibration_samples, replace=False)])
+        return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
+                                   "export_tflite.calibration_samples")

@@ -20,6 +20,7 @@ import numpy as np
 from edgedl import onnx_graph
 from edgedl import quantize_onnx as qo
 from edgedl.bench import side_by_side
+from edgedl.data import calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
 from edgedl.runtime.sidecar import read_sidecar
@@ -215,13 +216,8 @@ class QuantizeStage(Stage):
         return result
 
     def _calibration(self, ctx) -> np.ndarray:
-        """Calibration samples, drawn (seeded) from the training split and never from the test split."""
-        c, train = self.config, ctx.dataset.train
-        if c.calibration_samples > len(train):
-            raise UsageError(f"quantize.calibration_samples is {c.calibration_samples} but the training split has "
-                             f"only {len(train)} samples; lower calibration_samples or bring more data")
-        rng = np.random.default_rng(ctx.recipe.seed)
-        return np.ascontiguousarray(train.x[rng.choice(len(train), c.calibration_samples, replace=False)])
+        return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
+                                   "quantize.calibration_samples")
 
     # ---- speed gate -----------------------------------------------------------------------
     def _speed_gate(self, ctx, parent, parent_path, best: Attempt, sample, threads, work, quality,
