@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def _quiet():
 def convert(module, sample: np.ndarray, path: Path) -> None:
     """Convert a torch module to an fp32 .tflite file, traced with ``sample`` (batch 1)."""
     try:
-        import litert_torch
+        with _quiet():  # importing it prints native start-up notices (oneDNN, torchao kernels)
+            import litert_torch
     except ImportError:
         raise MissingDependencyError("litert-torch", "litert-convert", "TFLite export") from None
     import torch
@@ -58,16 +60,45 @@ def convert(module, sample: np.ndarray, path: Path) -> None:
             edge = litert_torch.convert(module.eval(), (torch.from_numpy(sample),))
             edge.export(str(path))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EdgedlError(f"litert-torch cannot convert the model: {first}; an op it does not take is the usual "
-                          "cause (rerun with --debug for the full trace, which names the op and its module)") from None
+        text = str(exc)
+        match = re.search(r"Lowering not found: (\S+)", text)
+        if match:
+            op = match.group(1)
+            where = locate_op(module, sample, op)
+            place = f" in module '{where[0]}' ({where[1]})" if where else ""
+            raise EdgedlError(f"litert-torch cannot convert op {op}{place}: it has no LiteRT lowering; replace it "
+                              "with supported ops or move it out of the exported model") from None
+        first = (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgedlError(f"litert-torch cannot convert the model: {first} (rerun with --debug for the full trace)") from None
+
+
+def locate_op(module, sample: np.ndarray, op: str) -> tuple[str, str] | None:
+    """The module path and class holding the first node that calls ``op`` (e.g. aten.bucketize.Tensor),
+    from torch.export's module stack; None if it cannot be found."""
+    import torch
+
+    try:
+        program = torch.export.export(module.eval(), (torch.from_numpy(sample),))
+        graphs = [program.graph, program.run_decompositions().graph]
+    except Exception:
+        return None
+    for graph in graphs:
+        for node in graph.nodes:
+            if node.op == "call_function" and str(node.target) == op:
+                stack = node.meta.get("nn_module_stack") or {}
+                if stack:
+                    path, cls = list(stack.values())[-1]
+                    return path or "(top level)", getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+                return "(top level)", type(module).__name__
+    return None
 
 
 def quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray | None = None) -> None:
     """fp16 weights, dynamic-range INT8, or full-integer INT8 (int8 inputs and outputs)."""
     try:
-        from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
-        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        with _quiet():
+            from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
+            from ai_edge_quantizer.algorithm_manager import AlgorithmName
     except ImportError:
         raise MissingDependencyError("ai-edge-quantizer", "litert-convert", "TFLite quantization") from None
     if precision == "fp16":

@@ -61,6 +61,12 @@ def markdown(manifest: dict) -> str:
     if failed:
         lines += ["", f"Stage `{failed[0]['stage']}` failed: {failed[0]['error']}"]
     lines += compression_lines(manifest)
+    parity = [a for a in manifest["artifacts"] if a.get("parity")]
+    if parity:
+        lines += ["", "## Parity with the PyTorch model", "",
+                  "| artifact | samples | max abs diff | cosine | top-1 agreement |", "|---|---|---|---|---|"]
+        lines += [f"| {a['name']} | {a['parity']['samples']} | {a['parity']['max_abs_diff']:.2e} | "
+                  f"{a['parity']['cosine']:.6f} | {100 * a['parity']['top1_agreement']:.1f}% |" for a in parity]
     notes = [(a["name"], k, v) for a in manifest["artifacts"] for k, v in a["notes"].items()]
     if notes:
         lines += ["", "## Why some figures are missing", ""]

@@ -46,7 +46,7 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
                                                         "quantize", "evaluate", "benchmark"]
     baseline, final = a["resnet8.fp32.onnx"], a["resnet8.distilled.int8.onnx"]
     tfl32, tfl8 = a["resnet8.distilled.fp32.tflite"], a["resnet8.distilled.int8.tflite"]
-    assert tfl32["parity"]["max_abs_diff"] < 1e-4  # parity with torch, stored in the manifest
+    assert tfl32["parity"]["max_abs_diff"] < 1e-4  # parity with torch, in the manifest and the report
     assert tfl8["metrics"]["accuracy"] >= tfl32["metrics"]["accuracy"] - 0.01
     assert baseline["precision"] == "fp32" and baseline["metrics"]["accuracy"] >= 0.95
     assert final["metrics"]["accuracy"] >= baseline["metrics"]["accuracy"] - 0.01
@@ -60,6 +60,8 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
             assert f"| {record['name']} | {record['format']} | {record['precision']} |" in report
             assert f"{100 * m['accuracy']:.2f}%" in report
     assert final["quantization"]["speed_gate"]["verdict"] in report  # INT8 that is not faster says so
+    assert "## Parity with the PyTorch model" in report
+    assert f"| {tfl8['name']} | {tfl8['parity']['samples']} | {tfl8['parity']['max_abs_diff']:.2e} |" in report
     assert "resnet8.distilled.int8.onnx" in proc.stderr  # the table printed at the end of the run
 
 

@@ -164,3 +164,33 @@ def test_inspect_refuses_a_corrupt_tflite(tmp_path):
     bad.write_bytes(b"garbage!" * 8)
     with pytest.raises(EdgedlError, match="is not a .tflite file"):
         api.inspect(bad)
+
+
+UNSUPPORTED = '''
+import torch
+
+class Binning(torch.nn.Module):
+    def forward(self, x):
+        return torch.bucketize(x, torch.tensor([0.0, 1.0])).float()
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+        self.head = torch.nn.Sequential(Binning())
+    def forward(self, x):
+        return self.head(self.fc(x.flatten(1)))
+
+def build():
+    return Net()
+'''
+
+
+def test_an_op_the_converter_cannot_take_is_named_with_its_module(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text(UNSUPPORTED)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": f"{src}:build", "data": "digits", "targets": ["tflite"],
+                                      "stages": [{"stage": "export_tflite", "precisions": ["fp32"]}]}))
+    with pytest.raises(EdgedlError, match=r"cannot convert op aten\.bucketize\.Tensor in module 'head\.0' \(Binning\)"):
+        api.compress(recipe, out=tmp_path / "run", progress=False)
