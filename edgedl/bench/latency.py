@@ -78,7 +78,8 @@ def side_by_side(paths: dict, sample: np.ndarray, threads: int | None = None, ro
         for r in range(rounds):
             for key in keys if r % 2 == 0 else keys[::-1]:
                 call = runners[key]
-                result = measure_latency(lambda i: call(sample), runs=runs, warmup=warmup, min_seconds=min_seconds)
+                result = measure_latency(lambda i, call=call: call(sample), runs=runs, warmup=warmup,
+                                         min_seconds=min_seconds)
                 p50s[key].append(result.stats()["p50"])
     finally:
         for runner in runners.values():

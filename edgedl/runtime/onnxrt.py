@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from edgedl.errors import EdgedlError, MissingDependencyError
 from edgedl.runtime.base import Runner, TensorInfo
