@@ -191,7 +191,9 @@ def bench(
         except EdgedlError as exc:
             notes["params"] = notes["macs"] = str(exc)
     else:
-        notes["params"] = notes["macs"] = "counted on ONNX graphs; see the ONNX export of the same model"
+        from edgedl.onnx_graph import COUNTED_ON_ONNX
+
+        notes["params"] = notes["macs"] = COUNTED_ON_ONNX
     return {
         "artifact": str(artifact),
         "backend": backend,

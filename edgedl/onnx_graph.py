@@ -19,6 +19,9 @@ _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 _MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"}
 
 
+COUNTED_ON_ONNX = "params and MACs are counted on ONNX graphs; see the ONNX export of the same model"
+
+
 def _onnx():
     try:
         import onnx
@@ -56,6 +59,20 @@ def total_size(path: str | os.PathLike, model=None) -> int:
     return path.stat().st_size + sum(f.stat().st_size for f in external_files(model, path.parent) if f.exists())
 
 
+def graph_inputs(model) -> list:
+    """The model's real inputs (ValueInfos), without initializers listed as inputs by old exporters."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def single_input_name(path: str | os.PathLike, purpose: str) -> str:
+    """The name of a single-input model's input; a clear error for several."""
+    names = [v.name for v in graph_inputs(load_graph(path))]
+    if len(names) != 1:
+        raise EdgedlError(f"{purpose} takes single-input models; this one has inputs {names}")
+    return names[0]
+
+
 def _dims(type_proto) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in type_proto.tensor_type.shape.dim]
 
@@ -73,10 +90,7 @@ def _shapes(model) -> dict[str, list]:
     onnx = _onnx()
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    initializers = {i.name for i in copy.graph.initializer}
-    for value in copy.graph.input:
-        if value.name in initializers:
-            continue
+    for value in graph_inputs(copy):
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.Clear()
@@ -132,17 +146,14 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
     """Everything ``edgedl inspect`` shows for an ONNX file."""
     path = Path(path)
     model = load_graph(path)
-    initializers = {i.name for i in model.graph.initializer}
     tensors = lambda values: [  # noqa: E731
-        {"name": v.name, "shape": _dims(v.type), "dtype": _dtype(v.type.tensor_type.elem_type)}
-        for v in values
-        if v.name not in initializers
+        {"name": v.name, "shape": _dims(v.type), "dtype": _dtype(v.type.tensor_type.elem_type)} for v in values
     ]
     macs, unknown = count_macs(model)
     return {
         "path": str(path),
         "format": "onnx",
-        "inputs": tensors(model.graph.input),
+        "inputs": tensors(graph_inputs(model)),
         "outputs": tensors(model.graph.output),
         "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),

@@ -8,7 +8,7 @@ ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are ofte
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -27,9 +27,6 @@ class Scheme:
     per_channel: bool
     symmetric_activations: bool
     reduce_range: bool = False
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 SCHEMES = {

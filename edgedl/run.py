@@ -32,6 +32,11 @@ METRIC_KEYS = (
 )
 
 
+def precision_label(precision: str) -> str:
+    """The manifest's precision and file-name tag for a requested precision (int8_dynamic -> int8dyn)."""
+    return {"int8_dynamic": "int8dyn"}.get(precision, precision)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -52,8 +52,3 @@ def finalize_2_4(model: torch.nn.Module) -> None:
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
-
-def is_2_4(weight: torch.Tensor) -> bool:
-    """Whether every group of 4 consecutive input weights has at least 2 zeros."""
-    groups = weight.detach().reshape(weight.shape[0], -1, 4)
-    return bool(((groups == 0).sum(-1) >= 2).all())

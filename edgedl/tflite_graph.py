@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedl.errors import UsageError
+from edgedl.onnx_graph import COUNTED_ON_ONNX
 
 # The TFLite GPU delegate's documented op table (tensorflow.org/lite/performance/gpu, "GPU ML
 # operations support"): 16- and 32-bit float. Only version 1 of each op by default, so quantized
@@ -45,7 +46,7 @@ def summarize(path: str | Path, target: str | None = None) -> dict[str, Any]:
         "path": str(path), "format": "tflite", "interpreter": provider,
         "inputs": tensors(interp.get_input_details()), "outputs": tensors(interp.get_output_details()),
         "ops": dict(Counter(ops).most_common()), "nodes": len(ops), "params": None, "macs": None,
-        "notes": {"params": "not counted for .tflite files", "macs": "counted on ONNX graphs"},
+        "notes": {"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX},
         "size_bytes": path.stat().st_size,
     }
     if target == "tflite-gpu":

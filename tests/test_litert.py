@@ -193,3 +193,19 @@ def test_an_op_the_converter_cannot_take_is_named_with_its_module(tmp_path):
                                       "stages": [{"stage": "export_tflite", "precisions": ["fp32"]}]}))
     with pytest.raises(EdgedlError, match=r"cannot convert op aten\.bucketize\.Tensor in module 'head\.0' \(Binning\)"):
         api.compress(recipe, out=tmp_path / "run", progress=False)
+
+
+def test_the_files_own_quantization_wins_over_a_stale_sidecar(tflite_run, tmp_path):
+    run, a = tflite_run
+    src = run / a["resnet8.int8.tflite"]["path"]
+    copy = tmp_path / src.name
+    copy.write_bytes(src.read_bytes())
+    sidecar = json.loads(Path(str(src) + ".json").read_text())
+    for tensor in sidecar["inputs"] + sidecar["outputs"]:
+        tensor["quantization"] = None  # e.g. written by an older tool
+    Path(str(copy) + ".json").write_text(json.dumps(sidecar))
+    with rt.load(src) as good, rt.load(copy) as stale:
+        assert stale.inputs[0].quantization == good.inputs[0].quantization is not None
+        assert stale.inputs[0].layout == "NCHW"  # what only the sidecar knows still comes from it
+        x = np.zeros((1, 1, 8, 8), np.float32)
+        assert np.array_equal(stale(x), good(x))

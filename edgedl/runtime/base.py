@@ -112,7 +112,8 @@ class Runner:
         return self.sidecar.get("labels")
 
     def _apply_sidecar_metadata(self) -> None:
-        # The sidecar knows what the file cannot say: layout and quantization parameters.
+        # The sidecar knows what the file cannot say (layout); quantization parameters the file
+        # itself reports win over the sidecar's copy.
         by_name = {t.get("name"): t for t in self.sidecar.get("inputs", [])}
         by_name.update({t.get("name"): t for t in self.sidecar.get("outputs", [])})
 
@@ -123,7 +124,7 @@ class Runner:
                 info.shape,
                 info.dtype,
                 extra.get("layout", info.layout),
-                extra.get("quantization", info.quantization),
+                info.quantization or extra.get("quantization"),
             )
 
         self._inputs = tuple(enrich(i) for i in self._inputs)

@@ -121,8 +121,7 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
     model = onnx_graph.load_graph(source)
     if onnx_graph.external_files(model, source.parent):
         model = onnx.load(str(source))  # bring the weights inside the artifact
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = onnx_graph.graph_inputs(model)
     wanted = dict(ctx.recipe.model.input_shapes)
     unknown = set(wanted) - {i.name for i in inputs}
     if unknown:
@@ -161,21 +160,27 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
 
 def add_onnx_artifact(ctx: RunContext, tmp: Path, inputs: list[dict], outputs: list[dict], *, parent: str | None,
                       opset: int | None, known_layout: bool, source: dict, extra: dict, **sidecar_extra) -> None:
-    """Record an fp32 ONNX file with its sidecar, parameters and MACs.
-
-    A torch export's 4-D inputs are NCHW by construction; for an imported file NCHW is only
-    assumed when the second dimension looks like channels (1, 3 or 4).
-    """
-    for info in inputs:
-        if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
-            info["layout"] = "NCHW"
-    sidecar = {"inputs": inputs, "outputs": outputs, "task": infer_task(ctx.dataset, outputs),
-               "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
-               "source": source, "opset": opset, **sidecar_extra}
+    """Record an fp32 ONNX file with its sidecar, parameters and MACs."""
+    sidecar = build_sidecar(ctx, inputs, outputs, source=source, known_layout=known_layout, opset=opset,
+                            **sidecar_extra)
     graph = onnx_graph.load_graph(tmp)
     ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx", parent=parent,
                          sidecar=sidecar, extra=extra,
                          metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]})
+
+
+def build_sidecar(ctx: RunContext, inputs: list[dict], outputs: list[dict], *, source: dict, known_layout: bool,
+                  **extra) -> dict:
+    """What the runtime needs beside the file: tensors with their layout, task, normalization, labels.
+
+    ``known_layout``: the exporter keeps PyTorch's NCHW for 4-D inputs. Otherwise (an imported
+    file) NCHW is only assumed when the second dimension looks like channels (1, 3 or 4).
+    """
+    for info in inputs:
+        if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
+            info["layout"] = "NCHW"
+    return {"inputs": inputs, "outputs": outputs, "task": infer_task(ctx.dataset, outputs),
+            "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels, "source": source, **extra}
 
 
 def infer_task(dataset, outputs: list[dict]) -> str:
@@ -187,4 +192,7 @@ def infer_task(dataset, outputs: list[dict]) -> str:
 
 
 def _tensor(info) -> dict:
-    return {"name": info.name, "shape": list(info.shape), "dtype": info.dtype}
+    out = {"name": info.name, "shape": list(info.shape), "dtype": info.dtype}
+    if info.quantization:
+        out["quantization"] = info.quantization
+    return out

@@ -10,7 +10,9 @@ from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
 from edgedl.stages.base import RunContext, Stage
 from edgedl.stages.evaluate import predict
-from edgedl.stages.export_onnx import PARITY_SAMPLES, _tensor, infer_task
+from edgedl.onnx_graph import COUNTED_ON_ONNX
+from edgedl.run import precision_label
+from edgedl.stages.export_onnx import PARITY_SAMPLES, _tensor, build_sidecar
 
 
 class ExportTfliteStage(Stage):
@@ -40,7 +42,7 @@ class ExportTfliteStage(Stage):
         calibration = self._calibration(ctx) if "int8" in c.precisions else None
         produced = []
         for precision in c.precisions:
-            path = fp32 if precision == "fp32" else work / f"{stem}.{precision.replace('_dynamic', 'dyn')}.tflite"
+            path = fp32 if precision == "fp32" else work / f"{stem}.{precision_label(precision)}.tflite"
             if precision != "fp32":
                 litert_convert.quantize(fp32, path, precision, calibration)
             parity = compare(reference, predict(path, samples))
@@ -53,21 +55,16 @@ class ExportTfliteStage(Stage):
         fp32_name = None
         for precision, path, parity in produced:
             with rt.load(path, verify=False) as runner:
-                inputs = [_tensor(i) | {"quantization": i.quantization} for i in runner.inputs]
-                outputs = [_tensor(o) | {"quantization": o.quantization} for o in runner.outputs]
-            for info in inputs:
-                if len(info["shape"]) == 4:
-                    info["layout"] = "NCHW"  # litert-torch keeps PyTorch's layout
-            sidecar = {"inputs": inputs, "outputs": outputs, "task": infer_task(ctx.dataset, outputs),
-                       "normalization": ctx.dataset.normalization, "labels": ctx.dataset.labels,
-                       "source": {"model": ctx.recipe.model.spec, "artifact": parent},
-                       "converter": "litert-torch", "quantizer": None if precision == "fp32" else "ai-edge-quantizer"}
-            label = {"int8_dynamic": "int8dyn"}.get(precision, precision)
+                inputs = [_tensor(i) for i in runner.inputs]
+                outputs = [_tensor(o) for o in runner.outputs]
+            sidecar = build_sidecar(ctx, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
+                                    source={"model": ctx.recipe.model.spec, "artifact": parent},
+                                    converter="litert-torch",
+                                    quantizer=None if precision == "fp32" else "ai-edge-quantizer")
             record = ctx.run.add_artifact(
-                path, name=path.name, format="tflite", precision=label, stage=self.name,
+                path, name=path.name, format="tflite", precision=precision_label(precision), stage=self.name,
                 parent=parent if precision == "fp32" or fp32_name is None else fp32_name, sidecar=sidecar,
-                notes={"params": "counted on ONNX graphs; see the ONNX export of the same model",
-                       "macs": "counted on ONNX graphs; see the ONNX export of the same model"},
+                notes={"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX},
                 extra={"parity": {"reference": "torch", **parity},
                        "calibration": {"samples": len(calibration), "split": "train"} if precision == "int8" else None})
             if precision == "fp32":

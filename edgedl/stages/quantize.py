@@ -23,6 +23,7 @@ from edgedl.bench import side_by_side
 from edgedl.data import calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.parity import compare
+from edgedl.run import precision_label
 from edgedl.runtime.sidecar import read_sidecar
 from edgedl.stages.base import RunContext, Stage
 from edgedl.stages.evaluate import predict
@@ -151,8 +152,8 @@ class QuantizeStage(Stage):
             notes["accuracy_gate"] = message
             ctx.run.manifest["notes"].append(message)
         if c.speed_gate:
-            info["speed_gate"] = self._speed_gate(ctx, parent, parent_path, best, sample, threads, work, quality,
-                                                  prepared)
+            info["speed_gate"] = self._speed_gate(parent, parent_path, best, sample, threads, work, quality,
+                                                  prepared, calib if prepared is not None else None)
             if not info["speed_gate"]["passed"]:
                 notes["speed_gate"] = info["speed_gate"]["verdict"]
                 ctx.run.manifest["notes"].append(info["speed_gate"]["verdict"])
@@ -163,7 +164,7 @@ class QuantizeStage(Stage):
         c = self.config
         scheme = c.scheme if c.scheme != "auto" else "cpu"
         names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
-        input_name = _input_name(prepared)
+        input_name = onnx_graph.single_input_name(prepared, "quantize calibration")
         attempts = []
         for name in names:
             attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, input_name, calib, quality, info)
@@ -185,7 +186,7 @@ class QuantizeStage(Stage):
 
     def _with_fallback(self, scheme, prepared, work, input_name, calib, quality: Quality, info: dict) -> Attempt:
         c = self.config
-        cache = work / f"calibration-{c.calibration}.json"
+        cache = self._cache(work)
 
         def attempt(exclude=(), only=None, tag="") -> tuple[Path, float]:
             out = work / f"{scheme.name}{tag}.onnx"
@@ -193,8 +194,8 @@ class QuantizeStage(Stage):
             return out, quality(out)
 
         path, value = attempt()
-        result = Attempt(scheme.name, path, value, quality.drop_points(value), False)
-        result.passed = result.drop_points <= c.max_accuracy_drop
+        drop = quality.drop_points(value)
+        result = Attempt(scheme.name, path, value, drop, drop <= c.max_accuracy_drop)
         if result.passed or c.max_float_layers == 0:
             return result
         # Sensitivity: quantize one node at a time and see what it alone costs.
@@ -219,9 +220,13 @@ class QuantizeStage(Stage):
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
                                    "quantize.calibration_samples")
 
+    def _cache(self, work: Path) -> Path:
+        # Ranges depend on model, data and method, not on the scheme: one cache serves every attempt.
+        return work / f"calibration-{self.config.calibration}.json"
+
     # ---- speed gate -----------------------------------------------------------------------
-    def _speed_gate(self, ctx, parent, parent_path, best: Attempt, sample, threads, work, quality,
-                    prepared: Path | None) -> dict:
+    def _speed_gate(self, parent, parent_path, best: Attempt, sample, threads, work, quality,
+                    prepared: Path | None, calib: np.ndarray | None) -> dict:
         float_ms, q_ms = compare_latency(parent_path, best.path, sample, threads)
         gate = {"host": "this machine, ONNX Runtime CPU", "threads": threads, "fp32_p50_ms": float_ms,
                 "quantized_p50_ms": q_ms, "speedup": float_ms / q_ms}
@@ -230,9 +235,9 @@ class QuantizeStage(Stage):
             # Depthwise/grouped convolutions often lack fast INT8 kernels: try them in float.
             retry = work / f"{best.scheme}-nogrouped.onnx"
             scheme = qo.SCHEMES[best.scheme]
-            qo.quantize_static(prepared, retry, _input_name(prepared), self._calibration(ctx), scheme,
-                               self.config.calibration, best.float_layers + grouped,
-                               cache=work / f"calibration-{self.config.calibration}.json")
+            qo.quantize_static(prepared, retry, onnx_graph.single_input_name(prepared, "quantize calibration"),
+                               calib, scheme, self.config.calibration, best.float_layers + grouped,
+                               cache=self._cache(work))
             value = quality(retry)
             _, retry_ms = compare_latency(parent_path, retry, sample, threads)
             gate["grouped_conv_in_float"] = {"layers": len(grouped), "p50_ms": retry_ms, "quality": value}
@@ -262,7 +267,7 @@ class QuantizeStage(Stage):
         parent_path = ctx.run.artifact_path(parent)
         sidecar = {k: v for k, v in (read_sidecar(parent_path) or {}).items() if k not in SIDECAR_OWN_KEYS}
         sidecar["quantization"] = {k: info[k] for k in ("scheme", "float_layers")}
-        suffix = {"int8": "int8", "fp16": "fp16", "int8_dynamic": "int8dyn"}[self.config.precision]
+        suffix = precision_label(self.config.precision)
         name = parent["name"].replace(".fp32.onnx", "") + f".{suffix}.onnx"
         out = best.path.with_name(name)
         best.path.rename(out)
@@ -277,13 +282,3 @@ class QuantizeStage(Stage):
         ctx.log(f"quantized {name}: {info['quality_metric']} {best.quality:.4f} on val (drop {best.drop_points:.2f} "
                 f"points)" + (f", {speed['speedup']:.2f}x vs fp32 here" if speed else ""))
 
-
-def _input_name(path: Path) -> str:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i.name for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise UsageError(f"quantize calibrates single-input models; this one has inputs {inputs}")
-    return inputs[0]
