@@ -129,11 +129,15 @@ class ExportOnnxStage(_Strict):
 
 
 class ExportTfliteStage(_Strict):
-    """Convert the current model to .tflite with litert-torch and quantize with ai-edge-quantizer."""
+    """Convert the current model to .tflite with litert-torch and quantize it."""
 
     stage: Literal["export_tflite"]
-    precisions: list[Literal["fp32", "fp16", "int8_dynamic", "int8"]] = Field(
-        default_factory=lambda: ["fp32", "int8"], min_length=1)
+    precisions: list[Literal["fp32", "fp16", "int8_dynamic", "int8", "int8_float_io"]] = Field(
+        default_factory=lambda: ["fp32", "int8"], min_length=1,
+        description="int8: full-integer with int8 inputs/outputs; int8_float_io: full-integer with float ones")
+    quantizer: Literal["ai-edge-quantizer", "pt2e"] = Field(
+        "ai-edge-quantizer", description="for int8: ai-edge-quantizer (measured better, see README) or "
+                                         "litert-torch's PT2E quantizer")
     calibration_samples: int = Field(256, ge=1, description="for int8, drawn from the training split")
     parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch (fp32)")
 

@@ -33,8 +33,9 @@ METRIC_KEYS = (
 
 
 def precision_label(precision: str) -> str:
-    """The manifest's precision and file-name tag for a requested precision (int8_dynamic -> int8dyn)."""
-    return {"int8_dynamic": "int8dyn"}.get(precision, precision)
+    """The manifest's precision and file-name tag for a requested precision (int8_dynamic -> int8dyn,
+    int8_float_io -> int8fio)."""
+    return {"int8_dynamic": "int8dyn", "int8_float_io": "int8fio"}.get(precision, precision)
 
 
 def _now() -> str:

@@ -24,7 +24,7 @@ def tflite_run(tmp_path_factory) -> tuple[Path, dict]:
     recipe.write_text(yaml.safe_dump({
         "model": "resnet8", "data": "digits", "seed": 0, "targets": ["onnx", "tflite"],
         "stages": [{"stage": "train", "epochs": 6}, {"stage": "export_onnx"},
-                   {"stage": "export_tflite", "precisions": ["fp32", "fp16", "int8_dynamic", "int8"],
+                   {"stage": "export_tflite", "precisions": ["fp32", "fp16", "int8_dynamic", "int8", "int8_float_io"],
                     "calibration_samples": 128},
                    {"stage": "evaluate"}, {"stage": "benchmark", "runs": 5, "warmup": 1, "min_seconds": 0}]}))
     run = api.compress(recipe, out=out / "run", progress=False)
@@ -36,7 +36,8 @@ def test_every_precision_converts_matches_and_is_measured(tflite_run):
     fp32, int8 = a["resnet8.fp32.tflite"], a["resnet8.int8.tflite"]
     assert fp32["parity"]["max_abs_diff"] < 1e-4 and fp32["parity"]["top1_agreement"] == 1.0
     onnx_acc = a["resnet8.fp32.onnx"]["metrics"]["accuracy"]
-    for name in ("resnet8.fp32.tflite", "resnet8.fp16.tflite", "resnet8.int8dyn.tflite", "resnet8.int8.tflite"):
+    for name in ("resnet8.fp32.tflite", "resnet8.fp16.tflite", "resnet8.int8dyn.tflite", "resnet8.int8.tflite",
+                 "resnet8.int8fio.tflite"):
         m = a[name]["metrics"]
         assert a[name]["format"] == "tflite" and m["latency_ms"]["p50"] > 0
         assert abs(m["accuracy"] - onnx_acc) <= 0.02, name  # measured on the .tflite file itself
@@ -74,6 +75,34 @@ def test_runtime_quantizes_float_inputs_and_dequantizes_outputs(tflite_run):
     with rt.load(run / a["resnet8.fp32.tflite"]["path"]) as m:
         ref = m(x)
     assert from_float.argmax() == ref.argmax()
+
+
+def test_full_integer_with_float_io_quantizes_inside_the_file(tflite_run):
+    """int8_float_io: the same integer graph as int8, with QUANTIZE/DEQUANTIZE at its boundary."""
+    run, a = tflite_run
+    from edgedl.data import load_dataset
+    from edgedl.runtime.litert import interpreter_class
+    from edgedl.tflite_graph import summarize
+
+    fio = a["resnet8.int8fio.tflite"]
+    assert fio["precision"] == "int8fio" and fio["calibration"] == {"samples": 128, "split": "train"}
+    sidecar = json.loads((run / (fio["path"] + ".json")).read_text())
+    assert [t["dtype"] for t in sidecar["inputs"] + sidecar["outputs"]] == ["float32", "float32"]
+    assert all(t.get("quantization") is None for t in sidecar["inputs"] + sidecar["outputs"])
+    ops = summarize(run / fio["path"])["ops"]
+    assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1 and ops.get("CONV_2D", 0) >= 7
+    assert fio["size_bytes"] < 0.35 * a["resnet8.fp32.tflite"]["size_bytes"]
+    # No interpreter-side conversion: the raw interpreter takes float32 and gives float32 ...
+    x = load_dataset("digits").test.x[:8]
+    cls, _ = interpreter_class()
+    interp = cls(model_path=str(run / fio["path"]))
+    interp.allocate_tensors()
+    (i,), (o,) = interp.get_input_details(), interp.get_output_details()
+    assert i["dtype"] == np.float32 and o["dtype"] == np.float32
+    # ... and the values equal the int8-I/O file's, dequantized by edgedl.runtime.
+    with rt.load(run / fio["path"]) as m_fio, rt.load(run / a["resnet8.int8.tflite"]["path"]) as m_int8:
+        for xi in x:
+            np.testing.assert_allclose(m_fio(xi[None]), m_int8(xi[None]), atol=1e-5)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -209,3 +238,21 @@ def test_the_files_own_quantization_wins_over_a_stale_sidecar(tflite_run, tmp_pa
         assert stale.inputs[0].layout == "NCHW"  # what only the sidecar knows still comes from it
         x = np.zeros((1, 1, 8, 8), np.float32)
         assert np.array_equal(stale(x), good(x))
+
+
+def test_pt2e_quantizer_gives_a_full_integer_file_of_the_same_accuracy(tflite_run, tmp_path):
+    """The alternative INT8 path (litert-torch's PT2E quantizer), from the same checkpoint."""
+    run, a = tflite_run
+    from edgedl.recipe import validate_recipe
+
+    out = api.compress(validate_recipe({
+        "model": str(run / a["resnet8.pt"]["path"]), "data": "digits", "seed": 0, "targets": ["tflite"],
+        "stages": [{"stage": "export_tflite", "precisions": ["int8"], "quantizer": "pt2e", "calibration_samples": 64},
+                   {"stage": "evaluate"}]}), out=tmp_path / "pt2e", progress=False)
+    (pt2e,) = [x for x in json.loads((out / "manifest.json").read_text())["artifacts"] if x["format"] == "tflite"]
+    sidecar = json.loads((out / (pt2e["path"] + ".json")).read_text())
+    assert sidecar["quantizer"] == "litert-torch pt2e" and sidecar["inputs"][0]["dtype"] == "int8"
+    assert pt2e["calibration"] == {"samples": 64, "split": "train"}
+    assert pt2e["size_bytes"] < 0.35 * a["resnet8.fp32.tflite"]["size_bytes"]
+    assert pt2e["parity"]["top1_agreement"] >= 0.9
+    assert abs(pt2e["metrics"]["accuracy"] - a["resnet8.fp32.tflite"]["metrics"]["accuracy"]) <= 0.03

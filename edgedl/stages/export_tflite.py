@@ -39,11 +39,14 @@ class ExportTfliteStage(Stage):
         work = ctx.run.tempdir()
         fp32 = work / f"{stem}.fp32.tflite"
         litert_convert.convert(module, samples[:1], fp32)
-        calibration = self._calibration(ctx) if "int8" in c.precisions else None
+        calibrated = {p for p in c.precisions if p in ("int8", "int8_float_io")}
+        calibration = self._calibration(ctx) if calibrated else None
         produced = []
         for precision in c.precisions:
             path = fp32 if precision == "fp32" else work / f"{stem}.{precision_label(precision)}.tflite"
-            if precision != "fp32":
+            if precision == "int8" and c.quantizer == "pt2e":
+                litert_convert.quantize_pt2e(module, samples[:1], calibration, path)
+            elif precision != "fp32":
                 litert_convert.quantize(fp32, path, precision, calibration)
             parity = compare(reference, predict(path, samples))
             if precision == "fp32":
@@ -60,17 +63,22 @@ class ExportTfliteStage(Stage):
             sidecar = build_sidecar(ctx, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
                                     source={"model": ctx.recipe.model.spec, "artifact": parent},
                                     converter="litert-torch",
-                                    quantizer=None if precision == "fp32" else "ai-edge-quantizer")
+                                    quantizer=self._quantizer(precision))
             record = ctx.run.add_artifact(
                 path, name=path.name, format="tflite", precision=precision_label(precision), stage=self.name,
                 parent=parent if precision == "fp32" or fp32_name is None else fp32_name, sidecar=sidecar,
                 notes={"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX},
                 extra={"parity": {"reference": "torch", **parity},
-                       "calibration": {"samples": len(calibration), "split": "train"} if precision == "int8" else None})
+                       "calibration": {"samples": len(calibration), "split": "train"} if precision in calibrated else None})
             if precision == "fp32":
                 fp32_name = record["name"]
             ctx.log(f"exported {path.name}: parity with torch max|diff| {parity['max_abs_diff']:.2e}, "
                     f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+    def _quantizer(self, precision: str) -> str | None:
+        if precision == "fp32":
+            return None
+        return "litert-torch pt2e" if precision == "int8" and self.config.quantizer == "pt2e" else "ai-edge-quantizer"
 
     def _calibration(self, ctx) -> np.ndarray:
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
