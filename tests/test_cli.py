@@ -127,7 +127,8 @@ def test_sidecar_tells_the_runtime_how_to_feed_the_artifact(onnx_artifact):
     assert sidecar["inputs"][0]["name"] == "input" and sidecar["inputs"][0]["layout"] == "NCHW"
     assert sidecar["inputs"][0]["dtype"] == "float32" and sidecar["outputs"][0]["name"] == "logits"
     assert sidecar["labels"] == [str(i) for i in range(10)]
-    assert set(sidecar["normalization"]) == {"scale", "mean", "std"}
+    assert set(sidecar["normalization"]) == {"scale", "mean", "std", "resize", "raw"}
+    assert sidecar["normalization"]["resize"] == "bilinear_align_corners" and sidecar["task"] == "classification"
 
 
 def test_report_has_one_row_per_artifact(quick_run, manifest):
@@ -177,7 +178,7 @@ def test_random_data_runs_without_labels_and_says_so(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model=resnet9000", "unknown model 'resnet9000'; registered models: mlp, mobilenetv2_050"),
+        ("model=resnet9000", "unknown model 'resnet9000'; registered models: cnn1d, mlp, mobilenetv2_050"),
         ("data=imagenet", "unknown dataset 'imagenet'; known: digits"),
         ("stages.0.epoch=3", "stages.0.train.epoch: unknown field; did you mean 'epochs'? (allowed keys:"),
         ("stages.0.epochs=many", "stages.0.train.epochs: Input should be a valid integer"),

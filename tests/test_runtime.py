@@ -121,3 +121,23 @@ def test_threads_warmup_and_close(tiny_conv_onnx):
     m.close()  # idempotent
     with pytest.raises(Exception):
         m(np.zeros((1, 1, 8, 8), np.float32))
+
+
+def test_predict_preprocessing_rebuilds_the_training_arrays_from_raw_digits():
+    """Raw 8x8 digits (0..16) through the sidecar's recipe (resize with aligned corners, scale,
+    mean, std, NCHW) equal the arrays the model was trained on at 16x16, which scipy's zoom made."""
+    from sklearn.datasets import load_digits
+
+    from edgedl.data import load_dataset, stratified_split
+    from edgedl.runtime.preprocess import image_to_input, resize
+
+    ds = load_dataset("digits:3x16x16", seed=0)
+    bunch = load_digits()
+    _, _, test = stratified_split(bunch.target, 0, 0.15, 0.15)
+    for i in range(5):
+        raw = bunch.images[test[i]].astype(np.uint8)
+        x = image_to_input(raw, (1, 3, 16, 16), "NCHW", ds.normalization)
+        np.testing.assert_allclose(x[0], ds.test.x[i], atol=1e-5)
+    image = np.random.default_rng(0).random((5, 7, 2)).astype(np.float32)
+    half_pixel = resize(image, 10, 14, "bilinear")
+    assert half_pixel.shape == (10, 14, 2) and np.isclose(half_pixel.mean(), image.mean(), atol=0.05)

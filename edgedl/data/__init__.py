@@ -138,8 +138,10 @@ def _digits(spec, shape, seed, val_fraction, test_fraction) -> Dataset:
         input_shape=(channels, height, width),
         num_classes=10,
         labels=[str(i) for i in range(10)],
-        # model_input = (raw * scale - mean) / std, raw being 0..16 digit intensities
-        normalization={"scale": 1 / 16, "mean": [mean] * channels, "std": [std] * channels},
+        # model_input = (resize(raw) * scale - mean) / std, raw being 8x8 images of 0..16 intensities;
+        # scipy's zoom(order=1) is bilinear with aligned corners
+        normalization={"scale": 1 / 16, "mean": [mean] * channels, "std": [std] * channels,
+                       "resize": "bilinear_align_corners", "raw": "8x8 grey, 0..16"},
     )
 
 
@@ -165,10 +167,10 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
             files = dict(arrays)
     except Exception as exc:
         raise UsageError(f"cannot read {path} as .npz: {exc}") from None
-    inputs = ["x"] if "x" in files else [k for k in files if k != "y"]
+    inputs = ["x"] if "x" in files else [k for k in files if k not in ("y", "labels")]
     if len(inputs) != 1:
         raise UsageError(f"{path} has arrays {sorted(files)}; it needs 'x' or one array named after the "
-                         "model's input (and optionally 'y' labels)")
+                         "model's input (and optionally 'y' labels and 'labels' class names)")
     x = np.ascontiguousarray(files[inputs[0]])
     if x.dtype == np.float64:
         x = x.astype(np.float32)
@@ -185,6 +187,19 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
         num_classes = None
         notes.append(f"{path.name} has no labels 'y': accuracy is not available")
     take = (lambda idx: None) if y is None else (lambda idx: y[idx])
+    normalization = None
+    if x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+        # Raw HxWxC images: to NCHW float, scaled to 0..1 and standardised per channel with the
+        # training split's statistics; the sidecar tells a device app the same recipe.
+        x = x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        mean = x[tr].mean(axis=(0, 2, 3))
+        std = x[tr].std(axis=(0, 2, 3)) + 1e-6
+        x = np.ascontiguousarray((x - mean[:, None, None]) / std[:, None, None], dtype=np.float32)
+        normalization = {"scale": 1 / 255, "mean": mean.tolist(), "std": std.tolist(), "resize": "bilinear",
+                         "raw": "HxWxC uint8"}
+    labels = [str(v) for v in files["labels"].tolist()] if "labels" in files else None
+    if labels is not None and num_classes and len(labels) < num_classes:
+        raise UsageError(f"{path}: 'labels' names {len(labels)} classes but y has {num_classes}")
     return Dataset(
         name=str(path),
         train=Split(x[tr], take(tr)),
@@ -192,5 +207,7 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
         test=Split(x[te], take(te)),
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
+        labels=labels,
+        normalization=normalization,
         notes=notes,
     )

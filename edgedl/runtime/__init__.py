@@ -14,18 +14,22 @@ from pathlib import Path
 from edgedl._fs import sha256_file
 from edgedl.errors import EdgedlError, UsageError
 from edgedl.runtime.base import InputError, Runner, TensorInfo
+from edgedl.runtime.preprocess import Prediction
+from edgedl.runtime.realtime import LatencyBudget, RateLoop
 from edgedl.runtime.sidecar import read_sidecar, sidecar_path
 
-__all__ = ["load", "Runner", "TensorInfo", "InputError", "backend_for", "BACKENDS", "FORMATS"]
+__all__ = ["load", "Runner", "TensorInfo", "InputError", "Prediction", "RateLoop", "LatencyBudget", "backend_for",
+           "BACKENDS", "FORMATS"]
 
 # name -> (module, class). A table rather than imports, so that each backend's framework loads
 # only when that backend is asked for.
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("edgedl.runtime.onnxrt", "OnnxRuntimeRunner"),
     "litert": ("edgedl.runtime.litert", "LiteRTRunner"),
+    "torch": ("edgedl.runtime.torchrt", "TorchRunner"),
 }
-_SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
-FORMATS = {"onnx": "onnxruntime", "tflite": "litert"}  # sidecar format -> backend
+_SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert", ".pt": "torch"}
+FORMATS = {"onnx": "onnxruntime", "tflite": "litert", "torch": "torch"}  # sidecar format -> backend
 
 
 def backend_for(path: str | os.PathLike, sidecar: dict | None = None) -> str:
@@ -45,6 +49,7 @@ def load(
     threads: int | None = None,
     device: str | None = None,
     verify: bool = True,
+    preallocate: bool = False,
 ) -> Runner:
     """Load an artifact for inference.
 
@@ -54,6 +59,9 @@ def load(
         threads: intra-op threads for the backend; None keeps the backend's default.
         device: ``cpu`` (default) or an accelerator the backend supports.
         verify: refuse to load when the sidecar's sha256 does not match the file.
+        preallocate: write outputs into buffers made once (ONNX Runtime IO binding, LiteRT copies
+            into them) and return the same arrays every call: no per-call output allocation.
+            Copy an output you keep past the next call.
 
     Returns:
         A :class:`Runner`; use it as a context manager to free native resources promptly.
@@ -76,4 +84,4 @@ def load(
         raise UsageError(f"unknown backend '{name}'; known: {', '.join(sorted(BACKENDS))}")
     module, cls = BACKENDS[name]
     runner_cls = getattr(importlib.import_module(module), cls)
-    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted)
+    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted, preallocate=preallocate)

@@ -8,13 +8,14 @@ hooks. A backend is one module; it imports its framework inside ``_load_impl`` s
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgedl.errors import UsageError
+from edgedl.errors import EdgedlError, UsageError
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class Runner:
     """
 
     backend: str = ""
+    # Whether the framework's own run call may be entered from several threads at once. When it
+    # may not, every call holds the runner's lock (a camera thread and a control thread can share
+    # one runner either way).
+    thread_safe: bool = True
 
     def __init__(
         self,
@@ -77,16 +82,23 @@ class Runner:
         threads: int | None = None,
         device: str | None = None,
         trusted: bool = False,
+        preallocate: bool = False,
     ):
         self.path = Path(path)
         self.sidecar: dict[str, Any] = dict(sidecar or {})
         self.threads = threads
         self.device = device
         self.trusted = trusted  # the file's sha256 matched an edgedl sidecar
+        # preallocate: outputs land in buffers made once (per input shape) and the same arrays
+        # come back on every call; copy what you keep. Backends that cannot leave it False.
+        self.preallocate = preallocate
         self._inputs: tuple[TensorInfo, ...] = ()
         self._outputs: tuple[TensorInfo, ...] = ()
         self._closed = False
+        self._lock = threading.Lock()
         self._load_impl()
+        if not self.thread_safe or self.preallocate:  # shared buffers need the lock too
+            self._run_impl = self._locked(self._run_impl)
         self._apply_sidecar_metadata()
         self._output_names = [o.name for o in self._outputs]
         # Pre-computed checks keep the per-call cost to a few hundred nanoseconds.
@@ -97,6 +109,16 @@ class Runner:
         # Quantized outputs come back as float: (index, scale, zero point).
         self._dequant = [(k, o.quantization["scale"], o.quantization["zero_point"])
                          for k, o in enumerate(self._outputs) if _quantized(o)]
+        self._dequant_bufs: dict = {}
+
+    def _locked(self, impl):
+        lock = self._lock
+
+        def run_locked(feeds):
+            with lock:
+                return impl(feeds)
+
+        return run_locked
 
     # ---- metadata -------------------------------------------------------------------------
     @property
@@ -152,8 +174,32 @@ class Runner:
     def _dequantize(self, outs):
         outs = list(outs)
         for k, scale, zero in self._dequant:
-            outs[k] = (outs[k].astype(np.float32) - np.float32(zero)) * np.float32(scale)
+            if self.preallocate:
+                buf = self._dequant_bufs.get((k, outs[k].shape))
+                if buf is None:
+                    buf = self._dequant_bufs[(k, outs[k].shape)] = np.empty(outs[k].shape, np.float32)
+                np.subtract(outs[k], np.float32(zero), out=buf, dtype=np.float32)
+                outs[k] = np.multiply(buf, np.float32(scale), out=buf)
+            else:
+                outs[k] = (outs[k].astype(np.float32) - np.float32(zero)) * np.float32(scale)
         return outs
+
+    def predict(self, image: np.ndarray):
+        """Run one raw image (HxW or HxWxC, uint8 or float, any size) the way the model was
+        trained: resize, channels, normalization and layout from the sidecar, int8 quantization
+        when the file takes int8. A classifier gives a :class:`Prediction` (class, label, score,
+        probabilities); another model gives its output for the image."""
+        from edgedl.runtime.preprocess import image_to_input, to_prediction
+
+        if self._single is None:
+            raise UsageError("predict() takes single-input models; call the model with a dict of arrays")
+        info = self._inputs[0]
+        x = image_to_input(image, info.shape, info.layout, self.sidecar.get("normalization"), info.name)
+        out = self(x)
+        out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
+        if self.sidecar.get("task") == "classification" or self.labels:
+            return to_prediction(out[0], self.labels)
+        return out[0]
 
     def warmup(self, n: int = 10, batch: int = 1) -> None:
         """Run ``n`` times on zeros so that lazy initialisation is paid before timing starts."""
@@ -212,8 +258,13 @@ class Runner:
     def close(self) -> None:
         """Free native resources; the runner cannot be used afterwards."""
         if not self._closed:
-            self._closed = True
-            self._close_impl()
+            with self._lock:
+                self._closed = True
+                self._close_impl()
+                self._run_impl = self._run_closed
+
+    def _run_closed(self, feeds):
+        raise EdgedlError(f"{self.path.name} was closed; load it again to run it")
 
     def __enter__(self) -> "Runner":
         return self

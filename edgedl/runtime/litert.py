@@ -72,6 +72,7 @@ class LiteRTRunner(Runner):
     """Runs ``.tflite`` files; XNNPACK is on by default in the interpreter."""
 
     backend = "litert"
+    thread_safe = False  # one interpreter holds one set of tensors: calls take the runner's lock
 
     def _load_impl(self) -> None:
         cls, self.provider = interpreter_class()
@@ -86,24 +87,51 @@ class LiteRTRunner(Runner):
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EdgedlError(f"LiteRT cannot load {self.path}: {first}") from None
-        self._in = self._interp.get_input_details()
-        self._out = self._interp.get_output_details()
+        self._refresh()
         self._inputs = tuple(_info(d) for d in self._in)
         self._outputs = tuple(_info(d) for d in self._out)
+        self._buffers: list = []
+
+    def _refresh(self) -> None:
+        """Cache what each call needs: (name, index, shape) per input, index per output."""
+        self._in = self._interp.get_input_details()
+        self._out = self._interp.get_output_details()
+        self._in_plan = [(d["name"], d["index"], tuple(int(v) for v in d["shape"])) for d in self._in]
+        self._out_index = [d["index"] for d in self._out]
+        single = len(self._in_plan) == 1 and len(self._out_index) == 1 and not self.preallocate
+        self._single_plan = (*self._in_plan[0], self._out_index[0]) if single else None
 
     def _run_impl(self, feeds):
+        plan = self._single_plan  # the common case, one input and one output: nothing looked up
+        if plan is not None:
+            name, index, shape, out = plan
+            value = feeds[name]
+            if value.shape == shape:
+                interp = self._interp
+                interp.set_tensor(index, value)
+                interp.invoke()
+                return [interp.get_tensor(out)]
+        return self._run_general(feeds)
+
+    def _run_general(self, feeds):
         interp = self._interp
-        for detail in self._in:
-            value = feeds[detail["name"]]
-            if tuple(detail["shape"]) != value.shape:  # a dynamic dimension changed size
-                interp.resize_tensor_input(detail["index"], value.shape)
+        for name, index, shape in self._in_plan:
+            value = feeds[name]
+            if value.shape != shape:  # a dynamic dimension changed size
+                interp.resize_tensor_input(index, value.shape)
                 interp.allocate_tensors()
-                self._in = interp.get_input_details()
-                self._out = interp.get_output_details()
-                detail = next(d for d in self._in if d["name"] == detail["name"])
-            interp.set_tensor(detail["index"], value)
+                self._refresh()
+            interp.set_tensor(index, value)
         interp.invoke()
-        return [interp.get_tensor(d["index"]) for d in self._out]
+        if self.preallocate:  # copy out of the interpreter's buffers into ours, made once per shape
+            bufs = self._buffers
+            if len(bufs) != len(self._out) or any(b.shape != tuple(d["shape"]) for b, d in zip(bufs, self._out)):
+                bufs = self._buffers = [np.empty(tuple(d["shape"]), d["dtype"]) for d in self._out]
+            for buf, index in zip(bufs, self._out_index):
+                np.copyto(buf, interp.tensor(index)())
+            return bufs
+        get = interp.get_tensor
+        return [get(index) for index in self._out_index]
 
     def _close_impl(self) -> None:
         self._interp = None

@@ -67,10 +67,38 @@ class OnnxRuntimeRunner(Runner):
         self._inputs = tuple(_info(i) for i in self._session.get_inputs())
         self._outputs = tuple(_info(o) for o in self._session.get_outputs())
         self._run = self._session.run
+        if self.preallocate:
+            self._binding = self._session.io_binding()
+            self._bound_for = None  # the input shapes the bound output buffers fit
+            self._buffers: list = []
+            self._bound_inputs: dict = {}  # name -> the array bound (held, so its memory stays valid)
+            self._run_impl = self._run_bound
 
     def _run_impl(self, feeds):
         return self._run(self._output_names, feeds)
 
+    def _run_bound(self, feeds):
+        """IO binding: inputs are read in place, outputs written into buffers made once per input
+        shape (the first call with a new shape lets ORT allocate and keeps what it made)."""
+        binding, bound = self._binding, self._bound_inputs
+        for name, value in feeds.items():
+            if bound.get(name) is not value:  # the same array again is read in place: no rebinding
+                binding.bind_cpu_input(name, value)
+                bound[name] = value
+        shapes = tuple(v.shape for v in feeds.values())
+        if shapes != self._bound_for:
+            for name in self._output_names:
+                binding.bind_output(name, "cpu")
+            self._session.run_with_iobinding(binding)
+            self._buffers = binding.copy_outputs_to_cpu()
+            for name, buf in zip(self._output_names, self._buffers):
+                binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+            self._bound_for = shapes
+            return self._buffers
+        self._session.run_with_iobinding(binding)
+        return self._buffers
+
     def _close_impl(self) -> None:
         self._run = None
+        self._binding = None
         self._session = None

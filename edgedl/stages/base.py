@@ -52,19 +52,36 @@ class RunContext:
         name = f"{self.stem}{suffix}.pt"
         tmp = self.run.tempdir() / name
         save_checkpoint(tmp, self.model.module, self.model.arch, data=self.dataset.name,
-                        seed=self.recipe.seed, stage=stage)
+                        seed=self.recipe.seed, stage=stage, input_shape=list(self.dataset.input_shape))
         macs, params = count_macs_params(self.model.module, self.dataset.input_shape)
         record = self.run.add_artifact(
             tmp, name=name, format="torch", precision="fp32", stage=stage, parent=self.model_artifact,
-            metrics={"params": params, "macs": macs},
-            notes={"accuracy": "torch checkpoints are not evaluated: accuracy is measured on the exported "
-                               "artifacts through edgedl.runtime",
-                   **{key: "torch checkpoints are not benchmarked; see the exported artifacts"
-                      for key in BENCH_METRICS}},
+            metrics={"params": params, "macs": macs}, sidecar=self._checkpoint_sidecar(),
+            notes={key: "torch checkpoints are not benchmarked (the exported files are what a device runs); "
+                        "their accuracy is measured through edgedl.runtime's torch backend" for key in BENCH_METRICS},
             extra=extra,
         )
         self.model_artifact = name
         return record
+
+    def _checkpoint_sidecar(self) -> dict:
+        """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
+        feeds and post-processes a checkpoint exactly as it does the exported files."""
+        import torch
+
+        from edgedl.stages.export_onnx import build_sidecar
+
+        module = self.model.module
+        training = module.training
+        try:
+            with torch.no_grad():
+                out = module.eval()(torch.zeros((1, *self.dataset.input_shape)))
+        finally:
+            module.train(training)
+        inputs = [{"name": "input", "shape": [None, *self.dataset.input_shape], "dtype": "float32"}]
+        outputs = [{"name": "logits" if self.dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
+                    "dtype": "float32"}]
+        return build_sidecar(self, inputs, outputs, known_layout=True, source={"model": self.recipe.model.spec})
 
     def ensure_model_artifact(self) -> str:
         """The current model's checkpoint artifact, saving the loaded model first if it has none."""

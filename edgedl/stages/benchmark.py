@@ -36,7 +36,7 @@ class BenchmarkStage(Stage):
     def run(self, ctx: RunContext) -> None:
         scratch = ctx.run.tempdir()
         for record in ctx.run.manifest["artifacts"]:
-            if not runnable(record):
+            if not runnable(record) or record["format"] == "torch":  # the reference, not a device artifact
                 continue
             result = bench_in_subprocess(ctx.run.artifact_path(record), self.config, scratch / "bench.json")
             metrics = {k: result["metrics"][k] for k in BENCH_METRICS}

@@ -1,0 +1,66 @@
+"""PyTorch backend: runs an edgedl checkpoint (``.pt``) as the reference the exports are held to."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.runtime.base import Runner, TensorInfo
+
+
+class TorchRunner(Runner):
+    """Runs ``.pt`` checkpoints written by edgedl (loaded with ``weights_only=True``).
+
+    ``threads`` sets torch's intra-op thread count, which is global to the process in PyTorch.
+    ``device='cuda'`` runs on the GPU; inputs and outputs stay numpy arrays on the host.
+    """
+
+    backend = "torch"
+
+    def _load_impl(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependencyError("torch", "torch", "Running PyTorch checkpoints") from None
+        from edgedl.models.spec import load_checkpoint
+
+        if self.device not in (None, "cpu", "cuda"):
+            raise EdgedlError(f"unknown device '{self.device}' for the torch backend; use cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise EdgedlError("torch here has no CUDA device; use device=cpu")
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        self._torch = torch
+        self.preallocate = False  # torch allocates its outputs itself
+        self._device = torch.device(self.device or "cpu")
+        loaded = load_checkpoint(self.path)
+        self._module = loaded.module.eval().to(self._device)
+        meta = loaded.checkpoint or {}
+        declared = self.sidecar.get("inputs")
+        if not declared and meta.get("input_shape"):
+            declared = [{"name": "input", "shape": [None, *meta["input_shape"]], "dtype": "float32", "layout": None}]
+        if not declared:
+            raise EdgedlError(f"{self.path.name} does not record its input shape (no sidecar, no input_shape in the "
+                              "checkpoint); re-save it with edgedl")
+        self._inputs = tuple(TensorInfo(t["name"], tuple(t["shape"]), t.get("dtype", "float32"),
+                                        t.get("layout")) for t in declared)
+        with torch.inference_mode():
+            outs = self._forward({i.name: np.zeros(i.concrete_shape(), i.dtype) for i in self._inputs})
+        names = [t["name"] for t in self.sidecar.get("outputs", [])]
+        if len(names) != len(outs):
+            names = ["output"] if len(outs) == 1 else [f"output_{k}" for k in range(len(outs))]
+        self._outputs = tuple(TensorInfo(n, (None, *o.shape[1:]), o.dtype.name) for n, o in zip(names, outs))
+
+    def _forward(self, feeds):
+        torch = self._torch
+        args = [torch.from_numpy(feeds[i.name]).to(self._device) for i in self._inputs]
+        out = self._module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.detach().cpu().numpy() for o in outs]
+
+    def _run_impl(self, feeds):
+        with self._torch.inference_mode():
+            return self._forward(feeds)
+
+    def _close_impl(self) -> None:
+        self._module = None
