@@ -5,14 +5,22 @@ PYTHON ?= python3
 VENV := .venv
 EXTRAS := onnx,torch,data,plot,litert-convert,dev
 
+# Wheels of the device-side install (edgedl[onnx] and edgedl[litert]: numpy and one backend, no
+# torch), taken from pyproject.toml: the clean-venv test installs from them offline.
+WHEELHOUSE := $(VENV)/wheelhouse
+
 .PHONY: setup quickstart test clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(WHEELHOUSE)/.done
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+$(WHEELHOUSE)/.done: $(VENV)/.installed
+	$(VENV)/bin/python -m pip download --quiet -d $(WHEELHOUSE) -c constraints.txt ".[onnx,litert]"
 	touch $@
 
 quickstart: setup

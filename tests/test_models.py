@@ -15,10 +15,13 @@ def test_registry_has_the_required_models():
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_and_runs(name):
     entry = get_entry(name)
-    channels, h, w = entry.default_input
-    # Big architectures run at a reduced size here; global pooling makes them size-agnostic.
-    size = (h, w) if name in ("mlp", "resnet8") else (64, 64)
-    model = create_model(name, num_classes=7, in_channels=2, input_size=size).eval()
+    if len(entry.default_input) == 2:  # 1-D models: C x T windows
+        size, kwargs = entry.default_input[1:], {}
+    else:
+        # Big architectures run at a reduced size here; global pooling makes them size-agnostic.
+        size = entry.default_input[1:] if name in ("mlp", "resnet8") else (64, 64)
+        kwargs = {"input_size": size}
+    model = create_model(name, num_classes=7, in_channels=2, **kwargs).eval()
     with torch.no_grad():
         out = model(torch.randn(3, 2, *size))
     assert out.shape == (3, 7)

@@ -13,7 +13,7 @@ from edgedl.errors import UsageError
 class ModelEntry:
     name: str
     factory: Callable
-    default_input: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    default_input: tuple[int, ...]  # (C, H, W) the architecture was designed for; (C, T) for 1-D models
     description: str
 
 
@@ -65,4 +65,4 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
 
 def _ensure_builtin() -> None:
     # Importing the definitions registers them; done lazily so the registry module stays cheap.
-    from edgedl.models import mlp, mobilenet, resnet  # noqa: F401
+    from edgedl.models import cnn1d, mlp, mobilenet, resnet  # noqa: F401
