@@ -121,3 +121,17 @@ def test_budget_is_safe_from_two_threads():
     for t in threads:
         t.join()
     assert budget.calls == 1000
+
+
+def test_rate_loop_keeps_constant_memory_and_runs_past_its_history():
+    clock = FakeClock()
+    durations = [0.001] * 25 + [0.005] * 5
+
+    def work(tick):
+        clock.t += durations[min(tick, len(durations) - 1)]
+
+    loop = RateLoop(100, work, history=5, clock=clock, sleep=clock.sleep).run(ticks=30)
+    s = loop.stats()
+    assert s["ticks"] == 30 and s["distribution_ticks"] == 5
+    assert s["latency_ms"]["p50"] == pytest.approx(5.0)  # the last five ticks only
+    assert loop.run(ticks=3).ticks == 33  # a second run continues the counts

@@ -181,3 +181,16 @@ def test_preallocated_outputs_are_reused_where_the_backend_allows(case, digits):
             assert m.preallocate is False  # torch allocates its outputs itself
         else:
             assert m.preallocate is True and second is first  # the same buffer, overwritten
+
+
+def test_preallocated_onnx_reads_a_reused_input_array_in_place(quick_run, manifest, digits):
+    """The IMU pattern: one input buffer refilled in place every call; each call sees the new data."""
+    (record,) = [a for a in manifest["artifacts"] if a["name"] == "resnet8.distilled.fp32.onnx"]
+    x = digits[0]
+    with rt.load(quick_run / record["path"], preallocate=True) as m, rt.load(quick_run / record["path"]) as plain:
+        window = np.empty((1, 1, 8, 8), np.float32)
+        for i in range(4):
+            window[0] = x[i]
+            np.testing.assert_array_equal(m(window), plain(x[i : i + 1]))
+        batch = np.ascontiguousarray(x[:3])  # a new shape: new buffers, still right
+        np.testing.assert_array_equal(m(batch), plain(batch))

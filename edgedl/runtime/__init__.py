@@ -61,7 +61,8 @@ def load(
         verify: refuse to load when the sidecar's sha256 does not match the file.
         preallocate: write outputs into buffers made once (ONNX Runtime IO binding, LiteRT copies
             into them) and return the same arrays every call: no per-call output allocation.
-            Copy an output you keep past the next call.
+            Copy an output you keep past the next call; meant for one calling thread (another
+            thread's call overwrites the same buffers).
 
     Returns:
         A :class:`Runner`; use it as a context manager to free native resources promptly.

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgedl.errors import EdgedlError, UsageError
+from edgedl.runtime.preprocess import image_to_input, to_prediction
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,6 @@ class Runner:
         trained: resize, channels, normalization and layout from the sidecar, int8 quantization
         when the file takes int8. A classifier gives a :class:`Prediction` (class, label, score,
         probabilities); another model gives its output for the image."""
-        from edgedl.runtime.preprocess import image_to_input, to_prediction
-
         if self._single is None:
             raise UsageError("predict() takes single-input models; call the model with a dict of arrays")
         info = self._inputs[0]

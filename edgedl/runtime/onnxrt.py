@@ -71,7 +71,7 @@ class OnnxRuntimeRunner(Runner):
             self._binding = self._session.io_binding()
             self._bound_for = None  # the input shapes the bound output buffers fit
             self._buffers: list = []
-            self._bound_inputs: dict = {}  # name -> the array bound (held, so its memory stays valid)
+            self._bound_inputs: dict = {}  # name -> (array bound, its shape); held, so its memory stays valid
             self._run_impl = self._run_bound
 
     def _run_impl(self, feeds):
@@ -82,9 +82,10 @@ class OnnxRuntimeRunner(Runner):
         shape (the first call with a new shape lets ORT allocate and keeps what it made)."""
         binding, bound = self._binding, self._bound_inputs
         for name, value in feeds.items():
-            if bound.get(name) is not value:  # the same array again is read in place: no rebinding
-                binding.bind_cpu_input(name, value)
-                bound[name] = value
+            held = bound.get(name)
+            if held is None or held[0] is not value or held[1] != value.shape:  # the same array again
+                binding.bind_cpu_input(name, value)  # is read in place: no rebinding
+                bound[name] = (value, value.shape)
         shapes = tuple(v.shape for v in feeds.values())
         if shapes != self._bound_for:
             for name in self._output_names:

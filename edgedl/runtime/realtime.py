@@ -30,12 +30,14 @@ class RateLoop:
     skipped ticks are counted), which is what a control loop wants. ``stats()`` gives the
     callback's latency distribution, the start jitter (actual minus scheduled start) and the
     misses, all in milliseconds. ``stop()`` may be called from any thread or from the callback.
+    Counts cover the whole run; the distributions cover the last ``history`` ticks (a ring of
+    pre-sized arrays, so a loop that runs for days keeps constant memory).
 
     >>> loop = RateLoop(30, lambda tick: model.predict(camera.read()))
     >>> loop.run(seconds=10); print(loop.report())
     """
 
-    def __init__(self, hz: float, callback: Callable[[int], Any], max_ticks: int = 1_000_000,
+    def __init__(self, hz: float, callback: Callable[[int], Any], history: int = 10_000,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep):
         if not hz or hz <= 0:
             raise UsageError(f"RateLoop needs a positive rate in Hz, got {hz!r}")
@@ -43,8 +45,10 @@ class RateLoop:
         self.period = 1.0 / self.hz
         self.callback = callback
         self._clock, self._sleep = clock, sleep
-        self._latency = np.zeros(max_ticks, np.float64)
-        self._jitter = np.zeros(max_ticks, np.float64)
+        if history < 1:
+            raise UsageError(f"RateLoop history must be at least 1 tick, got {history!r}")
+        self._latency = np.zeros(history, np.float64)
+        self._jitter = np.zeros(history, np.float64)
         self.ticks = 0
         self.misses = 0
         self.skipped = 0
@@ -54,10 +58,10 @@ class RateLoop:
         self._stop.set()
 
     def run(self, ticks: int | None = None, seconds: float | None = None) -> "RateLoop":
-        """Run until ``ticks`` callbacks, ``seconds`` elapsed, ``stop()`` or the record is full."""
-        if ticks is None and seconds is None:
-            raise UsageError("RateLoop.run needs ticks=, seconds= or both (or call stop() from the callback)")
-        limit = min(ticks if ticks is not None else len(self._latency), len(self._latency))
+        """Run until ``ticks`` more callbacks, ``seconds`` elapsed or ``stop()``; with neither
+        limit, until ``stop()``."""
+        limit = self.ticks + ticks if ticks is not None else float("inf")
+        size = len(self._latency)
         clock, sleep, period = self._clock, self._sleep, self.period
         start = clock()
         end = start + seconds if seconds is not None else float("inf")
@@ -74,7 +78,7 @@ class RateLoop:
             began = now
             self.callback(self.ticks)
             finished = clock()
-            i = self.ticks
+            i = self.ticks % size
             self._latency[i] = finished - began
             self._jitter[i] = began - due
             self.ticks += 1
@@ -90,10 +94,11 @@ class RateLoop:
 
     def stats(self) -> dict[str, Any]:
         n = self.ticks
+        kept = min(n, len(self._latency))
         return {"hz": self.hz, "ticks": n, "deadline_misses": self.misses, "skipped_ticks": self.skipped,
-                "miss_rate": self.misses / n if n else 0.0,
-                "latency_ms": _percentiles(self._latency[:n] * 1e3),
-                "jitter_ms": _percentiles(np.abs(self._jitter[:n]) * 1e3)}
+                "miss_rate": self.misses / n if n else 0.0, "distribution_ticks": kept,
+                "latency_ms": _percentiles(self._latency[:kept] * 1e3),
+                "jitter_ms": _percentiles(np.abs(self._jitter[:kept]) * 1e3)}
 
     def report(self) -> str:
         s = self.stats()
