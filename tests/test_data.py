@@ -85,3 +85,27 @@ def test_npz_without_x_or_with_mismatched_labels(tmp_path):
     np.savez(path, x=np.zeros((4, 2)), y=np.zeros(3))
     with pytest.raises(UsageError, match="x has 4 samples but y has 3"):
         load_dataset(str(path))
+
+
+def test_npz_of_uint8_images_is_normalised_and_the_recipe_recorded(tmp_path):
+    """HxWxC uint8 images become standardised NCHW floats; the recorded normalization, applied by
+    the runtime's predict() to a raw image, gives back the same array."""
+    from edgedl.runtime.preprocess import image_to_input
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 6, 5, 3), dtype=np.uint8)
+    x[..., 0] //= 2  # channels with different statistics
+    y = np.arange(60) % 2
+    np.savez(tmp_path / "img.npz", x=x, y=y, labels=np.array(["clear", "obstacle"]))
+    ds = load_dataset(str(tmp_path / "img.npz"))
+    assert ds.input_shape == (3, 6, 5) and ds.labels == ["clear", "obstacle"]
+    norm = ds.normalization
+    assert norm["scale"] == 1 / 255 and norm["resize"] == "bilinear" and len(norm["mean"]) == 3
+    assert norm["mean"][0] < norm["mean"][1]  # per-channel statistics, from the training split
+    assert abs(ds.train.x.mean()) < 0.05 and abs(ds.train.x.std() - 1) < 0.05
+    tr, va, te = stratified_split(y, 0, 0.15, 0.15)
+    again = image_to_input(x[te[0]], (1, 3, 6, 5), "NCHW", norm)
+    np.testing.assert_allclose(again[0], ds.test.x[0], atol=1e-5)
+    np.savez(tmp_path / "short.npz", x=x, y=y, labels=np.array(["one"]))
+    with pytest.raises(UsageError, match="'labels' names 1 classes but y has 2"):
+        load_dataset(str(tmp_path / "short.npz"))
