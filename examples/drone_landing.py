@@ -150,7 +150,9 @@ def fly(args) -> int:
     model = rt.load(args.model, threads=args.threads)
     fallback = rt.load(args.fallback, threads=args.threads) if args.fallback else None
     runner = rt.LatencyBudget(model, args.budget_ms, fallback=fallback) if args.budget_ms else model
-    model.warmup(10)
+    for m in (model, fallback):
+        if m is not None:
+            m.warmup(10)  # both: the fallback must be ready the moment the budget switches to it
     camera = SyntheticCamera(fps=args.hz, source=args.source).start()
     decisions = {"LAND": 0, "HOLD": 0}
     right = judged = 0

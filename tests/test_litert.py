@@ -252,7 +252,7 @@ def test_pt2e_quantizer_gives_a_full_integer_file_of_the_same_accuracy(tflite_ru
     (pt2e,) = [x for x in json.loads((out / "manifest.json").read_text())["artifacts"] if x["format"] == "tflite"]
     sidecar = json.loads((out / (pt2e["path"] + ".json")).read_text())
     assert sidecar["quantizer"] == "litert-torch pt2e" and sidecar["inputs"][0]["dtype"] == "int8"
-    assert pt2e["calibration"] == {"samples": 64, "split": "train"}
+    assert pt2e["calibration"] == {"samples": 64, "split": "train"} and pt2e["parent"] == "resnet8.pt"
     assert pt2e["size_bytes"] < 0.35 * a["resnet8.fp32.tflite"]["size_bytes"]
     assert pt2e["parity"]["top1_agreement"] >= 0.9
     assert abs(pt2e["metrics"]["accuracy"] - a["resnet8.fp32.tflite"]["metrics"]["accuracy"]) <= 0.03

@@ -66,7 +66,7 @@ class ExportTfliteStage(Stage):
                                     quantizer=self._quantizer(precision))
             record = ctx.run.add_artifact(
                 path, name=path.name, format="tflite", precision=precision_label(precision), stage=self.name,
-                parent=parent if precision == "fp32" or fp32_name is None else fp32_name, sidecar=sidecar,
+                parent=self._parent(precision, parent, fp32_name), sidecar=sidecar,
                 notes={"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX},
                 extra={"parity": {"reference": "torch", **parity},
                        "calibration": {"samples": len(calibration), "split": "train"} if precision in calibrated else None})
@@ -74,6 +74,12 @@ class ExportTfliteStage(Stage):
                 fp32_name = record["name"]
             ctx.log(f"exported {path.name}: parity with torch max|diff| {parity['max_abs_diff']:.2e}, "
                     f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+    def _parent(self, precision: str, checkpoint: str, fp32_name: str | None) -> str:
+        """ai-edge-quantizer quantizes the fp32 .tflite file; the fp32 file and PT2E's INT8 file
+        come from the checkpoint."""
+        from_file = self._quantizer(precision) == "ai-edge-quantizer" and fp32_name is not None
+        return fp32_name if from_file else checkpoint
 
     def _quantizer(self, precision: str) -> str | None:
         if precision == "fp32":
