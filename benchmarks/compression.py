@@ -26,8 +26,7 @@ def compress(recipe: dict, out: Path) -> dict:
     from edgedl import api
     from edgedl.recipe import validate_recipe
 
-    run = api.compress(validate_recipe(recipe), out=out, force=True, progress=False)
-    return json.loads((run / "manifest.json").read_text())
+    return api.compress(validate_recipe(recipe), out=out, force=True, progress=False).manifest
 
 
 def quantize_stage() -> dict:

@@ -65,10 +65,10 @@ def main() -> None:
                 "stages": [{"stage": "export_tflite", "precisions": precisions, "quantizer": quantizer,
                             "calibration_samples": CALIBRATION}, {"stage": "evaluate"}]}),
                 out=args.out / f"litert-{model}-{quantizer}", force=True, progress=False)
-            for a in json.loads((run / "manifest.json").read_text())["artifacts"]:
+            for a in run.manifest["artifacts"]:
                 if a["format"] == "tflite":
                     key = a["precision"] if quantizer != "pt2e" else "int8-pt2e"
-                    files[key] = (run / a["path"], a)
+                    files[key] = (run.path / a["path"], a)
         agreement = _agreement_with_fp32({k: path for k, (path, _) in files.items()})
         p50 = side_by_side({k: path for k, (path, _) in files.items()}, sample, threads=2, rounds=args.rounds,
                            min_seconds=1.0)
@@ -97,7 +97,7 @@ def _agreement_with_fp32(paths: dict) -> dict:
 
 def _ablate_depthwise(checkpoint: Path, sample: np.ndarray, work: Path, rounds: int) -> dict:
     """p50 of MobileNetV2 with and without its depthwise convolutions, fp32 and INT8, side by side."""
-    from edgedl import litert_convert
+    from edgedl.formats.tflite import convert as litert_convert
     from edgedl.bench import side_by_side
     from edgedl.data import calibration_samples, load_dataset
     from edgedl.models.spec import load_model

@@ -34,9 +34,9 @@ def build_models(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
     from torch import nn
 
     from edgedl.models import create_model
-    from edgedl.stages.export_onnx import export_onnx
+    from edgedl.formats.onnx.export import export_onnx
 
-    from edgedl import litert_convert
+    from edgedl.formats.tflite import convert as litert_convert
 
     torch.manual_seed(0)
     tiny = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))

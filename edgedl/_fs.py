@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,8 @@ os.umask(_UMASK)
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Return the hex SHA-256 of a file, read in chunks."""
+    import hashlib  # here, not at the top: `import edgedl.runtime` pays for none of these
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -27,6 +26,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     A reader sees the old file or the new one, never a partial write.
     """
+    import tempfile
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -49,4 +50,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
+    import json
+
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

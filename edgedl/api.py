@@ -3,25 +3,101 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgedl.errors import EdgedlError, StageError, UsageError
+from edgedl.artifacts import model_kwargs
+from edgedl.devices import resolve_device
+from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
 from edgedl.recipe import Recipe, load_recipe
 
 
-def model_kwargs(dataset, overrides: dict | None = None) -> dict[str, Any]:
-    """Architecture options that fit a model spec to a dataset (channels, classes, input size)."""
-    kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
-    if dataset.num_classes:
-        kwargs["num_classes"] = dataset.num_classes
-    if len(dataset.input_shape) == 3:
-        kwargs["input_size"] = tuple(dataset.input_shape[1:])
-    kwargs.update(overrides or {})
-    return kwargs
+@dataclass
+class CompressResult:
+    """What ``compress`` returns: the run directory, its manifest and the artifacts by name."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    @property
+    def artifacts(self) -> dict[str, dict]:
+        return {a["name"]: a for a in self.manifest["artifacts"]}
+
+    def artifact_path(self, name: str) -> Path:
+        """The file of the artifact called ``name``."""
+        return self.path / self.artifacts[name]["path"]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
-def build_model(recipe: Recipe, dataset) -> Any:
+def check_trust(recipe: Recipe, trust_model_code: bool, named: str | None = None) -> None:
+    """Refuse a recipe file's Python factories unless the user said to run them.
+
+    The model a user names on the command line (``named``, from ``--model``) or in a Recipe built
+    in Python is theirs to run; a factory that a recipe file names is code a file chose, like a
+    checkpoint's.
+    """
+    from edgedl.models.spec import is_factory_spec
+
+    found = [("model", recipe.model.spec)]
+    found += [(f"stages.{s.stage}.teacher", s.teacher) for s in recipe.stages if getattr(s, "teacher", None)]
+    for field, spec in found:
+        if is_factory_spec(spec) and not trust_model_code and spec != named:
+            raise TrustError(f"the recipe's {field} is the Python factory '{spec}', and edgedl does not run code a "
+                             "file names: pass --trust-model-code if you trust it, or name it yourself with "
+                             f"--model {spec}")
+
+
+def _check_model_file(recipe: Recipe, stages: list, trust_model_code: bool = False) -> list | None:
+    """Checks on the model file that need no data: it exists and reads, its --input-shape names fit,
+    and no stage needs a torch model it is not. Returns an ONNX model's input TensorInfos."""
+    spec = recipe.model.spec
+    if spec.lower().endswith(".onnx"):
+        from edgedl.formats.onnx import graph as onnx_graph
+        from edgedl.formats.onnx.export import check_input_shapes
+
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"model file not found: {spec}")
+        torch_only = [s.name for s in stages if s.needs_torch]
+        if torch_only:
+            raise UsageError(f"stage(s) {', '.join(torch_only)} need a PyTorch model; '{path.name}' is an ONNX file, "
+                             "which can be quantized, evaluated and benchmarked: drop those stages (or --prune, "
+                             "--distill, --epochs, the tflite target) or pass the PyTorch model")
+        try:
+            model = onnx_graph.load_graph(path)
+        except EdgedlError as exc:
+            raise UsageError(str(exc)) from None
+        check_input_shapes(model, dict(recipe.model.input_shapes))
+        return onnx_graph.input_infos(model, dict(recipe.model.input_shapes))
+    if recipe.model.input_shapes:
+        raise UsageError("model.input_shapes (--input-shape) applies to .onnx models; torch models take "
+                         "their shapes from the data")
+    if recipe.model.weights:
+        from edgedl.models.spec import read_checkpoint
+
+        read_checkpoint(recipe.model.weights)  # exists and is an edgedl checkpoint, before any work
+    if spec.lower().endswith((".pt", ".pth")):
+        from edgedl.models.spec import is_factory_spec, read_checkpoint
+
+        named = str((read_checkpoint(spec).get("arch") or {}).get("spec", ""))
+        if is_factory_spec(named) and not trust_model_code:
+            raise TrustError(f"{Path(spec).name} names the Python factory '{named}' to build its architecture, and "
+                             "edgedl does not run code a file names: pass --trust-model-code if you trust that code, "
+                             f"or name the factory yourself: --model {named} --weights {spec}")
+    return None
+
+
+def build_model(recipe: Recipe, dataset, trust_model_code: bool = False) -> Any:
     """The recipe's model, shaped for the dataset unless the recipe's kwargs say otherwise.
 
     The seed is set first, so the same recipe starts from the same initial weights.
@@ -30,14 +106,10 @@ def build_model(recipe: Recipe, dataset) -> Any:
     from edgedl.train import seed_everything
 
     if recipe.model.spec.lower().endswith(".onnx"):
-        if not Path(recipe.model.spec).is_file():
-            raise UsageError(f"model file not found: {recipe.model.spec}")
         return None  # an ONNX model has no torch module; export_onnx imports the file itself
-    if recipe.model.input_shapes:
-        raise UsageError("model.input_shapes (--input-shape) applies to .onnx models; torch models take "
-                         "their shapes from the data")
     seed_everything(recipe.seed)
-    return load_model(recipe.model.spec, **model_kwargs(dataset, recipe.model.kwargs))
+    return load_model(recipe.model.spec, trust_model_code=trust_model_code, weights=recipe.model.weights,
+                      **model_kwargs(dataset, recipe.model.kwargs))
 
 
 def compress(
@@ -47,34 +119,46 @@ def compress(
     overrides: list[str] | None = None,
     console: Any = None,
     progress: bool = True,
-) -> Path:
-    """Run a recipe's stages and return the run directory.
+    trust_model_code: bool = False,
+) -> CompressResult:
+    """Run a recipe's stages into a run directory.
 
-    A stage that fails marks itself failed in the manifest, keeps the artifacts of earlier
-    stages, writes the report, and raises :class:`StageError`.
+    Everything that can be checked without data is checked before any work (and before a run
+    directory exists). A stage that fails marks itself failed in the manifest, keeps the
+    artifacts of earlier stages, writes the report, and raises :class:`StageError`.
+
+    Args:
+        trust_model_code: run Python code that files name: factories a recipe file names, and
+            factories that checkpoints name. A factory in a Recipe built in Python runs without it
+            (its author named the code); a checkpoint's factory never does.
     """
     from edgedl import report
     from edgedl.data import load_dataset
     from edgedl.run import RunDir, default_run_dir
     from edgedl.stages import RunContext, stage_for
 
-    if not isinstance(recipe, Recipe):
+    from_file = not isinstance(recipe, Recipe)
+    if from_file:
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise UsageError("overrides apply to recipe files; edit the Recipe object instead")
+    check_trust(recipe, trust_model_code or not from_file)
     stages = [stage_for(cfg) for cfg in recipe.stages]  # unknown stages fail before any work
+    inputs = _check_model_file(recipe, stages, trust_model_code)
+    device = resolve_device(None)
     out = Path(out) if out else default_run_dir(recipe)
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
     dataset = load_dataset(recipe.data.spec, seed=recipe.seed, val_fraction=recipe.data.val_fraction,
-                           test_fraction=recipe.data.test_fraction)
-    model = build_model(recipe, dataset)
-    run = RunDir(out, recipe, force=force)
+                           test_fraction=recipe.data.test_fraction, inputs=inputs)
+    model = build_model(recipe, dataset, trust_model_code)
+    run = RunDir(out, recipe, force=force, device=device)
     run.manifest["notes"].extend(dataset.notes)
     from_registry = model is not None and ":" not in recipe.model.spec and not model.checkpoint
     if from_registry and not any(cfg.stage == "train" for cfg in recipe.stages):
         run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
                                      "run: its weights are random, so accuracy is meaningless")
-    ctx = RunContext(recipe=recipe, run=run, dataset=dataset, model=model, console=console, progress=progress)
+    ctx = RunContext(recipe=recipe, run=run, dataset=dataset, model=model, console=console, progress=progress,
+                     trust_model_code=trust_model_code)
     status = "failed"
     try:
         for index, stage in enumerate(stages):
@@ -98,9 +182,9 @@ def compress(
         run.cleanup()
         report.write(run.path, run.manifest)
         if console is not None:
-            console.print(report.table(run.manifest))
+            report.show(console, run.manifest)
             console.print(f"run directory: {run.path}")
-    return run.path
+    return CompressResult(run.path, run.manifest)
 
 
 def train(
@@ -113,31 +197,52 @@ def train(
     seed: int = 0,
     console: Any = None,
     progress: bool = True,
+    trust_model_code: bool = False,
 ) -> dict:
-    """Train a model spec on a data spec and write an edgedl checkpoint to ``out``."""
+    """Train a model spec on a data spec and write an edgedl checkpoint (and its sidecar) to ``out``.
+
+    The checkpoint opens with every command that takes one: ``bench``, ``inspect``,
+    ``edgedl.runtime.load`` and ``compress --model out.pt``.
+    """
+    from edgedl.artifacts import write_sidecar
     from edgedl.data import load_dataset
+    from edgedl.formats.torch.progress import progress_bar
     from edgedl.models import save_checkpoint
+    from edgedl.models.spec import CHECKPOINT_SUFFIXES
     from edgedl.recipe import validate_recipe
-    from edgedl.torch_utils import progress_bar
+    from edgedl.stages.base import checkpoint_sidecar
     from edgedl.train import FitConfig, accuracy, fit
 
     out = Path(out)
+    if out.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UsageError(f"--out {out}: edgedl train writes a PyTorch checkpoint, so name it .pt; for ONNX or "
+                         f"TFLite files run `edgedl compress --model {out.with_suffix('.pt').name} --data {data}` next")
     if not out.parent.is_dir():
         raise UsageError(f"output folder does not exist: {out.parent}")
     recipe = validate_recipe({"model": model, "data": data, "seed": seed, "targets": [],
                               "stages": [{"stage": "train", "epochs": epochs, "lr": lr, "batch_size": batch_size}]},
                              source="train options")
-    dataset = load_dataset(data, seed=seed)
-    built = build_model(recipe, dataset)
-    if built is None:
+    if model.lower().endswith(".onnx"):
         raise UsageError(f"edgedl train needs a PyTorch model; '{model}' is an ONNX file")
+    _check_model_file(recipe, [], trust_model_code)
+    dataset = load_dataset(data, seed=seed)
+    built = build_model(recipe, dataset, trust_model_code)
     with progress_bar(console, enabled=progress) as bar:
         result = fit(built.module, dataset.train, dataset.val,
                      FitConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), progress=bar)
     save_checkpoint(out, built.module, built.arch, data=data, seed=seed, best_epoch=result.best_epoch,
-                    val_accuracy=result.best_val_accuracy)
+                    val_accuracy=result.best_val_accuracy, input_shape=list(dataset.input_shape))
+    write_sidecar(out, "torch", "fp32", checkpoint_sidecar(built.module, dataset, model))
     return {"checkpoint": str(out), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
             "test_accuracy_torch": accuracy(built.module, dataset.test)}
+
+
+def _check_json_path(json_path: str | Path | None) -> None:
+    if json_path is None or str(json_path) == "-":
+        return
+    folder = Path(json_path).parent
+    if not folder.is_dir():
+        raise UsageError(f"--json {json_path}: folder {folder} does not exist; create it or choose another path")
 
 
 def bench(
@@ -148,31 +253,47 @@ def bench(
     min_seconds: float = 1.0,
     batch: int = 1,
     threads: int | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    trust_model_code: bool = False,
 ) -> dict:
     """Measure an artifact's latency, throughput and peak memory through edgedl.runtime.
+
+    Feeds come from ``data`` (its test split, arrays keyed by input name for multi-input models)
+    or are random arrays shaped by the model and ``input_shapes``; a dynamic dimension past the
+    batch that neither gives is a usage error, never a silent 1.
 
     Returns a dict with ``metrics`` (the manifest's metric keys), ``notes`` (why a metric is
     null) and ``conditions`` (what the measurement ran under).
     """
     import edgedl.runtime as rt
     from edgedl.bench import conditions, measure_latency, peak_rss_mb
-    from edgedl.bench.feeds import data_feeds, random_feeds
+    from edgedl.data.feeds import concrete_shape, data_feeds, random_feeds
 
     for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--batch", batch, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
     artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UsageError(f"artifact not found: {artifact}")
+    input_shapes = dict(input_shapes or {})
     notes = {
         "accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)",
         "energy_j_per_inference": "no energy sensor on this host (CPU); energy needs a device power source",
     }
-    with rt.load(artifact, threads=threads) as runner:
+    with rt.load(artifact, threads=threads, trust_model_code=trust_model_code) as runner:
+        unknown = sorted(set(input_shapes) - {i.name for i in runner.inputs})
+        if unknown:
+            raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
+                             f"{[i.name for i in runner.inputs]}")
         if data:
             from edgedl.data import load_dataset
 
-            feeds = data_feeds(runner.inputs, load_dataset(data).test.x, batch)
+            feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
         else:
-            feeds = random_feeds(runner.inputs, batch)
+            for info in runner.inputs:  # refuse unknown dimensions before loading anything else
+                concrete_shape(info, batch, input_shapes.get(info.name))
+            feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
+        shapes = {k: list(v.shape) for k, v in feeds[0].items()}
         before = conditions.thermal()
         run = runner.run
         n = len(feeds)
@@ -182,16 +303,13 @@ def bench(
         backend = runner.backend
         sidecar = runner.sidecar
     params = macs = None
-    if artifact.suffix == ".onnx":
-        try:
-            from edgedl import onnx_graph
+    if artifact.suffix.lower() == ".onnx":
+        from edgedl.formats.onnx import graph as onnx_graph
 
-            graph = onnx_graph.load_graph(artifact)
-            params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph)
-        except EdgedlError as exc:
-            notes["params"] = notes["macs"] = str(exc)
+        graph = onnx_graph.load_graph(artifact)
+        params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
     else:
-        from edgedl.onnx_graph import COUNTED_ON_ONNX
+        from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 
         notes["params"] = notes["macs"] = COUNTED_ON_ONNX
     return {
@@ -217,7 +335,9 @@ def bench(
             "min_seconds": min_seconds,
             "wall_s": result.wall_s,
             "feeds": f"data:{data}" if data else "random",
+            "input_shapes": shapes,
             "peak_rss": "high-water mark of the bench process: interpreter, runtime and model",
+            "device": resolve_device(None),
             "versions": conditions.versions(),
             "host": conditions.host(),
             "thermal_before": before,
@@ -226,27 +346,35 @@ def bench(
     }
 
 
-def inspect(artifact: str | Path, target: str | None = None) -> dict:
+def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[str, list[int]] | None = None,
+            trust_model_code: bool = False) -> dict:
     """Static description of an artifact: I/O, opsets, op histogram, params, MACs, size.
 
-    For .tflite files, ``target`` (``tflite-gpu`` or ``nnapi``) adds the ops that delegate would
-    leave on the CPU, where a documented table can tell.
+    Each format brings its own description (the runtime's backend table names it). For .tflite
+    files, ``target`` (``tflite-gpu`` or ``nnapi``) adds the ops that delegate would leave on the
+    CPU; for ONNX files, ``input_shapes`` fixes dynamic dimensions for the MAC count.
     """
+    import importlib
+
+    import edgedl.runtime as rt
+    from edgedl.runtime.sidecar import read_sidecar
+
     artifact = Path(artifact)
     if not artifact.is_file():
         raise UsageError(f"artifact not found: {artifact}")
-    suffix = artifact.suffix.lower()
-    if suffix == ".onnx":
-        if target:
-            raise UsageError("--target applies to .tflite files")
-        from edgedl import onnx_graph
+    backend = rt.backend_for(artifact, read_sidecar(artifact))
+    if backend.inspect is None:
+        raise UsageError(f"edgedl inspect cannot describe {backend.format} files yet")
+    module, _, func = backend.inspect.partition(":")
+    describe = getattr(importlib.import_module(module), func)
+    options: dict[str, Any] = {}
+    if input_shapes:
+        if backend.format != "onnx":
+            raise UsageError("--input-shape applies to .onnx files")
+        options["input_shapes"] = input_shapes
+    if backend.runs_code:
+        options["trust_model_code"] = trust_model_code
+    return describe(artifact, target, **options)
 
-        return onnx_graph.summarize(artifact)
-    if suffix == ".tflite":
-        from edgedl import tflite_graph
 
-        return tflite_graph.summarize(artifact, target)
-    raise UsageError(f"cannot inspect '{artifact.name}': edgedl inspect reads .onnx and .tflite files")
-
-
-__all__ = ["compress", "train", "bench", "inspect", "build_model", "StageError"]
+__all__ = ["compress", "train", "bench", "inspect", "build_model", "CompressResult", "StageError"]

@@ -16,6 +16,12 @@ from edgedl import __version__
 from edgedl.errors import EdgedlError
 
 
+TRUST = click.option(
+    "--trust-model-code", is_flag=True,
+    help="Run Python code that a file names (a checkpoint's or recipe's model factory). Off: opening a file "
+         "never runs code it names.")
+
+
 def _console(quiet: bool = False):
     from rich.console import Console
 
@@ -35,13 +41,14 @@ def cli(debug: bool) -> None:
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint or .onnx.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint whose weights the --model factory takes.")
 @click.option("--data", help="Data spec: digits[:CxHxW], random:CxHxW or path/to/file.npz.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs first.")
 @click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
               help="Prune this fraction of channels (structured, Torch-Pruning).")
 @click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression.")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "int8_dynamic"]), help="Quantize the ONNX export.")
-@click.option("--targets", default="onnx", show_default=True, help="Comma-separated targets.")
+@click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite (default: onnx).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Fix an ONNX model's dynamic input dimensions (repeatable).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -50,8 +57,9 @@ def cli(debug: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
-def compress(recipe, model, data, epochs, prune, distill, quantize, targets, input_shapes, overrides, out, force,
-             print_recipe, quiet) -> None:
+@TRUST
+def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, overrides, out,
+             force, print_recipe, quiet, trust_model_code) -> None:
     """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
 
     \b
@@ -62,12 +70,16 @@ def compress(recipe, model, data, epochs, prune, distill, quantize, targets, inp
     from edgedl.recipe import load_recipe, parse_input_shapes, recipe_from_flags, recipe_to_yaml
 
     flags = {"--epochs": epochs, "--prune": prune, "--distill": distill or None, "--quantize": quantize}
+    target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
     if recipe is not None:
         used = [name for name, value in flags.items() if value is not None]
         if used:
             raise click.UsageError(f"{', '.join(used)} build a recipe; with a recipe file use --set instead")
-        extra = [f"model={model}"] if model else []
-        extra += [f"data={data}"] if data else []
+        # Flags given with a recipe are applied, as the overrides --print-recipe shows.
+        extra = [f"model.spec={model}"] if model else []
+        extra += [f"model.weights={weights}"] if weights else []
+        extra += [f"data.spec={data}"] if data else []
+        extra += [f"targets={target_list}"] if target_list else []
         if input_shapes:
             extra += [f"model.input_shapes={parse_input_shapes(list(input_shapes))}"]
         resolved = load_recipe(recipe, extra + list(overrides))
@@ -75,8 +87,8 @@ def compress(recipe, model, data, epochs, prune, distill, quantize, targets, inp
         if not model or not data:
             raise click.UsageError("give a RECIPE file, or --model and --data")
         resolved = recipe_from_flags(model, data, epochs=epochs, prune=prune, distill=distill, quantize=quantize,
-                                     targets=[t.strip() for t in targets.split(",") if t.strip()],
-                                     input_shapes=parse_input_shapes(list(input_shapes)))
+                                     targets=target_list, input_shapes=parse_input_shapes(list(input_shapes)),
+                                     weights=weights)
         if overrides:
             from edgedl.recipe import apply_overrides, validate_recipe
 
@@ -86,7 +98,10 @@ def compress(recipe, model, data, epochs, prune, distill, quantize, targets, inp
     if print_recipe:
         click.echo(recipe_to_yaml(resolved), nl=False)
         return
-    api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet)
+    # A factory named with --model is the user's to run; one a recipe file names needs the flag.
+    api.check_trust(resolved, trust_model_code, named=model)
+    api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet,
+                 trust_model_code=trust_model_code)
 
 
 @cli.command()
@@ -98,12 +113,13 @@ def compress(recipe, model, data, epochs, prune, distill, quantize, targets, inp
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint file (.pt).")
 @click.option("--quiet", is_flag=True)
-def train(model, data, epochs, lr, batch_size, seed, out, quiet) -> None:
-    """Train a model and save the best-on-validation checkpoint."""
+@TRUST
+def train(model, data, epochs, lr, batch_size, seed, out, quiet, trust_model_code) -> None:
+    """Train a model and save the best-on-validation checkpoint (and its sidecar)."""
     from edgedl import api
 
     result = api.train(model, data, out, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                       console=_console(quiet), progress=not quiet)
+                       console=_console(quiet), progress=not quiet, trust_model_code=trust_model_code)
     acc = result["val_accuracy"]
     click.echo(f"saved {result['checkpoint']} (best epoch {result['best_epoch']}, val accuracy "
                f"{'n/a' if acc is None else f'{acc:.4f}'})")
@@ -118,16 +134,27 @@ def train(model, data, epochs, lr, batch_size, seed, out, quiet) -> None:
               help="Keep running until at least this long has passed.")
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of an input with dynamic dimensions (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+              help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
-def bench(artifact, data, runs, warmup, min_seconds, batch, threads, json_path, quiet) -> None:
+@TRUST
+def bench(artifact, data, runs, warmup, min_seconds, batch, threads, input_shapes, json_path, quiet,
+          trust_model_code) -> None:
     """Measure latency percentiles, throughput and peak memory of an artifact."""
     from edgedl import api
     from edgedl._fs import atomic_write_json
+    from edgedl.recipe import parse_input_shapes
 
-    result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds,
-                       batch=batch, threads=threads)
-    if json_path:
+    api._check_json_path(json_path)  # before the benchmark, not after it
+    result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds, batch=batch,
+                       threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
+                       trust_model_code=trust_model_code)
+    to_stdout = json_path is not None and str(json_path) == "-"
+    if to_stdout:
+        click.echo(json.dumps(result, indent=2, default=str))
+    elif json_path:
         atomic_write_json(json_path, result)
     if not quiet:
         _print_bench(result)
@@ -151,12 +178,17 @@ def _print_bench(result: dict) -> None:
 @click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(["tflite-gpu", "nnapi"]),
               help="For .tflite: list the ops this delegate would leave on the CPU.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+              help="For .onnx: shape of an input with dynamic dimensions, for the MAC count (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def inspect(artifact, target, as_json) -> None:
-    """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size."""
+@TRUST
+def inspect(artifact, target, input_shapes, as_json, trust_model_code) -> None:
+    """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size (.onnx, .tflite, .pt)."""
     from edgedl import api
+    from edgedl.recipe import parse_input_shapes
 
-    info = api.inspect(artifact, target)
+    info = api.inspect(artifact, target, input_shapes=parse_input_shapes(list(input_shapes)),
+                       trust_model_code=trust_model_code)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -174,8 +206,16 @@ def inspect(artifact, target, as_json) -> None:
     opsets = ", ".join(f"{k} {v}" for k, v in info.get("opsets", {}).items()) or "—"
     macs = "—" if info["macs"] is None else f"{info['macs']:,}"
     params = "—" if info["params"] is None else f"{info['params']:,}"
-    console.print(f"opsets: {opsets}   nodes: {info['nodes']}   params: {params}   "
-                  f"MACs/sample: {macs}   size: {info['size_bytes']:,} bytes")
+    arch = info.get("architecture")
+    if arch:
+        console.print(f"architecture: {arch['spec']} ({arch['source']}{', runs code' if arch['runs_code'] else ''})",
+                      markup=False)
+    console.print(f"opsets: {opsets}   nodes: {info['nodes'] if info['nodes'] is not None else '—'}   params: "
+                  f"{params}   MACs/sample: {macs}   size: {info['size_bytes']:,} bytes", markup=False)
+    for key, why in (info.get("notes") or {}).items():
+        console.print(f"{key}: {why}", markup=False)
+    if info.get("can"):
+        console.print("use it with: " + "; ".join(info["can"]), markup=False)
     delegate = info.get("delegate")
     if delegate:
         if delegate["cpu_ops"] is None:
@@ -185,6 +225,8 @@ def inspect(artifact, target, as_json) -> None:
             console.print(f"{delegate['target']}: ops left on the CPU ({delegate['source']}): {left}")
             if delegate["note"]:
                 console.print(f"note: {delegate['note']}")
+    if not info["ops"]:
+        return
     ops = Table(title="op histogram")
     ops.add_column("op")
     ops.add_column("count", justify="right")
@@ -208,7 +250,10 @@ def models_cmd(pattern: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    # --debug is taken anywhere on the line: after the subcommand as well as before it.
     debug = "--debug" in args
+    if debug:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         cli.main(args=args, prog_name="edgedl", standalone_mode=False)
     except click.exceptions.Exit as exc:

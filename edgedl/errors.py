@@ -27,3 +27,7 @@ class MissingDependencyError(EdgedlError):
 
 class StageError(EdgedlError):
     """A stage of a run failed; earlier stages' artifacts and the manifest stay intact."""
+
+
+class TrustError(UsageError):
+    """A file names code to run (a model factory, a native engine) and the user has not said to trust it."""

@@ -23,14 +23,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Target(str, Enum):
-    """Where artifacts run. Each target needs its export stage in the recipe."""
+from edgedl.stages import STAGES  # noqa: E402  (imports every stage file: the registry below)
 
-    onnx = "onnx"  # ONNX Runtime (CPU here; CUDA where onnxruntime-gpu is installed)
-    tflite = "tflite"  # LiteRT on phones and embedded CPUs
-
-
-TARGET_EXPORT_STAGE = {Target.onnx: "export_onnx", Target.tflite: "export_tflite"}
+# Where artifacts run: each target is served by the export stage that declares it.
+TARGET_EXPORT_STAGE = {cls.target: name for name, cls in STAGES.items() if cls.target}
+Target = Enum("Target", {t: t for t in TARGET_EXPORT_STAGE}, type=str)
+Target.__doc__ = "Where artifacts run. Each target needs its export stage in the recipe."
 
 
 class ModelSpec(_Strict):
@@ -38,6 +36,8 @@ class ModelSpec(_Strict):
 
     spec: str
     kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options")
+    weights: Optional[str] = Field(None, description="an edgedl checkpoint whose weights the spec's factory "
+                                                     "takes (--model mynet.py:build --weights ckpt.pt)")
     input_shapes: dict[str, list[int]] = Field(
         default_factory=dict, description="ONNX models: fix dynamic input dimensions, {name: [1, 3, 224, 224]}")
 
@@ -60,129 +60,8 @@ class DataSpec(_Strict):
         return {"spec": value} if isinstance(value, str) else value
 
 
-class TrainStage(_Strict):
-    """Train the model from its current weights on the training split."""
-
-    stage: Literal["train"]
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
-class PruneStage(_Strict):
-    """Structured channel pruning (Torch-Pruning), with fine-tuning between steps when labelled."""
-
-    stage: Literal["prune"]
-    ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed")
-    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
-    scope: Literal["uniform", "global"] = "uniform"
-    ignore: list[str] = Field(default_factory=list, description="layer-name patterns to leave alone")
-    round_to: int = Field(8, ge=1, description="keep channel counts multiples of this")
-    steps: int = Field(1, ge=1)
-    finetune_epochs: int = Field(5, ge=0, description="fine-tuning epochs after each step")
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-
-
-class SparsifyStage(_Strict):
-    """2:4 semi-structured sparsity for TensorRT on Ampere/Orin, fine-tuned with the masks held."""
-
-    stage: Literal["sparsify"]
-    pattern: Literal["2:4"] = "2:4"
-    finetune_epochs: int = Field(5, ge=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-
-
-class FeaturePair(_Strict):
-    """Match a student layer's output to a teacher layer's through a learned 1x1 projection."""
-
-    teacher: str
-    student: str
-
-
-class DistillStage(_Strict):
-    """Knowledge distillation: KL on softened logits plus hard-label cross entropy."""
-
-    stage: Literal["distill"]
-    teacher: Optional[str] = Field(None, description="model spec; default: the model before compression")
-    student: Optional[str] = Field(None, description="registry name for a fresh student; default: current model")
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
-    features: list[FeaturePair] = Field(default_factory=list)
-    feature_weight: float = Field(1.0, ge=0)
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
-
-
-class ExportOnnxStage(_Strict):
-    """Export the current model to ONNX (fp32) and check it against torch."""
-
-    stage: Literal["export_onnx"]
-    opset: int = Field(18, ge=13, le=23)
-    dynamic_batch: bool = True
-    parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch")
-
-
-class ExportTfliteStage(_Strict):
-    """Convert the current model to .tflite with litert-torch and quantize it."""
-
-    stage: Literal["export_tflite"]
-    precisions: list[Literal["fp32", "fp16", "int8_dynamic", "int8", "int8_float_io"]] = Field(
-        default_factory=lambda: ["fp32", "int8"], min_length=1,
-        description="int8: full-integer with int8 inputs/outputs; int8_float_io: full-integer with float ones")
-    quantizer: Literal["ai-edge-quantizer", "pt2e"] = Field(
-        "ai-edge-quantizer", description="for int8: ai-edge-quantizer (measured better, see README) or "
-                                         "litert-torch's PT2E quantizer")
-    calibration_samples: int = Field(256, ge=1, description="for int8, drawn from the training split")
-    parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch (fp32)")
-
-
-class QuantizeStage(_Strict):
-    """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
-
-    stage: Literal["quantize"]
-    precision: Literal["int8", "fp16", "int8_dynamic"] = "int8"
-    scheme: Literal["auto", "tensorrt", "cpu"] = Field(
-        "auto", description="auto: tensorrt if a tensorrt target is set, else cpu")
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_samples: int = Field(256, ge=1)
-    max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
-    max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
-    speed_gate: bool = True
-    min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
-    on_gate_miss: Literal["fail", "warn"] = "fail"
-    threads: Optional[int] = Field(None, ge=1, description="threads for the speed gate's timing")
-
-
-class EvaluateStage(_Strict):
-    """Measure accuracy of every exported artifact through edgedl.runtime."""
-
-    stage: Literal["evaluate"]
-    split: Literal["test", "val"] = "test"
-    batch_size: int = Field(256, ge=1)
-
-
-class BenchmarkStage(_Strict):
-    """Measure latency and memory of every exported artifact, in a fresh process."""
-
-    stage: Literal["benchmark"]
-    runs: int = Field(100, ge=1)
-    warmup: int = Field(10, ge=0)
-    min_seconds: float = Field(1.0, ge=0)
-    batch: int = Field(1, ge=1)
-    threads: Optional[int] = Field(None, ge=1)
-
-
-StageConfig = Annotated[
-    Union[TrainStage, PruneStage, SparsifyStage, DistillStage, ExportOnnxStage, ExportTfliteStage, QuantizeStage,
-          EvaluateStage, BenchmarkStage],
-    Field(discriminator="stage"),
-]
+# The union of every registered stage's config, keyed on ``stage:``.
+StageConfig = Annotated[Union[tuple(cls.Config for cls in STAGES.values())], Field(discriminator="stage")]
 
 
 class Recipe(_Strict):
@@ -209,7 +88,7 @@ class Recipe(_Strict):
     def _targets_have_exports(self) -> "Recipe":
         present = {s.stage for s in self.stages}
         for target in self.targets:
-            needed = TARGET_EXPORT_STAGE[target]
+            needed = TARGET_EXPORT_STAGE[target.value]
             if needed not in present:
                 raise ValueError(f"target '{target.value}' needs a '{needed}' stage in stages")
         return self
@@ -351,8 +230,19 @@ def recipe_from_flags(
     targets: list[str] | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     seed: int = 0,
+    weights: str | None = None,
 ) -> Recipe:
-    """The recipe the one-line ``edgedl compress --model ... --data ...`` form stands for."""
+    """The recipe the one-line ``edgedl compress --model ... --data ...`` form stands for.
+
+    Every target gets its export stage: ``onnx`` export_onnx (and quantize), ``tflite``
+    export_tflite with fp32 and, for ``--quantize int8``, full-integer INT8 with float I/O inside
+    the file (what apps that feed floats run fastest); fp16 and int8_dynamic map likewise.
+    """
+    targets = targets or ["onnx"]
+    known = sorted(TARGET_EXPORT_STAGE)
+    unknown = [t for t in targets if t not in TARGET_EXPORT_STAGE]
+    if unknown:
+        raise UsageError(f"--targets: unknown target(s) {unknown}; known: {', '.join(known)}")
     stages: list[dict] = []
     if epochs:
         stages.append({"stage": "train", "epochs": epochs})
@@ -360,14 +250,18 @@ def recipe_from_flags(
         stages.append({"stage": "prune", "ratio": prune})
     if distill:
         stages.append({"stage": "distill"})
-    stages.append({"stage": "export_onnx"})
-    if quantize:
-        stages.append({"stage": "quantize", "precision": quantize})
+    if "onnx" in targets:
+        stages.append({"stage": "export_onnx"})
+        if quantize:
+            stages.append({"stage": "quantize", "precision": quantize})
+    if "tflite" in targets:
+        tflite = {"int8": "int8_float_io", "fp16": "fp16", "int8_dynamic": "int8_dynamic"}
+        stages.append({"stage": "export_tflite", "precisions": ["fp32"] + ([tflite[quantize]] if quantize else [])})
     stages += [{"stage": "evaluate"}, {"stage": "benchmark"}]
     from edgedl.models.spec import model_stem
 
-    raw = {"name": model_stem(model), "model": {"spec": model, "input_shapes": input_shapes or {}},
-           "data": data, "seed": seed, "stages": stages, "targets": targets or ["onnx"]}
+    raw = {"name": model_stem(model), "model": {"spec": model, "input_shapes": input_shapes or {}, "weights": weights},
+           "data": data, "seed": seed, "stages": stages, "targets": targets}
     return validate_recipe(raw, source="flags")
 
 

@@ -1,4 +1,8 @@
-"""The run's report: one row per artifact, as report.md and as a rich table on screen."""
+"""The run's report: one row per artifact, as report.md and as a table on screen.
+
+Stages write a one-line ``summary`` (and ``recommended``) into the artifact records they add;
+the report reads those, not stage-private manifest keys.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from edgedl._fs import atomic_write_text
 
 COLUMNS = ("artifact", "format", "precision", "size", "params", "MACs", "accuracy",
            "p50 ms", "p90 ms", "p99 ms", "inf/s", "peak RSS MB")
+# What a terminal narrower than the full table shows (every figure stays whole).
+COMPACT = ("artifact", "precision", "size", "MACs", "accuracy", "p50 ms", "p99 ms")
+TEXT_COLUMNS = ("artifact", "format", "precision")
 
 
 def _num(value, fmt: str) -> str:
@@ -30,19 +37,46 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def rows(manifest: dict) -> list[list[str]]:
+def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
     out = []
     for a in manifest["artifacts"]:
         m = a["metrics"]
         lat = m.get("latency_ms") or {}
         acc = m.get("accuracy")
-        out.append([
-            a["name"], a["format"], a["precision"], _size(a["size_bytes"]), _count(m.get("params")),
-            _count(m.get("macs")), "—" if acc is None else f"{100 * acc:.2f}%",
-            _num(lat.get("p50"), ".3f"), _num(lat.get("p90"), ".3f"), _num(lat.get("p99"), ".3f"),
-            _num(m.get("throughput_ips"), ".0f"), _num(m.get("peak_rss_mb"), ".0f"),
-        ])
+        cells = {
+            "artifact": a["name"], "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),
+            "params": _count(m.get("params")), "MACs": _count(m.get("macs")),
+            "accuracy": "—" if acc is None else f"{100 * acc:.2f}%",
+            "p50 ms": _num(lat.get("p50"), ".3f"), "p90 ms": _num(lat.get("p90"), ".3f"),
+            "p99 ms": _num(lat.get("p99"), ".3f"), "inf/s": _num(m.get("throughput_ips"), ".0f"),
+            "peak RSS MB": _num(m.get("peak_rss_mb"), ".0f"),
+        }
+        out.append([cells[c] for c in columns])
     return out
+
+
+def verdicts(manifest: dict) -> list[str]:
+    """What each compression step cost and bought, and every gate verdict, one line per artifact."""
+    lines = []
+    for a in manifest["artifacts"]:
+        if a.get("summary"):
+            line = f"`{a['name']}`: {a['summary']}"
+            if a.get("recommended") is False:
+                line += " — **not recommended**"
+            lines.append(line)
+    return lines
+
+
+def missing_reasons(manifest: dict) -> list[str]:
+    """Why figures are missing, each reason once with the artifacts and metrics it covers."""
+    grouped: dict[str, list[str]] = {}
+    for a in manifest["artifacts"]:
+        by_reason: dict[str, list[str]] = {}
+        for key, why in a["notes"].items():
+            by_reason.setdefault(why, []).append(key)
+        for why, keys in by_reason.items():
+            grouped.setdefault(why, []).append(f"`{a['name']}` ({', '.join(keys)})")
+    return [f"{why}: {', '.join(where)}" for why, where in grouped.items()]
 
 
 def markdown(manifest: dict) -> str:
@@ -60,47 +94,21 @@ def markdown(manifest: dict) -> str:
     failed = [s for s in manifest["stages"] if s["status"] == "failed"]
     if failed:
         lines += ["", f"Stage `{failed[0]['stage']}` failed: {failed[0]['error']}"]
-    lines += compression_lines(manifest)
+    found = verdicts(manifest)
+    if found:
+        lines += ["", "## Compression", ""] + [f"- {line}" for line in found]
     parity = [a for a in manifest["artifacts"] if a.get("parity")]
     if parity:
         lines += ["", "## Parity with the PyTorch model", "",
                   "| artifact | samples | max abs diff | cosine | top-1 agreement |", "|---|---|---|---|---|"]
         lines += [f"| {a['name']} | {a['parity']['samples']} | {a['parity']['max_abs_diff']:.2e} | "
                   f"{a['parity']['cosine']:.6f} | {100 * a['parity']['top1_agreement']:.1f}% |" for a in parity]
-    notes = [(a["name"], k, v) for a in manifest["artifacts"] for k, v in a["notes"].items()]
-    if notes:
-        lines += ["", "## Why some figures are missing", ""]
-        lines += [f"- `{name}` {key}: {why}" for name, key, why in notes]
+    if manifest.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in dict.fromkeys(manifest["notes"])]
+    reasons = missing_reasons(manifest)
+    if reasons:
+        lines += ["", "## Why some figures are missing", ""] + [f"- {r}" for r in reasons]
     return "\n".join(lines) + "\n"
-
-
-def compression_lines(manifest: dict) -> list[str]:
-    """What each compression step cost and bought, and the verdicts of the quantization gates."""
-    lines = []
-    for a in manifest["artifacts"]:
-        if "pruning" in a:
-            p = a["pruning"]
-            lines.append(f"- `{a['name']}`: pruned, MACs {p['macs_before']:,} -> {p['macs_after']:,} "
-                         f"({p['mac_reduction']:.2f}x fewer), params {p['params_before']:,} -> {p['params_after']:,}"
-                         + ("" if p["finetuned"] else f" ({p['note']})"))
-        if "distillation" in a:
-            d = a["distillation"]
-            lines.append(f"- `{a['name']}`: distilled from `{d['teacher']}` (T={d['temperature']}, alpha={d['alpha']}), "
-                         f"val accuracy {d['val_accuracy']:.4f}, teacher {d['teacher_val_accuracy']:.4f}")
-        if "quantization" in a:
-            q = a["quantization"]
-            gate = "met" if q["accuracy_gate"] else "MISSED"
-            line = (f"- `{a['name']}`: {q['precision']} ({q['scheme']}), accuracy gate {gate}: {q['quality_metric']} "
-                    f"{q['quality']:.4f} on val against {q['reference_quality']:.4f} (drop {q['drop_points']:.2f} "
-                    f"points, allowed {q['max_accuracy_drop_points']})")
-            if q["float_layers"]:
-                line += f"; kept in float: {', '.join(q['float_layers'])}"
-            if "speed_gate" in q:
-                line += f"; speed: {q['speed_gate']['verdict']}"
-            if not a.get("recommended", True):
-                line += " — **not recommended**"
-            lines.append(line)
-    return ["", "## Compression", ""] + lines if lines else []
 
 
 def write(run_dir: Path, manifest: dict) -> Path:
@@ -109,12 +117,31 @@ def write(run_dir: Path, manifest: dict) -> Path:
     return path
 
 
-def table(manifest: dict):
+def table(manifest: dict, width: int | None = None):
+    """The artifact table; narrower than the full table's width, the compact columns. Figures are
+    never cut: their columns do not wrap and artifact names fold instead."""
     from rich.table import Table
 
+    full = rows(manifest)
+    needed = sum(max([len(c)] + [len(r[i]) for r in full]) + 3 for i, c in enumerate(COLUMNS))
+    columns = COLUMNS if width is None or width >= needed else COMPACT
     t = Table(title=f"edgedl run: {manifest['recipe']['name']} ({manifest['status']})")
-    for col in COLUMNS:
-        t.add_column(col, justify="left" if col in ("artifact", "format", "precision") else "right")
-    for r in rows(manifest):
+    body = rows(manifest, columns)
+    for i, col in enumerate(columns):
+        if col == "artifact":
+            t.add_column(col, overflow="fold", ratio=1)
+        else:
+            widest = max([len(col)] + [len(r[i]) for r in body])
+            t.add_column(col, justify="left" if col in TEXT_COLUMNS else "right", no_wrap=True, min_width=widest)
+    for r in body:
         t.add_row(*r)
     return t
+
+
+def show(console, manifest: dict) -> None:
+    """The table, then every verdict and note, on the console."""
+    console.print(table(manifest, console.width))
+    for line in verdicts(manifest):
+        console.print(line.replace("`", "").replace("**", ""), markup=False)
+    for note in dict.fromkeys(manifest.get("notes") or []):
+        console.print(f"note: {note}", markup=False)

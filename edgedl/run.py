@@ -11,38 +11,24 @@ import datetime as dt
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgedl._fs import atomic_write_json, sha256_file
+from edgedl.artifacts import METRIC_KEYS, write_sidecar
 from edgedl.bench import conditions
+from edgedl.devices import host_device
 from edgedl.errors import UsageError
-from edgedl.recipe import Recipe
-from edgedl.runtime.sidecar import SIDECAR_VERSION, sidecar_path
+
+if TYPE_CHECKING:
+    from edgedl.recipe import Recipe
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-METRIC_KEYS = (
-    "accuracy",
-    "params",
-    "macs",
-    "latency_ms",
-    "throughput_ips",
-    "peak_rss_mb",
-    "energy_j_per_inference",
-)
-
-
-def precision_label(precision: str) -> str:
-    """The manifest's precision and file-name tag for a requested precision (int8_dynamic -> int8dyn,
-    int8_float_io -> int8fio)."""
-    return {"int8_dynamic": "int8dyn", "int8_float_io": "int8fio"}.get(precision, precision)
-
-
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def default_run_dir(recipe: Recipe) -> Path:
+def default_run_dir(recipe: "Recipe") -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{recipe.name}-{stamp}"
 
@@ -50,7 +36,7 @@ def default_run_dir(recipe: Recipe) -> Path:
 class RunDir:
     """The folder of one run and its manifest."""
 
-    def __init__(self, path: str | Path, recipe: Recipe, force: bool = False):
+    def __init__(self, path: str | Path, recipe: "Recipe", force: bool = False, device: dict | None = None):
         self.path = Path(path)
         if not self.is_free(self.path, force):
             if self.path.is_dir():
@@ -67,7 +53,7 @@ class RunDir:
             "recipe": recipe.model_dump(mode="json"),
             "versions": conditions.versions(),
             "host": conditions.host(),
-            "device": {"name": "host", "kind": "cpu", "description": conditions.cpu_model()},
+            "device": device or host_device(),
             "stages": [],
             "artifacts": [],
             "notes": [],
@@ -139,14 +125,11 @@ class RunDir:
         for companion in extra_files:
             shutil.move(str(companion), self.artifacts_dir / companion.name)
         shutil.move(str(produced), dest)
-        digest = sha256_file(dest)
         files = [dest] + [self.artifacts_dir / c.name for c in extra_files]
         if sidecar is not None:
-            atomic_write_json(
-                sidecar_path(dest),
-                {"edgedl_sidecar": SIDECAR_VERSION, "artifact": name, "sha256": digest,
-                 "format": format, "precision": precision, **sidecar},
-            )
+            digest = write_sidecar(dest, format, precision, sidecar)["sha256"]
+        else:
+            digest = sha256_file(dest)
         record = {
             "name": name,
             "path": str(dest.relative_to(self.path)),

@@ -140,7 +140,7 @@ def train(args) -> None:
                    {"stage": "export_onnx"},
                    {"stage": "export_tflite", "precisions": ["fp32", "int8"], "calibration_samples": 128},
                    {"stage": "evaluate"}]})
-    run = api.compress(recipe, out=args.out, force=True, progress=False)
+    run = api.compress(recipe, out=args.out, force=True, progress=False).path
     print(f"trained and exported to {run}/artifacts (see {run}/report.md)")
 
 

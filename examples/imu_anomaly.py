@@ -123,7 +123,7 @@ def train(args) -> None:
         "stages": [{"stage": "train", "epochs": args.epochs, "lr": 3e-3, "batch_size": 64},
                    {"stage": "export_onnx"},
                    {"stage": "quantize", "precision": "int8", "calibration_samples": 128, "on_gate_miss": "warn"},
-                   {"stage": "evaluate"}]}), out=args.out, force=True, progress=False)
+                   {"stage": "evaluate"}]}), out=args.out, force=True, progress=False).path
     print(f"trained and exported to {run}/artifacts (see {run}/report.md)")
 
 

@@ -49,7 +49,7 @@ def tiny_conv_onnx(tmp_path_factory) -> Path:
     import torch
     from torch import nn
 
-    from edgedl.stages.export_onnx import export_onnx
+    from edgedl.formats.onnx.export import export_onnx
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

@@ -1,11 +1,13 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from edgedl import api
 from edgedl.bench import LatencyResult, measure_latency, peak_rss_mb
-from edgedl.bench.feeds import data_feeds, random_feeds
+from edgedl.data.feeds import data_feeds, random_feeds
 from edgedl.errors import UsageError
 from edgedl.run import METRIC_KEYS
 from edgedl.runtime import TensorInfo
@@ -52,12 +54,21 @@ def test_data_feeds_batch_real_samples():
     x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
     feeds = data_feeds([TensorInfo("x", ("n", 3), "float32")], x, batch=4)
     assert len(feeds) == 2 and np.array_equal(feeds[1]["x"], x[4:8])
-    with pytest.raises(UsageError, match="data is float64 but input 'x' takes float32"):
-        data_feeds([TensorInfo("x", ("n", 3), "float32")], x.astype(np.float64), batch=1)
+    assert data_feeds([TensorInfo("x", ("n", 3), "float32")], x.astype(np.float64), batch=1)[0]["x"].dtype == np.float32
+    with pytest.raises(UsageError, match="data for input 'x' is int64 but the model takes float32"):
+        data_feeds([TensorInfo("x", ("n", 3), "float32")], x.astype(np.int64), batch=1)
 
 
-def test_peak_rss_is_this_process():
-    assert 10 < peak_rss_mb() < 100_000
+def test_peak_rss_is_the_high_water_mark_of_this_process_not_its_parent():
+    """VmHWM belongs to the address space: a child started after the parent touched 400 MB reports
+    its own peak, where ru_maxrss would carry the parent's over through fork and exec."""
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    parent = peak_rss_mb()
+    assert parent >= 400
+    code = "from edgedl.bench import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < parent - 300
+    del big
 
 
 def test_bench_reports_the_manifest_metric_keys(onnx_artifact):
@@ -89,7 +100,7 @@ def test_bench_with_data_feeds_real_samples(onnx_artifact):
     assert result["conditions"]["feeds"] == "data:digits"
     with pytest.raises(UsageError, match="--runs must be at least 1"):
         api.bench(onnx_artifact, runs=0)
-    with pytest.raises(UsageError, match="input 'input' expects"):
+    with pytest.raises(UsageError, match="array 'input' has shape \\[\\d+, 1, 16, 16\\], which does not fit input"):
         api.bench(onnx_artifact, data="digits:1x16x16", runs=1, warmup=0, min_seconds=0)
 
 

@@ -127,7 +127,8 @@ def test_sidecar_tells_the_runtime_how_to_feed_the_artifact(onnx_artifact):
     assert sidecar["inputs"][0]["name"] == "input" and sidecar["inputs"][0]["layout"] == "NCHW"
     assert sidecar["inputs"][0]["dtype"] == "float32" and sidecar["outputs"][0]["name"] == "logits"
     assert sidecar["labels"] == [str(i) for i in range(10)]
-    assert set(sidecar["normalization"]) == {"scale", "mean", "std", "resize", "raw"}
+    assert set(sidecar["normalization"]) == {"scale", "mean", "std", "resize", "raw", "raw_range"}
+    assert sidecar["normalization"]["raw_range"] == [0, 16]
     assert sidecar["normalization"]["resize"] == "bilinear_align_corners" and sidecar["task"] == "classification"
 
 
@@ -258,7 +259,8 @@ def _assert_consistent(run: Path) -> dict:
 
 def test_a_failed_stage_keeps_earlier_results_and_a_consistent_manifest(tmp_path, capsys):
     run = tmp_path / "run"
-    code, _, err = cli(["compress", _recipe_with(tmp_path, "noisy"), "--out", run, "--quiet"], capsys)
+    code, _, err = cli(["compress", _recipe_with(tmp_path, "noisy"), "--out", run, "--quiet", "--trust-model-code"],
+                       capsys)
     assert code == 1
     assert err.startswith("error: stage 'export_onnx' failed: exported ONNX of noisy.pt differs from torch")
     manifest = _assert_consistent(run)
@@ -270,7 +272,7 @@ def test_a_failed_stage_keeps_earlier_results_and_a_consistent_manifest(tmp_path
 
 def test_an_interrupted_run_leaves_a_consistent_manifest(tmp_path):
     run = tmp_path / "run"
-    proc = edgedl_cmd("compress", _recipe_with(tmp_path, "interrupting"), "--out", run, "--quiet")
+    proc = edgedl_cmd("compress", _recipe_with(tmp_path, "interrupting"), "--out", run, "--quiet", "--trust-model-code")
     assert proc.returncode == 130 and "interrupted" in proc.stderr
     manifest = _assert_consistent(run)
     assert manifest["status"] == "failed" and manifest["stages"][-1]["error"] == "interrupted"
@@ -333,7 +335,7 @@ def test_bench_and_inspect_bad_files(tmp_path, capsys):
 def test_bench_batch_against_a_fixed_batch_model(tmp_path, capsys):
     import torch
 
-    from edgedl.stages.export_onnx import export_onnx
+    from edgedl.formats.onnx.export import export_onnx
 
     path = tmp_path / "fixed.onnx"
     export_onnx(torch.nn.Linear(4, 2), np.zeros((1, 4), np.float32), path, 18, False, "out")

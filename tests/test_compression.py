@@ -14,8 +14,8 @@ import edgedl.runtime as rt
 from edgedl import api
 from edgedl.errors import StageError, UsageError
 from edgedl.models import create_model, load_checkpoint, save_checkpoint
-from edgedl.pruning import PruneConfig, prune
-from edgedl.stages.export_onnx import export_onnx
+from edgedl.formats.torch.pruning import PruneSettings, prune
+from edgedl.formats.onnx.export import export_onnx
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,8 +23,7 @@ HERE = Path(__file__).resolve().parent
 def run_recipe(tmp_path: Path, recipe: dict, name: str = "run") -> dict:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    out = api.compress(path, out=tmp_path / name, progress=False)
-    return json.loads((out / "manifest.json").read_text())
+    return api.compress(path, out=tmp_path / name, progress=False, trust_model_code=True).manifest
 
 
 def by_name(manifest: dict) -> dict:
@@ -38,7 +37,7 @@ def by_name(manifest: dict) -> dict:
 def test_pruned_models_export_and_match_torch(name, shape, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=shape[0]).eval()
-    result = prune(model, shape, PruneConfig(ratio=0.5, round_to=8))
+    result = prune(model, shape, PruneSettings(ratio=0.5, round_to=8))
     assert result["mac_reduction"] > 2.5 and result["params_after"] < result["params_before"]
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     # Hardware-friendly: every pruned width is a multiple of 8 (the input stem keeps its channels).
@@ -56,15 +55,15 @@ def test_pruned_models_export_and_match_torch(name, shape, tmp_path):
 
 def test_prune_leaves_ignored_layers_and_the_classifier_alone():
     model = create_model("resnet8", num_classes=10, in_channels=1).eval()
-    result = prune(model, (1, 16, 16), PruneConfig(ratio=0.5, ignore=("layer1.*",)))
+    result = prune(model, (1, 16, 16), PruneSettings(ratio=0.5, ignore=("layer1.*",)))
     assert model.layer1[0].conv1.out_channels == 16 and model.layer3[0].conv1.out_channels == 32
     assert model.fc.out_features == 10 and "fc" in result["ignored_layers"]
 
 
 @pytest.mark.parametrize("config, message", [
-    (PruneConfig(ratio=1.0), "prune.ratio must be between 0 and 1"),
-    (PruneConfig(importance="taylor"), "'taylor' needs labelled data"),
-    (PruneConfig(ignore=("nothing.*",)), "prune.ignore pattern 'nothing.\\*' matches no layer"),
+    (PruneSettings(ratio=1.0), "prune.ratio must be between 0 and 1"),
+    (PruneSettings(importance="taylor"), "'taylor' needs labelled data"),
+    (PruneSettings(ignore=("nothing.*",)), "prune.ignore pattern 'nothing.\\*' matches no layer"),
 ])
 def test_prune_bad_input(config, message):
     with pytest.raises(UsageError, match=message):
@@ -73,7 +72,7 @@ def test_prune_bad_input(config, message):
 
 def test_bn_scale_importance_needs_batchnorm():
     with pytest.raises(UsageError, match="needs BatchNorm layers"):
-        prune(create_model("mlp"), (1, 8, 8), PruneConfig(importance="bn_scale"))
+        prune(create_model("mlp"), (1, 8, 8), PruneSettings(importance="bn_scale"))
 
 
 def test_recipe_rejects_ratios_outside_0_1(tmp_path):
@@ -190,13 +189,14 @@ def test_calibration_never_touches_the_test_split(tmp_path):
     ctx = RunContext(recipe=recipe, run=RunDir(tmp_path / "run", recipe), dataset=data,
                      model=api.build_model(recipe, data), progress=False)
     quantize = stage_for(recipe.stages[2])
-    calib = quantize._calibration(ctx)
+    calib = quantize._calibration(ctx).samples
     train_rows = {row.tobytes() for row in data.train.x}
     assert all(row.tobytes() in train_rows for row in calib) and np.isfinite(calib).all()
     for cfg in recipe.stages:
         stage_for(cfg).run(ctx)
     int8 = ctx.run.manifest["artifacts"][-1]
-    assert int8["quantization"]["calibration"] == {"method": "minmax", "samples": 200, "split": "train"}
+    assert int8["quantization"]["calibration"] == {"method": "minmax", "samples": 200, "requested": 200,
+                                                   "split": "train"}
     import onnx
 
     model = onnx.load(str(ctx.run.artifact_path(int8)))
@@ -223,10 +223,13 @@ def test_tensorrt_scheme_is_symmetric_int8_with_per_channel_weights(tmp_path):
 
 
 def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
+    """The speed gate is driven to a known outcome by the threshold the test sets: no fp16 file is
+    100x faster than its fp32 parent on a CPU."""
     manifest = run_recipe(tmp_path, {"model": "mlp", "data": "digits", "stages": [
         {"stage": "train", "epochs": 5}, {"stage": "export_onnx"},
-        {"stage": "quantize", "precision": "fp16", "threads": 1},
-        {"stage": "quantize", "precision": "int8_dynamic", "threads": 1}, {"stage": "evaluate"}]})
+        {"stage": "quantize", "precision": "fp16", "threads": 1, "min_speedup": 100.0},
+        {"stage": "quantize", "precision": "int8_dynamic", "threads": 1},
+        {"stage": "evaluate"}]})
     a = by_name(manifest)
     fp32 = a["mlp.fp32.onnx"]
     for name, precision in (("mlp.fp16.onnx", "fp16"), ("mlp.int8dyn.onnx", "int8dyn")):
@@ -235,21 +238,25 @@ def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
         assert abs(q["metrics"]["accuracy"] - fp32["metrics"]["accuracy"]) <= 0.01
         gate = q["quantization"]["speed_gate"]
         assert gate["fp32_p50_ms"] > 0 and gate["quantized_p50_ms"] > 0
-        # The verdict follows the measurement, whichever way it went.
-        assert gate["passed"] == (gate["speedup"] >= 1.1)
-        assert q["recommended"] == gate["passed"]
-        if not gate["passed"]:
-            assert "not faster than fp32" in q["notes"]["speed_gate"] and gate["op_ms"]["quantized"]
+    slow = a["mlp.fp16.onnx"]
+    assert slow["quantization"]["speed_gate"]["passed"] is False and slow["recommended"] is False
+    assert "fp16 is not faster than fp32 on this host" in slow["notes"]["speed_gate"]
+    assert slow["quantization"]["speed_gate"]["op_ms"]["quantized"]  # the per-op profile explains it
+    assert "mlp.fp16.onnx`: fp16" in (tmp_path / "run" / "report.md").read_text()
+    assert "not recommended" in (tmp_path / "run" / "report.md").read_text()
     assert a["mlp.fp16.onnx"]["size_bytes"] < 0.6 * fp32["size_bytes"]
+    assert a["mlp.fp16.onnx"]["metrics"]["macs"] == fp32["metrics"]["macs"] > 0  # fp16 graphs count their MACs
 
 
-def test_quantize_needs_an_onnx_export_first_and_enough_calibration_data(tmp_path):
+def test_quantize_needs_an_onnx_export_first_and_takes_the_calibration_data_there_is(tmp_path):
     with pytest.raises(StageError, match="put an export_onnx stage before quantize"):
         run_recipe(tmp_path, {"model": "mlp", "data": "digits", "targets": [],
                               "stages": [{"stage": "quantize"}]}, "a")
-    with pytest.raises(StageError, match="calibration_samples is 5000 but the training split has only 1259"):
-        run_recipe(tmp_path, {"model": "mlp", "data": "digits",
-                              "stages": [{"stage": "export_onnx"}, {"stage": "quantize", "calibration_samples": 5000}]}, "b")
+    manifest = run_recipe(tmp_path, {"model": "mlp", "data": "digits", "stages": [
+        {"stage": "train", "epochs": 1}, {"stage": "export_onnx"},
+        {"stage": "quantize", "calibration_samples": 5000, "speed_gate": False, "on_gate_miss": "warn"}]}, "b")
+    calibration = manifest["artifacts"][-1]["quantization"]["calibration"]
+    assert calibration["samples"] == 1259 and calibration["requested"] == 5000 and "warning" not in calibration
 
 
 # ---- 2:4 semi-structured sparsity ---------------------------------------------------------

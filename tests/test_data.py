@@ -57,7 +57,9 @@ def test_npz_with_and_without_labels(tmp_path):
     assert len(d.train) + len(d.val) + len(d.test) == 100
     np.savez(path, x=rng.standard_normal((40, 4)).astype(np.float32))
     d = load_dataset(str(path))
-    assert not d.labeled and len(d.train) + len(d.val) + len(d.test) == 40
+    # unlabelled: no test split apart (no accuracy to report); val, held out, doubles as test
+    assert not d.labeled and len(d.train) + len(d.val) == 40 and len(d.train) == 34
+    assert np.array_equal(d.val.x, d.test.x)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ def test_bad_data_specs(spec, message):
 def test_npz_without_x_or_with_mismatched_labels(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, images=np.zeros((4, 2)), masks=np.zeros((4, 2)))
-    with pytest.raises(UsageError, match="needs 'x' or one array named after the model's input"):
+    with pytest.raises(UsageError, match="a single-input model needs 'x'"):
         load_dataset(str(path))
     np.savez(path, images=np.zeros((4, 2)))  # one array under the model's input name is x
     assert load_dataset(str(path)).input_shape == (2,)

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from edgedl import api, onnx_graph
+from edgedl import api
+from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.cli import main
 from edgedl.errors import EdgedlError, UsageError
 
@@ -13,7 +14,7 @@ def test_macs_and_params_of_a_known_graph(tiny_conv_onnx):
     assert info["macs"] == 4608 + 80
     # Conv weight 72 + bias 8, Linear 80 + 10 (BatchNorm is folded into the conv on export).
     assert info["params"] == 72 + 8 + 80 + 10
-    assert info["ops"]["Conv"] == 1 and "Gemm" in info["ops"] or "MatMul" in info["ops"]
+    assert info["ops"]["Conv"] == 1 and ("Gemm" in info["ops"] or "MatMul" in info["ops"])
     assert info["opsets"]["ai.onnx"] == 18
     assert info["inputs"][0]["shape"][1:] == [1, 8, 8] and info["inputs"][0]["dtype"] == "float32"
     assert info["size_bytes"] == tiny_conv_onnx.stat().st_size and info["external_data"] == []
@@ -52,5 +53,5 @@ def test_inspect_bad_files(tmp_path):
         onnx_graph.summarize(junk)
     other = tmp_path / "model.bin"
     other.write_bytes(b"0")
-    with pytest.raises(UsageError, match="reads .onnx and .tflite files"):
+    with pytest.raises(UsageError, match="no runtime backend for 'model.bin': known file types are .onnx, .pt, .pth, .tflite"):
         api.inspect(other)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -28,7 +30,7 @@ def tflite_run(tmp_path_factory) -> tuple[Path, dict]:
                     "calibration_samples": 128},
                    {"stage": "evaluate"}, {"stage": "benchmark", "runs": 5, "warmup": 1, "min_seconds": 0}]}))
     run = api.compress(recipe, out=out / "run", progress=False)
-    return run, {a["name"]: a for a in json.loads((run / "manifest.json").read_text())["artifacts"]}
+    return run.path, run.artifacts
 
 
 def test_every_precision_converts_matches_and_is_measured(tflite_run):
@@ -82,7 +84,7 @@ def test_full_integer_with_float_io_quantizes_inside_the_file(tflite_run):
     run, a = tflite_run
     from edgedl.data import load_dataset
     from edgedl.runtime.litert import interpreter_class
-    from edgedl.tflite_graph import summarize
+    from edgedl.formats.tflite.graph import summarize
 
     fio = a["resnet8.int8fio.tflite"]
     assert fio["precision"] == "int8fio" and fio["calibration"] == {"samples": 128, "split": "train"}
@@ -129,20 +131,53 @@ def _hide(monkeypatch, *modules):
         monkeypatch.setitem(sys.modules, name, None)
 
 
-def test_falls_back_to_tflite_runtime_when_litert_is_absent(tflite_run, monkeypatch):
-    """Simulates a device that has only tflite_runtime: ai_edge_litert is hidden, and a
-    tflite_runtime module exposing the same (real) interpreter class stands in for it."""
-    from ai_edge_litert.interpreter import Interpreter
+SHIM = """
+# A device that has only tflite_runtime: this sitecustomize (on PYTHONPATH, so every process the
+# test starts imports it) takes the real interpreter class, offers it as tflite_runtime's, wraps it
+# to leave a marker per process that constructs one, and hides ai_edge_litert.
+import os, sys, types
+from ai_edge_litert.interpreter import Interpreter as _Real
 
+
+class Interpreter(_Real):
+    def __init__(self, *args, **kwargs):
+        open(os.path.join(os.environ["SHIM_MARKERS"], str(os.getpid())), "w").close()
+        super().__init__(*args, **kwargs)
+
+
+package = types.ModuleType("tflite_runtime")
+module = types.ModuleType("tflite_runtime.interpreter")
+module.Interpreter = Interpreter
+sys.modules.update({"tflite_runtime": package, "tflite_runtime.interpreter": module,
+                    "ai_edge_litert": None, "ai_edge_litert.interpreter": None})
+"""
+
+
+def test_falls_back_to_tflite_runtime_when_litert_is_absent(tflite_run, tmp_path, monkeypatch):
+    """A device with only tflite_runtime, in this process and in the child that probes an
+    untrusted file: the file is copied without its sidecar, so the probe really runs, and both
+    processes construct tflite_runtime's interpreter."""
     run, a = tflite_run
-    _hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter")
-    shim = types.ModuleType("tflite_runtime.interpreter")
-    shim.Interpreter = Interpreter
-    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
-    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", shim)
-    with rt.load(run / a["resnet8.fp32.tflite"]["path"], threads=1) as m:
+    shim_dir, markers = tmp_path / "shim", tmp_path / "markers"
+    shim_dir.mkdir()
+    markers.mkdir()
+    (shim_dir / "sitecustomize.py").write_text(SHIM)
+    monkeypatch.setenv("PYTHONPATH", str(shim_dir))
+    monkeypatch.setenv("SHIM_MARKERS", str(markers))
+    for name in ("tflite_runtime", "tflite_runtime.interpreter", "ai_edge_litert", "ai_edge_litert.interpreter"):
+        if name in sys.modules:  # restored after the test, whatever the shim does
+            monkeypatch.setitem(sys.modules, name, sys.modules[name])
+        else:
+            monkeypatch.setitem(sys.modules, name, None)
+            monkeypatch.delitem(sys.modules, name)
+    exec(compile(SHIM, "sitecustomize", "exec"), {"__name__": "sitecustomize"})  # this process too
+    untrusted = tmp_path / "copy.tflite"
+    shutil.copy(run / a["resnet8.fp32.tflite"]["path"], untrusted)
+    with rt.load(untrusted, threads=1) as m:
         assert m.provider == "tflite_runtime.interpreter"
         assert m(np.zeros((1, 1, 8, 8), np.float32)).shape == (1, 10)
+    pids = {p.name for p in markers.iterdir()}
+    assert str(os.getpid()) in pids and len(pids) == 2  # this process and the probing child
 
 
 def test_with_no_interpreter_the_error_names_the_extra(tflite_run, monkeypatch):
@@ -173,7 +208,7 @@ def test_inspect_lists_ops_and_what_the_gpu_delegate_leaves_on_the_cpu(tflite_ru
     info = api.inspect(fp32, target="tflite-gpu")
     assert info["ops"]["CONV_2D"] >= 6 and info["nodes"] == sum(info["ops"].values())
     assert info["inputs"][0]["shape"] == [1, 1, 8, 8] and info["size_bytes"] == fp32.stat().st_size
-    from edgedl.tflite_graph import GPU_DELEGATE_OPS
+    from edgedl.formats.tflite.graph import GPU_DELEGATE_OPS
 
     left = info["delegate"]["cpu_ops"]
     assert set(left) == set(info["ops"]) - GPU_DELEGATE_OPS and info["delegate"]["note"] is None
@@ -249,10 +284,26 @@ def test_pt2e_quantizer_gives_a_full_integer_file_of_the_same_accuracy(tflite_ru
         "model": str(run / a["resnet8.pt"]["path"]), "data": "digits", "seed": 0, "targets": ["tflite"],
         "stages": [{"stage": "export_tflite", "precisions": ["int8"], "quantizer": "pt2e", "calibration_samples": 64},
                    {"stage": "evaluate"}]}), out=tmp_path / "pt2e", progress=False)
-    (pt2e,) = [x for x in json.loads((out / "manifest.json").read_text())["artifacts"] if x["format"] == "tflite"]
-    sidecar = json.loads((out / (pt2e["path"] + ".json")).read_text())
+    (pt2e,) = [x for x in out.manifest["artifacts"] if x["format"] == "tflite"]
+    sidecar = json.loads((out.path / (pt2e["path"] + ".json")).read_text())
     assert sidecar["quantizer"] == "litert-torch pt2e" and sidecar["inputs"][0]["dtype"] == "int8"
-    assert pt2e["calibration"] == {"samples": 64, "split": "train"} and pt2e["parent"] == "resnet8.pt"
+    assert pt2e["calibration"] == {"samples": 64, "requested": 64, "split": "train"} and pt2e["parent"] == "resnet8.pt"
     assert pt2e["size_bytes"] < 0.35 * a["resnet8.fp32.tflite"]["size_bytes"]
     assert pt2e["parity"]["top1_agreement"] >= 0.9
     assert abs(pt2e["metrics"]["accuracy"] - a["resnet8.fp32.tflite"]["metrics"]["accuracy"]) <= 0.03
+
+
+def test_an_int8_file_is_benchmarked_on_real_data_and_loads_without_native_chatter(tflite_run):
+    """bench feeds float samples through the runtime's own input handling (quantized with the
+    file's scale), and the interpreter's "INFO: Created TensorFlow Lite XNNPACK delegate" line
+    does not reach the user's terminal."""
+    import subprocess
+
+    run, a = tflite_run
+    path = run / a["resnet8.int8.tflite"]["path"]
+    r = subprocess.run([sys.executable, "-m", "edgedl", "bench", str(path), "--data", "digits", "--runs", "3",
+                        "--min-seconds", "0", "--json", "-", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["conditions"]["feeds"] == "data:digits" and result["metrics"]["latency_ms"]["p50"] > 0
+    assert "XNNPACK" not in r.stderr and "INFO" not in r.stderr

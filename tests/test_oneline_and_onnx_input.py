@@ -43,7 +43,7 @@ def test_flags_build_the_same_recipe_a_user_could_write(capsys):
     (["--model", "mlp", "--data", "digits", "--quantize", "int4"], "--quantize"),
     (["--model", "mlp"], "give a RECIPE file, or --model and --data"),
     (["recipes/quickstart.yaml", "--prune", "0.3"], "--prune build a recipe; with a recipe file use --set"),
-    (["--model", "mlp", "--data", "digits", "--targets", "tflite2"], "targets.0: Input should be 'onnx'"),
+    (["--model", "mlp", "--data", "digits", "--targets", "tflite2"], "unknown target(s) ['tflite2']; known: onnx, tflite"),
     (["--model", "mlp", "--data", "digits", "--input-shape", "x=1xAx3"], "must look like name=1x3x224x224"),
     (["--model", "mlp", "--data", "digits", "--input-shape", "x=1x64"], "applies to .onnx models"),
 ])
@@ -105,14 +105,15 @@ def test_input_shape_fixes_the_batch_too(onnx_artifact, tmp_path, capsys):
     assert fp32["metrics"]["accuracy"] > 0.8  # evaluated one sample at a time
     code, _, err = cli(["compress", "--model", model, "--data", "digits", "--input-shape", "image=1x1x8x8",
                         "--out", tmp_path / "r2"], capsys)
-    assert code == 1 and "--input-shape names ['image'], but the model's inputs are ['input']" in err
+    assert code == 2 and "--input-shape names ['image'], but the model's inputs are ['input']" in err
+    assert not (tmp_path / "r2").exists()  # found before any work
 
 
 def test_torch_only_stages_say_why_they_cannot_take_onnx(onnx_artifact, tmp_path, capsys):
     code, _, err = cli(["compress", "--model", onnx_artifact, "--data", "digits", "--prune", "0.5",
                         "--out", tmp_path / "r"], capsys)
-    assert code == 1
-    assert "stage 'prune' needs a PyTorch model" in err and "can be quantized, evaluated and benchmarked" in err
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert "stage(s) prune need a PyTorch model" in err and "can be quantized, evaluated and benchmarked" in err
 
 
 def old_opset_model(path: Path) -> Path:

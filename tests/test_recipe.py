@@ -51,7 +51,7 @@ def test_misspelt_top_level_and_nested_model_field():
         validate_recipe(raw)
     msg = str(err.value)
     assert "modle: unknown field; did you mean 'model'? (allowed keys: data, model, name, seed, stages, targets)" in msg
-    assert "model.kwarg: unknown field; did you mean 'kwargs'? (allowed keys: input_shapes, kwargs, spec)" in msg
+    assert "model.kwarg: unknown field; did you mean 'kwargs'? (allowed keys: input_shapes, kwargs, spec, weights)" in msg
 
 
 def test_mistyped_and_out_of_range_fields():
@@ -67,7 +67,7 @@ def test_mistyped_and_out_of_range_fields():
 def test_unknown_stage_lists_the_known_ones():
     raw = base()
     raw["stages"].append({"stage": "distil"})
-    with pytest.raises(UsageError, match="'train', 'prune', 'sparsify', 'distill', 'export_onnx', 'export_tflite', 'quantize', 'evaluate', 'benchmark'"):
+    with pytest.raises(UsageError, match="'benchmark', 'distill', 'evaluate', 'export_onnx', 'export_tflite', 'prune', 'quantize', 'sparsify', 'train'"):
         validate_recipe(raw)
 
 

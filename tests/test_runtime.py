@@ -119,7 +119,7 @@ def test_threads_warmup_and_close(tiny_conv_onnx):
     assert m(np.zeros((4, 1, 8, 8), np.float32)).shape == (4, 10)
     m.close()
     m.close()  # idempotent
-    with pytest.raises(Exception):
+    with pytest.raises(EdgedlError, match="tiny.onnx was closed; load it again"):
         m(np.zeros((1, 1, 8, 8), np.float32))
 
 

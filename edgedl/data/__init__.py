@@ -10,20 +10,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
+from edgedl.data.feeds import Samples, resolve
 from edgedl.errors import MissingDependencyError, UsageError
 
-KNOWN_SPECS = ("digits[:CxHxW], random:CxHxW, path/to/file.npz (array x, or one named after the model input, "
+KNOWN_SPECS = ("digits[:CxHxW], random:CxHxW, path/to/file.npz (array x, or one array per model input name, "
                "and optionally y)")
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
 
 @dataclass
 class Split:
-    x: np.ndarray
+    x: Any  # an array of samples, or Samples keyed by input name (multi-input models)
     y: np.ndarray | None
 
     def __len__(self) -> int:
@@ -46,6 +47,7 @@ class Dataset:
     labels: list[str] | None = None
     normalization: dict | None = None
     notes: list[str] = field(default_factory=list)
+    synthetic: bool = False  # random data: latency only
 
     @property
     def labeled(self) -> bool:
@@ -57,18 +59,49 @@ class Dataset:
         return getattr(self, name)
 
 
-def calibration_samples(dataset: "Dataset", count: int, seed: int, field: str) -> np.ndarray:
-    """``count`` samples drawn (seeded, without replacement) from the training split only.
+# Below this many calibration samples, min/max ranges rest on too few activations to trust:
+# TensorRT's and ONNX Runtime's guides calibrate on hundreds (500 for ImageNet), and on small sets
+# edgedl measured ranges still moving past 32 samples. Fewer still run, with a warning.
+CALIBRATION_FLOOR = 32
 
-    Calibration never sees the validation or test split, so no figure reported on them is
-    tuned on them. ``field`` names the recipe field in the error when there are too few.
+
+@dataclass
+class Calibration:
+    """Samples drawn for calibration, how many were asked for, and a warning when too few."""
+
+    samples: Any
+    requested: int
+    warning: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def record(self) -> dict:
+        return {"samples": len(self), "requested": self.requested, "split": "train",
+                **({"warning": self.warning} if self.warning else {})}
+
+
+def calibration_samples(dataset: "Dataset", count: int, seed: int, field: str) -> Calibration:
+    """Up to ``count`` samples drawn (seeded, without replacement) from the training split only.
+
+    Calibration never sees the validation or test split, so no figure reported on them is tuned
+    on them. A smaller training split gives all it has; below :data:`CALIBRATION_FLOOR` the
+    result carries a warning naming ``field``.
     """
     train = dataset.train
-    if count > len(train):
-        raise UsageError(f"{field} is {count} but the training split has only {len(train)} samples; lower "
-                         f"{field.rsplit('.', 1)[-1]} or bring more data")
+    take = min(count, len(train))
     rng = np.random.default_rng(seed)
-    return np.ascontiguousarray(train.x[rng.choice(len(train), count, replace=False)])
+    index = np.sort(rng.choice(len(train), take, replace=False))
+    x = train.x[index]
+    samples = x if isinstance(x, Samples) else np.ascontiguousarray(x)
+    warning = None
+    if dataset.synthetic:
+        warning = (f"calibrated on {take} samples of random data: INT8 ranges are not representative, so its "
+                   "speed figures hold and its accuracy does not")
+    elif take < min(count, CALIBRATION_FLOOR):
+        warning = (f"{field}: only {take} training samples to calibrate on ({count} asked for); ranges from fewer "
+                   f"than {CALIBRATION_FLOOR} samples may clip real inputs: bring more data")
+    return Calibration(samples, count, warning)
 
 
 def parse_shape(text: str, spec: str) -> tuple[int, int, int]:
@@ -78,8 +111,12 @@ def parse_shape(text: str, spec: str) -> tuple[int, int, int]:
     return shape
 
 
-def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Dataset:
-    """Load the dataset a spec names, split with ``seed`` (the same seed gives the same split)."""
+def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 inputs: list | None = None) -> Dataset:
+    """Load the dataset a spec names, split with ``seed`` (the same seed gives the same split).
+
+    ``inputs`` (the model's TensorInfos, when known) lets an .npz hold one array per input name.
+    """
     name, _, arg = spec.partition(":")
     if name == "digits":
         return _digits(spec, parse_shape(arg, spec) if arg else None, seed, val_fraction, test_fraction)
@@ -88,7 +125,7 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_frac
             raise UsageError(f"data spec '{spec}' needs a shape: random:CxHxW, e.g. random:3x224x224")
         return _random(spec, parse_shape(arg, spec), seed)
     if spec.lower().endswith(".npz"):
-        return _npz(Path(spec), seed, val_fraction, test_fraction)
+        return _npz(Path(spec), seed, val_fraction, test_fraction, inputs)
     raise UsageError(f"unknown dataset '{spec}'; known: {KNOWN_SPECS}")
 
 
@@ -141,25 +178,36 @@ def _digits(spec, shape, seed, val_fraction, test_fraction) -> Dataset:
         # model_input = (resize(raw) * scale - mean) / std, raw being 8x8 images of 0..16 intensities;
         # scipy's zoom(order=1) is bilinear with aligned corners
         normalization={"scale": 1 / 16, "mean": [mean] * channels, "std": [std] * channels,
-                       "resize": "bilinear_align_corners", "raw": "8x8 grey, 0..16"},
+                       "resize": "bilinear_align_corners", "raw": "8x8 grey, 0..16", "raw_range": [0, 16]},
     )
 
 
 def _random(spec, shape, seed, n: int = 64) -> Dataset:
+    """Distinct random arrays for each split: ``n`` to calibrate on, ``n // 4`` held out."""
     rng = np.random.default_rng(seed)
-    split = Split(rng.standard_normal((n, *shape), dtype=np.float32), None)
+    make = lambda count: Split(rng.standard_normal((count, *shape), dtype=np.float32), None)  # noqa: E731
     return Dataset(
         name=spec,
-        train=split,
-        val=split,
-        test=split,
+        train=make(n),
+        val=make(n // 4),
+        test=make(n // 4),
         input_shape=shape,
         num_classes=None,
         notes=["random data has no labels: accuracy is not available, latency is"],
+        synthetic=True,
     )
 
 
-def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
+def _unlabelled_split(n: int, seed: int, val_fraction: float):
+    """Without labels there is no accuracy to report, so no test split is kept apart: the training
+    split (calibration) keeps the rest, and the validation split is held out for agreement with the
+    float model; ``test`` is the same held-out samples."""
+    idx = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
+    return idx[n_val:], idx[:n_val], idx[:n_val]
+
+
+def _npz(path: Path, seed, val_fraction, test_fraction, inputs=None) -> Dataset:
     if not path.is_file():
         raise UsageError(f"data file not found: {path}")
     try:
@@ -167,36 +215,45 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
             files = dict(arrays)
     except Exception as exc:
         raise UsageError(f"cannot read {path} as .npz: {exc}") from None
-    inputs = ["x"] if "x" in files else [k for k in files if k not in ("y", "labels")]
-    if len(inputs) != 1:
-        raise UsageError(f"{path} has arrays {sorted(files)}; it needs 'x' or one array named after the "
-                         "model's input (and optionally 'y' labels and 'labels' class names)")
-    x = np.ascontiguousarray(files[inputs[0]])
-    if x.dtype == np.float64:
-        x = x.astype(np.float32)
+    named = {k: v for k, v in files.items() if k not in ("y", "labels")}
     y = files.get("y")
+    if inputs is not None and (len(inputs) > 1 or "x" not in named):
+        x: Any = resolve(named, inputs, source=str(path))
+        sample_shape = tuple(x.first().shape[1:]) if (x.stacked or x.whole) else ()
+    else:
+        keys = ["x"] if "x" in named else list(named)
+        if len(keys) != 1:
+            raise UsageError(f"{path} has arrays {sorted(files)}; a single-input model needs 'x' (and optionally 'y' "
+                             "labels and 'labels' class names); a multi-input model needs one array per input name")
+        x = np.ascontiguousarray(named[keys[0]])
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        sample_shape = tuple(x.shape[1:])
+    n = len(x)
     notes = []
     if y is not None:
         y = np.asarray(y).astype(np.int64).reshape(-1)
-        if len(y) != len(x):
-            raise UsageError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+        if len(y) != n:
+            raise UsageError(f"{path}: x has {n} samples but y has {len(y)}")
         tr, va, te = stratified_split(y, seed, val_fraction, test_fraction)
         num_classes = int(y.max()) + 1
     else:
-        tr, va, te = _random_split(len(x), seed, val_fraction, test_fraction)
+        tr, va, te = _unlabelled_split(n, seed, val_fraction)
         num_classes = None
-        notes.append(f"{path.name} has no labels 'y': accuracy is not available")
+        notes.append(f"{path.name} has no labels 'y': accuracy is not available; {len(tr)} samples calibrate, "
+                     f"{len(va)} are held out to compare quantized and float outputs")
     take = (lambda idx: None) if y is None else (lambda idx: y[idx])
     normalization = None
-    if x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] in (1, 3, 4):
         # Raw HxWxC images: to NCHW float, scaled to 0..1 and standardised per channel with the
         # training split's statistics; the sidecar tells a device app the same recipe.
         x = x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         mean = x[tr].mean(axis=(0, 2, 3))
         std = x[tr].std(axis=(0, 2, 3)) + 1e-6
         x = np.ascontiguousarray((x - mean[:, None, None]) / std[:, None, None], dtype=np.float32)
+        sample_shape = tuple(x.shape[1:])
         normalization = {"scale": 1 / 255, "mean": mean.tolist(), "std": std.tolist(), "resize": "bilinear",
-                         "raw": "HxWxC uint8"}
+                         "raw": "HxWxC uint8", "raw_range": [0, 255]}
     labels = [str(v) for v in files["labels"].tolist()] if "labels" in files else None
     if labels is not None and num_classes and len(labels) < num_classes:
         raise UsageError(f"{path}: 'labels' names {len(labels)} classes but y has {num_classes}")
@@ -205,7 +262,7 @@ def _npz(path: Path, seed, val_fraction, test_fraction) -> Dataset:
         train=Split(x[tr], take(tr)),
         val=Split(x[va], take(va)),
         test=Split(x[te], take(te)),
-        input_shape=tuple(x.shape[1:]),
+        input_shape=sample_shape,
         num_classes=num_classes,
         labels=labels,
         normalization=normalization,

@@ -35,8 +35,10 @@ def register_model(name: str | None = None, *, default_input=(3, 224, 224), desc
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style pattern, sorted."""
+    """Registered names matching a shell-style pattern, or containing it when it has no wildcard, sorted."""
     _ensure_builtin()
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 

@@ -1,8 +1,10 @@
 """Model specs: a registry name, ``file.py:factory``, ``package.module:factory``, or a checkpoint.
 
 A checkpoint is what ``edgedl train`` writes: the architecture spec and its options, the
-state_dict and training metadata. It loads with ``torch.load(weights_only=True)``, so opening a
-checkpoint never runs code from it.
+state_dict and training metadata, read with ``torch.load(weights_only=True)`` (no pickled code).
+The architecture it names is built from edgedl's registry; a factory it names (Python code) runs
+only when the caller trusts it (``trust_model_code``) or names a factory itself (``factory``), so
+opening a checkpoint never runs code the file names.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from edgedl._fs import atomic_write_bytes
-from edgedl.errors import EdgedlError, UsageError
+from edgedl.errors import EdgedlError, TrustError, UsageError
 
-CHECKPOINT_VERSION = 1
+# 2: factory paths relative to the checkpoint, input_shape always recorded. 1 still loads.
+CHECKPOINT_VERSION = 2
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
@@ -46,17 +49,21 @@ def is_checkpoint_spec(spec: str) -> bool:
     return spec.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-def load_model(spec: str, **kwargs: Any) -> LoadedModel:
+def load_model(spec: str, trust_model_code: bool = False, weights: str | None = None, **kwargs: Any) -> LoadedModel:
     """Resolve a model spec to a torch module.
 
     Args:
         spec: registry name, ``path/to/file.py:factory``, ``package.module:factory`` or an
-            edgedl checkpoint (``.pt``).
+            edgedl checkpoint (``.pt``). A factory named here runs: the caller names it.
+        trust_model_code: for a checkpoint, run the factory it names (see :func:`load_checkpoint`).
+        weights: a checkpoint whose weights (and architecture options) the factory ``spec`` takes.
         **kwargs: architecture options (``num_classes``, ``in_channels``, ``input_size``, ...).
             A checkpoint ignores them: its architecture is fixed.
     """
+    if weights is not None:
+        return load_checkpoint(weights, factory=spec)
     if is_checkpoint_spec(spec):
-        return load_checkpoint(spec)
+        return load_checkpoint(spec, trust_model_code=trust_model_code)
     if ":" in spec:
         return LoadedModel(_from_factory(spec, kwargs), {"spec": _canonical(spec), "kwargs": kwargs})
     from edgedl.models.registry import create_model
@@ -65,10 +72,33 @@ def load_model(spec: str, **kwargs: Any) -> LoadedModel:
 
 
 def _canonical(spec: str) -> str:
-    # A file path is stored absolute so that a checkpoint still finds it from another folder.
+    # A file path is resolved here; save_checkpoint stores it relative to the checkpoint.
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
         return f"{Path(target).resolve()}:{attr}"
+    return spec
+
+
+def is_factory_spec(spec: str) -> bool:
+    """``file.py:fn`` or ``module:fn``: Python code that builds the model."""
+    return ":" in spec and not spec.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
+
+
+def _relative_to(spec: str, folder: Path) -> str:
+    """A ``file.py:fn`` spec with its path relative to ``folder`` (no trainer's folders leak, and the
+    pair moves together); other specs unchanged."""
+    import os
+
+    target, _, attr = spec.rpartition(":")
+    if not target.endswith(".py"):
+        return spec
+    return f"{Path(os.path.relpath(Path(target).resolve(), folder.resolve())).as_posix()}:{attr}"
+
+
+def _resolved_from(spec: str, folder: Path) -> str:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py") and not Path(target).is_absolute():
+        return f"{(folder / target).resolve()}:{attr}"
     return spec
 
 
@@ -109,11 +139,16 @@ def _from_factory(spec: str, kwargs: dict) -> Any:
 
 
 def save_checkpoint(path: str | Path, model: Any, arch: dict, **meta: Any) -> None:
-    """Write an edgedl checkpoint atomically (architecture + state_dict + metadata)."""
+    """Write an edgedl checkpoint atomically (architecture + state_dict + metadata).
+
+    A factory's file path is stored relative to the checkpoint's folder.
+    """
     import torch
 
     from edgedl.models.structure import structure_of
 
+    path = Path(path)
+    arch = dict(arch, spec=_relative_to(arch["spec"], path.parent))
     payload = {
         "edgedl_checkpoint": CHECKPOINT_VERSION,
         "arch": _plain(arch),
@@ -126,8 +161,8 @@ def save_checkpoint(path: str | Path, model: Any, arch: dict, **meta: Any) -> No
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> LoadedModel:
-    """Load an edgedl checkpoint with ``weights_only=True`` and rebuild its model."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's payload, read with ``weights_only=True``: tensors and plain values, no code."""
     import torch
 
     path = Path(path)
@@ -138,16 +173,68 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgedlError(f"cannot read checkpoint {path}: {first}") from None
-    if not isinstance(payload, dict) or payload.get("edgedl_checkpoint") != CHECKPOINT_VERSION:
+    version = payload.get("edgedl_checkpoint") if isinstance(payload, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
         raise UsageError(
             f"{path} is not an edgedl checkpoint; for a bare state_dict, name the architecture "
             "as the model and load the weights in your own factory (file.py:factory)"
         )
-    arch = payload["arch"]
+    if version > CHECKPOINT_VERSION:
+        from edgedl import __version__
+
+        raise EdgedlError(f"{path.name} was written by a newer edgedl (checkpoint format {version}); edgedl "
+                          f"{__version__} reads formats 1 to {CHECKPOINT_VERSION}: upgrade edgedl")
+    return payload
+
+
+def checkpoint_input_shape(payload: dict) -> list | None:
+    """The per-sample input shape a checkpoint records; format 1 files written by ``edgedl train``
+    did not, so it is rebuilt from the architecture options the data gave (channels, input size)."""
+    meta = payload.get("meta") or {}
+    if meta.get("input_shape"):
+        return list(meta["input_shape"])
+    kwargs = (payload.get("arch") or {}).get("kwargs") or {}
+    size = kwargs.get("input_size")
+    if kwargs.get("in_channels") and size:
+        return [int(kwargs["in_channels"]), *([size, size] if isinstance(size, int) else list(size))]
+    return None
+
+
+def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: str | None = None) -> LoadedModel:
+    """Load an edgedl checkpoint and rebuild its model.
+
+    Args:
+        path: the ``.pt`` file.
+        trust_model_code: run the factory the checkpoint names, if it names one.
+        factory: build the architecture with this factory (the caller names the code) and load the
+            checkpoint's weights into it.
+
+    Raises:
+        TrustError: the checkpoint names a factory and neither argument says to run code.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path)
+    arch = dict(payload["arch"])
     kwargs = dict(arch.get("kwargs") or {})
     if "input_size" in kwargs and isinstance(kwargs["input_size"], list):
         kwargs["input_size"] = tuple(kwargs["input_size"])
-    built = load_model(arch["spec"], **kwargs)
+    spec = str(arch.get("spec", ""))
+    if factory is not None:
+        if not is_factory_spec(factory):
+            raise UsageError(f"--model {factory} must be a factory (file.py:fn or module:fn) to take --weights")
+        built = LoadedModel(_from_factory(factory, kwargs), {"spec": _canonical(factory), "kwargs": kwargs})
+    elif is_factory_spec(spec):
+        if not trust_model_code:
+            raise TrustError(
+                f"{path.name} names the Python factory '{spec}' to build its architecture, and edgedl does not run "
+                f"code a file names: pass --trust-model-code (trust_model_code=True) if you trust that code, or name "
+                f"the factory yourself: --model {spec} --weights {path.name}")
+        spec = _resolved_from(spec, path.parent)
+        built = LoadedModel(_from_factory(spec, kwargs), {"spec": spec, "kwargs": kwargs})
+    else:
+        from edgedl.models.registry import create_model
+
+        built = LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
     if payload.get("structure"):
         from edgedl.models.structure import apply_structure
 
@@ -158,6 +245,10 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         first = str(exc).strip().splitlines()[0]
         raise EdgedlError(f"checkpoint {path} does not fit its architecture: {first}") from None
     built.checkpoint = dict(payload.get("meta") or {})
+    if not built.checkpoint.get("input_shape"):
+        shape = checkpoint_input_shape(payload)
+        if shape:
+            built.checkpoint["input_shape"] = shape
     return built
 
 

@@ -11,35 +11,32 @@ import importlib
 import os
 from pathlib import Path
 
-from edgedl._fs import sha256_file
 from edgedl.errors import EdgedlError, UsageError
+from edgedl.runtime.backends import BACKENDS, Backend
 from edgedl.runtime.base import InputError, Runner, TensorInfo
-from edgedl.runtime.preprocess import Prediction
+from edgedl.runtime.preprocess import InputRangeWarning, Prediction
 from edgedl.runtime.realtime import LatencyBudget, RateLoop
 from edgedl.runtime.sidecar import read_sidecar, sidecar_path
 
-__all__ = ["load", "Runner", "TensorInfo", "InputError", "Prediction", "RateLoop", "LatencyBudget", "backend_for",
-           "BACKENDS", "FORMATS"]
-
-# name -> (module, class). A table rather than imports, so that each backend's framework loads
-# only when that backend is asked for.
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("edgedl.runtime.onnxrt", "OnnxRuntimeRunner"),
-    "litert": ("edgedl.runtime.litert", "LiteRTRunner"),
-    "torch": ("edgedl.runtime.torchrt", "TorchRunner"),
-}
-_SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert", ".pt": "torch"}
-FORMATS = {"onnx": "onnxruntime", "tflite": "litert", "torch": "torch"}  # sidecar format -> backend
+__all__ = ["load", "Runner", "TensorInfo", "InputError", "InputRangeWarning", "Prediction", "RateLoop", "LatencyBudget", "backend_for",
+           "backend_for_format", "BACKENDS", "Backend"]
 
 
-def backend_for(path: str | os.PathLike, sidecar: dict | None = None) -> str:
-    """Pick the backend for an artifact from its sidecar's format, else from its suffix."""
-    if sidecar and sidecar.get("format") in FORMATS:
-        return FORMATS[sidecar["format"]]
+def backend_for_format(fmt: str) -> Backend | None:
+    """The backend that runs an artifact format, or None."""
+    return next((b for b in BACKENDS.values() if b.format == fmt), None)
+
+
+def backend_for(path: str | os.PathLike, sidecar: dict | None = None) -> Backend:
+    """The backend for an artifact: from its sidecar's format, else from its suffix."""
+    by_format = backend_for_format(sidecar.get("format")) if sidecar else None
+    if by_format is not None:
+        return by_format
     suffix = Path(path).suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    known = ", ".join(sorted(_SUFFIXES))
+    for backend in BACKENDS.values():
+        if suffix in backend.suffixes:
+            return backend
+    known = ", ".join(sorted(s for b in BACKENDS.values() for s in b.suffixes))
     raise UsageError(f"no runtime backend for '{Path(path).name}': known file types are {known}")
 
 
@@ -50,6 +47,8 @@ def load(
     device: str | None = None,
     verify: bool = True,
     preallocate: bool = False,
+    trust_model_code: bool = False,
+    factory: str | None = None,
 ) -> Runner:
     """Load an artifact for inference.
 
@@ -64,6 +63,12 @@ def load(
             Copy an output you keep past the next call; meant for one calling thread (another
             thread's call overwrites the same buffers).
 
+        trust_model_code: a PyTorch checkpoint names the Python factory that builds its
+            architecture; run that code. Off by default: opening a file never runs code it names
+            (registry architectures need no trust).
+        factory: build a checkpoint's architecture with this factory (``file.py:fn`` or
+            ``module:fn``) that you name, instead of the one the file names.
+
     Returns:
         A :class:`Runner`; use it as a context manager to free native resources promptly.
     """
@@ -73,6 +78,8 @@ def load(
     sidecar = read_sidecar(path)
     trusted = False
     if verify and sidecar and sidecar.get("sha256"):
+        from edgedl._fs import sha256_file
+
         actual = sha256_file(path)
         if actual != sidecar["sha256"]:
             raise EdgedlError(
@@ -80,9 +87,13 @@ def load(
                 " the file was changed after export; re-export it or load with verify=False"
             )
         trusted = True
-    name = backend or backend_for(path, sidecar)
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend '{name}'; known: {', '.join(sorted(BACKENDS))}")
-    module, cls = BACKENDS[name]
+    if backend is None:
+        chosen = backend_for(path, sidecar)
+    elif backend in BACKENDS:
+        chosen = BACKENDS[backend]
+    else:
+        raise UsageError(f"unknown backend '{backend}'; known: {', '.join(sorted(BACKENDS))}")
+    module, _, cls = chosen.runner.partition(":")
     runner_cls = getattr(importlib.import_module(module), cls)
-    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted, preallocate=preallocate)
+    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted, preallocate=preallocate,
+                      trust_model_code=trust_model_code, factory=factory)

@@ -8,26 +8,24 @@ hooks. A backend is one module; it imports its framework inside ``_load_impl`` s
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from edgedl.errors import EdgedlError, UsageError
-from edgedl.runtime.preprocess import image_to_input, to_prediction
+from edgedl.runtime.preprocess import Prediction, check_range, image_to_input, to_prediction
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape (an int per static dimension, a string or None per dynamic one) and dtype."""
+class TensorInfo(NamedTuple):
+    """Name, shape (an int per static dimension, a string or None per dynamic one) and dtype;
+    the layout (``NCHW``...) and quantization (scale, zero point) where known."""
 
     name: str
     shape: tuple
     dtype: str
     layout: str | None = None
-    quantization: dict | None = field(default=None, compare=False)
+    quantization: dict | None = None
 
     @property
     def static_dims(self) -> tuple[tuple[int, int], ...]:
@@ -84,18 +82,25 @@ class Runner:
         device: str | None = None,
         trusted: bool = False,
         preallocate: bool = False,
+        trust_model_code: bool = False,
+        factory: str | None = None,
     ):
         self.path = Path(path)
         self.sidecar: dict[str, Any] = dict(sidecar or {})
         self.threads = threads
         self.device = device
         self.trusted = trusted  # the file's sha256 matched an edgedl sidecar
+        # Formats that name code (a checkpoint's factory) run it only when the caller says so.
+        self.trust_model_code = trust_model_code
+        self.factory = factory
         # preallocate: outputs land in buffers made once (per input shape) and the same arrays
         # come back on every call; copy what you keep. Backends that cannot leave it False.
         self.preallocate = preallocate
         self._inputs: tuple[TensorInfo, ...] = ()
         self._outputs: tuple[TensorInfo, ...] = ()
         self._closed = False
+        import threading  # here: `import edgedl.runtime` stays cheap for apps that start often
+
         self._lock = threading.Lock()
         self._load_impl()
         if not self.thread_safe or self.preallocate:  # shared buffers need the lock too
@@ -185,20 +190,27 @@ class Runner:
                 outs[k] = (outs[k].astype(np.float32) - np.float32(zero)) * np.float32(scale)
         return outs
 
-    def predict(self, image: np.ndarray):
+    def predict(self, image: np.ndarray) -> Prediction:
         """Run one raw image (HxW or HxWxC, uint8 or float, any size) the way the model was
         trained: resize, channels, normalization and layout from the sidecar, int8 quantization
-        when the file takes int8. A classifier gives a :class:`Prediction` (class, label, score,
-        probabilities); another model gives its output for the image."""
+        when the file takes int8. Always a :class:`Prediction`: for a classifier (the sidecar says
+        so, or one output of shape (1, classes) without a sidecar) with class, label, score and
+        probabilities; for another model with ``output`` alone (the others None).
+
+        An image outside the value range the model was trained on (the sidecar's ``raw_range``,
+        e.g. 0..16 for the digits) gives an :class:`InputRangeWarning`."""
         if self._single is None:
             raise UsageError("predict() takes single-input models; call the model with a dict of arrays")
         info = self._inputs[0]
-        x = image_to_input(image, info.shape, info.layout, self.sidecar.get("normalization"), info.name)
+        normalization = self.sidecar.get("normalization")
+        check_range(image, normalization)
+        x = image_to_input(image, info.shape, info.layout, normalization, info.name)
         out = self(x)
         out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
-        if self.sidecar.get("task") == "classification" or self.labels:
+        task = self.sidecar.get("task")
+        if task == "classification" or self.labels or (task is None and out.ndim == 2 and out.shape[1] > 1):
             return to_prediction(out[0], self.labels)
-        return out[0]
+        return Prediction(None, None, None, None, out[0])
 
     def warmup(self, n: int = 10, batch: int = 1) -> None:
         """Run ``n`` times on zeros so that lazy initialisation is paid before timing starts."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import subprocess
 import sys
@@ -40,8 +42,30 @@ def check_flatbuffer(path) -> None:
         raise EdgedlError(f"{path} is truncated or corrupt (its root table lies past the end of the file)")
 
 
-_PROBE = ("import sys\nfrom edgedl.runtime.litert import interpreter_class\n"
-          "cls, _ = interpreter_class()\nit = cls(model_path=sys.argv[1])\nit.allocate_tensors()\n")
+@contextlib.contextmanager
+def native_output_silenced(fds: tuple[int, ...] = (1, 2)):
+    """Send what native code writes to these file descriptors to /dev/null meanwhile: the
+    interpreter prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on every load.
+    Errors still surface as Python exceptions."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(fd) for fd in fds]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+_PROBE = ("import sys\nfrom edgedl.runtime.litert import interpreter_class, native_output_silenced\n"
+          "cls, _ = interpreter_class()\nwith native_output_silenced((1,)):\n"
+          "    it = cls(model_path=sys.argv[1])\n    it.allocate_tensors()\n")
 
 
 def probe(path, timeout: float = 120) -> None:
@@ -55,8 +79,8 @@ def probe(path, timeout: float = 120) -> None:
     if proc.returncode < 0:
         raise EdgedlError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise EdgedlError(f"LiteRT cannot load {path}: {last}")
+        lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("INFO:")]
+        raise EdgedlError(f"LiteRT cannot load {path}: {(lines or ['unknown error'])[-1]}")
 
 
 def _info(detail: dict) -> TensorInfo:
@@ -82,8 +106,9 @@ class LiteRTRunner(Runner):
         if not self.trusted:
             probe(self.path)
         try:
-            self._interp = cls(model_path=str(self.path), num_threads=self.threads)
-            self._interp.allocate_tensors()
+            with native_output_silenced():
+                self._interp = cls(model_path=str(self.path), num_threads=self.threads)
+                self._interp.allocate_tensors()
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EdgedlError(f"LiteRT cannot load {self.path}: {first}") from None

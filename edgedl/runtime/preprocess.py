@@ -9,7 +9,7 @@ centres, as OpenCV and PIL). Every artifact of one model carries the same block,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,15 +18,37 @@ from edgedl.errors import UsageError
 RESIZE_METHODS = ("bilinear", "bilinear_align_corners")
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One classification: the class, its label and score, and every class's probability."""
+class Prediction(NamedTuple):
+    """What ``predict()`` returns. For a classifier: the class, its label and score, and every
+    class's probability; for another model these are None and ``output`` holds the result."""
 
-    class_id: int
-    label: str
-    score: float
-    scores: np.ndarray
+    class_id: int | None
+    label: str | None
+    score: float | None
+    scores: np.ndarray | None
     output: np.ndarray  # the model's raw (dequantized) output for this sample
+
+
+class InputRangeWarning(UserWarning):
+    """An image's values lie outside the range the model's training data came in."""
+
+
+def check_range(image: np.ndarray, normalization: dict | None) -> None:
+    """Warn when ``image`` spans values outside the sidecar's ``raw_range`` (a uint8 camera frame
+    fed to a model trained on 0..16 digits scores badly, silently otherwise)."""
+    span = (normalization or {}).get("raw_range")
+    if not span:
+        return
+    img = np.asarray(image)
+    low, high = float(img.min()), float(img.max())
+    lo, hi = span
+    margin = 0.01 * (hi - lo)
+    if low < lo - margin or high > hi + margin:
+        import warnings
+
+        warnings.warn(f"the image's values span {low:g}..{high:g}, but the model was trained on raw inputs in "
+                      f"{lo:g}..{hi:g} ({normalization.get('raw', 'see the sidecar')}); scale the image to that range",
+                      InputRangeWarning, stacklevel=3)
 
 
 def _axis_weights(size_in: int, size_out: int, align_corners: bool):

@@ -6,7 +6,6 @@ allocate per tick.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Callable
 
@@ -52,6 +51,8 @@ class RateLoop:
         self.ticks = 0
         self.misses = 0
         self.skipped = 0
+        import threading
+
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -133,6 +134,8 @@ class LatencyBudget:
         self.last_ms: float = 0.0
         self._streak = 0
         self._switched_at: float | None = None
+        import threading
+
         self._lock = threading.Lock()
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 from edgedl.errors import EdgedlError
 
 SIDECAR_SUFFIX = ".json"
-SIDECAR_VERSION = 1
+# 2: normalization records raw_range (the value range of raw inputs). 1 still reads.
+SIDECAR_VERSION = 2
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
@@ -24,12 +24,18 @@ def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
     path = sidecar_path(artifact)
     if not path.exists():
         return None
+    import json
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EdgedlError(f"cannot read sidecar {path}: {exc}; delete it or re-export") from None
-    if not isinstance(data, dict) or data.get("edgedl_sidecar") != SIDECAR_VERSION:
-        raise EdgedlError(
-            f"{path} is not an edgedl sidecar (version {SIDECAR_VERSION}); delete it or re-export"
-        )
+    version = data.get("edgedl_sidecar") if isinstance(data, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EdgedlError(f"{path} is not an edgedl sidecar; delete it or re-export")
+    if version > SIDECAR_VERSION:
+        from edgedl import __version__
+
+        raise EdgedlError(f"{path.name} was written by a newer edgedl (sidecar format {version}); edgedl {__version__} "
+                          f"reads formats 1 to {SIDECAR_VERSION}: upgrade edgedl")
     return data

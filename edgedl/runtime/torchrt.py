@@ -11,6 +11,9 @@ from edgedl.runtime.base import Runner, TensorInfo
 class TorchRunner(Runner):
     """Runs ``.pt`` checkpoints written by edgedl (loaded with ``weights_only=True``).
 
+    A checkpoint whose architecture comes from a user factory runs only with
+    ``trust_model_code=True`` or a ``factory`` named by the caller.
+
     ``threads`` sets torch's intra-op thread count, which is global to the process in PyTorch.
     ``device='cuda'`` runs on the GPU; inputs and outputs stay numpy arrays on the host.
     """
@@ -33,15 +36,15 @@ class TorchRunner(Runner):
         self._torch = torch
         self.preallocate = False  # torch allocates its outputs itself
         self._device = torch.device(self.device or "cpu")
-        loaded = load_checkpoint(self.path)
+        loaded = load_checkpoint(self.path, trust_model_code=self.trust_model_code, factory=self.factory)
         self._module = loaded.module.eval().to(self._device)
         meta = loaded.checkpoint or {}
         declared = self.sidecar.get("inputs")
         if not declared and meta.get("input_shape"):
             declared = [{"name": "input", "shape": [None, *meta["input_shape"]], "dtype": "float32", "layout": None}]
         if not declared:
-            raise EdgedlError(f"{self.path.name} does not record its input shape (no sidecar, no input_shape in the "
-                              "checkpoint); re-save it with edgedl")
+            raise EdgedlError(f"{self.path.name} does not record its input shape (no sidecar, no input_shape, no "
+                              "input size in its architecture options); re-save it with `edgedl train`")
         self._inputs = tuple(TensorInfo(t["name"], tuple(t["shape"]), t.get("dtype", "float32"),
                                         t.get("layout")) for t in declared)
         with torch.inference_mode():

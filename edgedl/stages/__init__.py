@@ -1,7 +1,13 @@
-"""Recipe stages. Importing this package registers every stage class."""
+"""Recipe stages, one file each. Importing this package imports every module in the folder,
+which registers each stage with its config class: a new stage is one new file."""
 
-from edgedl.stages import (  # noqa: F401
-    benchmark, distill, evaluate, export_onnx, export_tflite, prune, quantize, sparsify, train)
-from edgedl.stages.base import STAGES, RunContext, Stage, stage_for
+import importlib
+import pkgutil
 
-__all__ = ["STAGES", "RunContext", "Stage", "stage_for"]
+from edgedl.stages.base import STAGES, RunContext, Stage, StageConfig, stage_for
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["STAGES", "RunContext", "Stage", "StageConfig", "stage_for"]

@@ -1,34 +1,50 @@
 """The Stage contract: each stage takes the run so far and adds artifacts or metrics to it.
 
-A stage class registers itself by its ``name`` (as Olive's passes do in ``__init_subclass__``);
-the recipe's ``stage:`` key picks it.
+A stage is one file under ``edgedl/stages/``: its config class (a :class:`StageConfig` with a
+``stage: Literal[name]`` field) and its :class:`Stage` subclass, which registers itself by
+``name`` (as Olive's passes do in ``__init_subclass__``). The recipe's union of stage configs is
+built from that registry, and ``edgedl.stages`` imports every module in the folder, so adding a
+stage touches no other file.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
+from edgedl.artifacts import BENCH_METRICS, build_sidecar
 from edgedl.data import Dataset
 from edgedl.errors import UsageError
-from edgedl.recipe import Recipe
-from edgedl.run import RunDir
+
+if TYPE_CHECKING:  # the recipe builds its stage union from this registry: no import back
+    from edgedl.recipe import Recipe
+    from edgedl.run import RunDir
 
 STAGES: dict[str, type["Stage"]] = {}
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: strict (a misspelt field is an error naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
 class RunContext:
     """What the stages share: the recipe, the run folder, the data and the current torch model."""
 
-    recipe: Recipe
-    run: RunDir
+    recipe: "Recipe"
+    run: "RunDir"
     dataset: Dataset
     model: Any = None  # edgedl.models.LoadedModel, the model later stages compress or export
     model_artifact: str | None = None  # the manifest name of the artifact holding that model
     baseline_artifact: str | None = None  # the model before the first compression stage
     console: Any = None
     progress: bool = True
+    trust_model_code: bool = False  # the user said to run code that files of this run name
 
     @property
     def stem(self) -> str:
@@ -36,6 +52,12 @@ class RunContext:
         from edgedl.models.spec import model_stem
 
         return model_stem(self.recipe.model.spec)
+
+    @property
+    def factory(self) -> str | None:
+        """The model factory the user named (it may run: they said so), for reloading checkpoints."""
+        spec = self.recipe.model.spec
+        return spec if ":" in spec and not spec.lower().endswith((".pt", ".pth", ".onnx")) else None
 
     def require_torch(self, stage: str) -> None:
         if self.model is None:
@@ -45,9 +67,8 @@ class RunContext:
 
     def save_model(self, suffix: str, stage: str, **extra: Any) -> dict:
         """Save the current torch model as a checkpoint artifact and make it the current one."""
+        from edgedl.formats.torch.pruning import count_macs_params
         from edgedl.models import save_checkpoint
-        from edgedl.pruning import count_macs_params
-        from edgedl.stages.benchmark import BENCH_METRICS
 
         name = f"{self.stem}{suffix}.pt"
         tmp = self.run.tempdir() / name
@@ -56,32 +77,14 @@ class RunContext:
         macs, params = count_macs_params(self.model.module, self.dataset.input_shape)
         record = self.run.add_artifact(
             tmp, name=name, format="torch", precision="fp32", stage=stage, parent=self.model_artifact,
-            metrics={"params": params, "macs": macs}, sidecar=self._checkpoint_sidecar(),
+            metrics={"params": params, "macs": macs},
+            sidecar=checkpoint_sidecar(self.model.module, self.dataset, self.recipe.model.spec),
             notes={key: "torch checkpoints are not benchmarked (the exported files are what a device runs); "
                         "their accuracy is measured through edgedl.runtime's torch backend" for key in BENCH_METRICS},
             extra=extra,
         )
         self.model_artifact = name
         return record
-
-    def _checkpoint_sidecar(self) -> dict:
-        """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
-        feeds and post-processes a checkpoint exactly as it does the exported files."""
-        import torch
-
-        from edgedl.stages.export_onnx import build_sidecar
-
-        module = self.model.module
-        training = module.training
-        try:
-            with torch.no_grad():
-                out = module.eval()(torch.zeros((1, *self.dataset.input_shape)))
-        finally:
-            module.train(training)
-        inputs = [{"name": "input", "shape": [None, *self.dataset.input_shape], "dtype": "float32"}]
-        outputs = [{"name": "logits" if self.dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
-                    "dtype": "float32"}]
-        return build_sidecar(self, inputs, outputs, known_layout=True, source={"model": self.recipe.model.spec})
 
     def ensure_model_artifact(self) -> str:
         """The current model's checkpoint artifact, saving the loaded model first if it has none."""
@@ -95,22 +98,56 @@ class RunContext:
         if self.baseline_artifact is None:
             self.baseline_artifact = self.ensure_model_artifact()
 
+    def load_checkpoint(self, record: dict):
+        """A checkpoint of this run, rebuilt with the factory the user named (if any)."""
+        from edgedl.models import load_checkpoint
+
+        return load_checkpoint(self.run.artifact_path(record), factory=self.factory)
+
     def log(self, message: str) -> None:
         if self.console is not None:
             self.console.print(message)
 
 
+def checkpoint_sidecar(module: Any, dataset: Dataset, spec: str) -> dict:
+    """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
+    feeds and post-processes a checkpoint exactly as it does the exported files."""
+    import torch
+
+    training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros((1, *dataset.input_shape)))
+    finally:
+        module.train(training)
+    inputs = [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}]
+    outputs = [{"name": "logits" if dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
+                "dtype": "float32"}]
+    return build_sidecar(dataset, inputs, outputs, known_layout=True, source={"model": spec})
+
+
 class Stage:
-    """One step of a run. Subclasses set ``name`` and implement :meth:`run`."""
+    """One step of a run. Subclasses set ``name`` and ``Config`` and implement :meth:`run`.
+
+    ``target``: the recipe target this stage's artifacts serve (an export stage), if any.
+    ``needs_torch``: the stage works on the PyTorch model (refused before any work for an ONNX model).
+    """
 
     name: ClassVar[str] = ""
+    Config: ClassVar[type[StageConfig]]
+    target: ClassVar[str | None] = None
+    needs_torch: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in STAGES:
-                raise ValueError(f"stage '{cls.name}' is defined twice")
-            STAGES[cls.name] = cls
+        if not cls.name:
+            return
+        if cls.name in STAGES:
+            raise ValueError(f"stage '{cls.name}' is defined twice")
+        tag = cls.Config.model_fields.get("stage")
+        if tag is None or typing.get_args(tag.annotation) != (cls.name,):
+            raise TypeError(f"{cls.__name__}.Config needs a field stage: Literal['{cls.name}']")
+        STAGES[cls.name] = cls
 
     def __init__(self, config: Any):
         self.config = config
@@ -121,7 +158,8 @@ class Stage:
 
 def stage_for(config: Any) -> Stage:
     """Instantiate the stage that implements a validated stage config."""
-    cls = STAGES.get(config.stage)
+    cls = STAGES.get(getattr(config, "stage", None))
     if cls is None:
-        raise UsageError(f"stage '{config.stage}' has no implementation; known: {', '.join(sorted(STAGES))}")
+        raise UsageError(f"stage '{getattr(config, 'stage', config)}' has no implementation; known: "
+                         f"{', '.join(sorted(STAGES))}")
     return cls(config)

@@ -1,44 +1,46 @@
 """The ``benchmark`` stage: latency and memory of every artifact, measured by ``edgedl bench``.
 
-Each artifact is measured in a fresh process, the same command a user runs on a device, so the
-parent's torch and training state neither slow the timings nor inflate the memory figure.
+Each artifact is measured by an executor (today a fresh local process, the same command a user
+runs on a device), so the parent's torch and training state neither slow the timings nor inflate
+the memory figure.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from typing import Literal, Optional
 
-from edgedl.errors import StageError
-from edgedl.stages.base import RunContext, Stage
-from edgedl.stages.evaluate import runnable
+from pydantic import Field
 
-BENCH_METRICS = ("latency_ms", "throughput_ips", "peak_rss_mb", "energy_j_per_inference")
+from edgedl.artifacts import BENCH_METRICS, runnable
+from edgedl.bench.executors import LocalExecutor
+from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
-def bench_in_subprocess(path, config, out_json) -> dict:
-    cmd = [sys.executable, "-m", "edgedl", "bench", str(path), "--json", str(out_json), "--quiet",
-           "--runs", str(config.runs), "--warmup", str(config.warmup),
-           "--min-seconds", str(config.min_seconds), "--batch", str(config.batch)]
-    if config.threads:
-        cmd += ["--threads", str(config.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise StageError(f"benchmark of {path.name} failed: {last}")
-    return json.loads(out_json.read_text())
+class BenchmarkConfig(StageConfig):
+    """Measure latency and memory of every exported artifact, in a fresh process."""
+
+    stage: Literal["benchmark"]
+    runs: int = Field(100, ge=1)
+    warmup: int = Field(10, ge=0)
+    min_seconds: float = Field(1.0, ge=0)
+    batch: int = Field(1, ge=1)
+    threads: Optional[int] = Field(None, ge=1)
 
 
 class BenchmarkStage(Stage):
     name = "benchmark"
+    Config = BenchmarkConfig
 
     def run(self, ctx: RunContext) -> None:
         scratch = ctx.run.tempdir()
+        executor = LocalExecutor()
+        c = self.config
+        options = {"runs": c.runs, "warmup": c.warmup, "min_seconds": c.min_seconds, "batch": c.batch,
+                   "threads": c.threads}
         for record in ctx.run.manifest["artifacts"]:
             if not runnable(record) or record["format"] == "torch":  # the reference, not a device artifact
                 continue
-            result = bench_in_subprocess(ctx.run.artifact_path(record), self.config, scratch / "bench.json")
+            result = executor.bench(ctx.run.artifact_path(record), options, scratch)
             metrics = {k: result["metrics"][k] for k in BENCH_METRICS}
             notes = {k: v for k, v in result["notes"].items() if k in BENCH_METRICS}
             ctx.run.set_metrics(record, metrics, notes, benchmark=result["conditions"])

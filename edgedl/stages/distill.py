@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from edgedl.artifacts import model_kwargs
 
 from edgedl.errors import UsageError
-from edgedl.stages.base import RunContext, Stage
-from edgedl.torch_utils import progress_bar
+from edgedl.stages.base import RunContext, Stage, StageConfig
+from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, accuracy, fit
 
 
@@ -68,14 +72,37 @@ class FeatureMatcher:
         return total
 
 
+class FeaturePair(StageConfig):
+    """Match a student layer's output to a teacher layer's through a learned 1x1 projection."""
+
+    teacher: str
+    student: str
+
+
+class DistillConfig(StageConfig):
+    """Knowledge distillation: KL on softened logits plus hard-label cross entropy."""
+
+    stage: Literal["distill"]
+    teacher: Optional[str] = Field(None, description="model spec; default: the model before compression")
+    student: Optional[str] = Field(None, description="registry name for a fresh student; default: current model")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
+    features: list[FeaturePair] = Field(default_factory=list)
+    feature_weight: float = Field(1.0, ge=0)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
 class DistillStage(Stage):
     name = "distill"
+    Config = DistillConfig
+    needs_torch = True
 
     def run(self, ctx: RunContext) -> None:
         import torch
 
-        from edgedl.api import model_kwargs
-        from edgedl.models import LoadedModel, load_checkpoint, load_model
+        from edgedl.models import LoadedModel, load_model
 
         ctx.require_torch(self.name)
         ctx.start_compression()
@@ -83,10 +110,10 @@ class DistillStage(Stage):
         if not data.labeled:
             raise UsageError("distill needs labelled training data; this dataset has none")
         if c.teacher:
-            teacher = load_model(c.teacher, **model_kwargs(data)).module
+            teacher = load_model(c.teacher, trust_model_code=ctx.trust_model_code, **model_kwargs(data)).module
             teacher_name = c.teacher
         else:
-            teacher = load_checkpoint(ctx.run.artifact_path(ctx.run.artifact(ctx.baseline_artifact))).module
+            teacher = ctx.load_checkpoint(ctx.run.artifact(ctx.baseline_artifact)).module
             teacher_name = ctx.baseline_artifact
         teacher.eval().requires_grad_(False)
         if c.student:
@@ -115,6 +142,8 @@ class DistillStage(Stage):
                 "alpha": c.alpha, "features": [p.model_dump() for p in c.features],
                 "teacher_val_accuracy": accuracy(teacher, data.val), "val_accuracy": result.best_val_accuracy}
         ctx.model = LoadedModel(student, ctx.model.arch)
-        ctx.save_model(".distilled", stage=self.name, distillation=info)
+        summary = (f"distilled from `{teacher_name}` (T={c.temperature}, alpha={c.alpha}), val accuracy "
+                   f"{result.best_val_accuracy:.4f}, teacher {info['teacher_val_accuracy']:.4f}")
+        ctx.save_model(".distilled", stage=self.name, distillation=info, summary=summary)
         ctx.log(f"distilled from {teacher_name}: val accuracy {result.best_val_accuracy:.4f} "
                 f"(teacher {info['teacher_val_accuracy']:.4f})")

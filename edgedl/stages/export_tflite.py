@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 import numpy as np
 
-from edgedl import litert_convert
-from edgedl.data import calibration_samples
+from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, precision_label, predict, runner_tensors
+from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
-from edgedl.parity import compare
-from edgedl.stages.base import RunContext, Stage
-from edgedl.stages.evaluate import predict
-from edgedl.onnx_graph import COUNTED_ON_ONNX
-from edgedl.run import precision_label
-from edgedl.stages.export_onnx import PARITY_SAMPLES, _tensor, build_sidecar
+from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
+from edgedl.formats.tflite import convert as litert_convert
+from edgedl.stages.base import RunContext, Stage, StageConfig
+
+
+class ExportTfliteConfig(StageConfig):
+    """Convert the current model to .tflite with litert-torch and quantize it."""
+
+    stage: Literal["export_tflite"]
+    precisions: list[Literal["fp32", "fp16", "int8_dynamic", "int8", "int8_float_io"]] = Field(
+        default_factory=lambda: ["fp32", "int8_float_io"], min_length=1,
+        description="int8: full-integer with int8 inputs/outputs; int8_float_io: full-integer with float ones")
+    quantizer: Literal["ai-edge-quantizer", "pt2e"] = Field(
+        "ai-edge-quantizer", description="for int8: ai-edge-quantizer (measured better, see README) or "
+                                         "litert-torch's PT2E quantizer")
+    calibration_samples: int = Field(256, ge=1, description="for int8, drawn from the training split")
+    parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch (fp32)")
+    gates: bool = Field(True, description="measure each reduced-precision file against fp32: accuracy on val, "
+                                          "speed on this host")
+    max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
+    min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster")
 
 
 class ExportTfliteStage(Stage):
     name = "export_tflite"
+    Config = ExportTfliteConfig
+    needs_torch = True
+    target = "tflite"
 
     def run(self, ctx: RunContext) -> None:
         import torch
-
-        import edgedl.runtime as rt
 
         c = self.config
         if ctx.model is None:
@@ -41,13 +61,16 @@ class ExportTfliteStage(Stage):
         litert_convert.convert(module, samples[:1], fp32)
         calibrated = {p for p in c.precisions if p in ("int8", "int8_float_io")}
         calibration = self._calibration(ctx) if calibrated else None
+        if calibration is not None and calibration.warning:
+            ctx.run.manifest["notes"].append(calibration.warning)
+            ctx.log(f"warning: {calibration.warning}")
         produced = []
         for precision in c.precisions:
             path = fp32 if precision == "fp32" else work / f"{stem}.{precision_label(precision)}.tflite"
             if precision == "int8" and c.quantizer == "pt2e":
-                litert_convert.quantize_pt2e(module, samples[:1], calibration, path)
+                litert_convert.quantize_pt2e(module, samples[:1], calibration.samples, path)
             elif precision != "fp32":
-                litert_convert.quantize(fp32, path, precision, calibration)
+                litert_convert.quantize(fp32, path, precision, calibration.samples if calibration else None)
             parity = compare(reference, predict(path, samples))
             if precision == "fp32":
                 scale = max(1.0, float(np.abs(reference).max()))
@@ -55,25 +78,60 @@ class ExportTfliteStage(Stage):
                     raise StageError(f"the .tflite export of {parent} differs from torch by "
                                      f"{parity['max_abs_diff']:.3g} (allowed {c.parity_atol * scale:.3g})")
             produced.append((precision, path, parity))
+        gates = self._gates(ctx, fp32, produced)
         fp32_name = None
         for precision, path, parity in produced:
-            with rt.load(path, verify=False) as runner:
-                inputs = [_tensor(i) for i in runner.inputs]
-                outputs = [_tensor(o) for o in runner.outputs]
-            sidecar = build_sidecar(ctx, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
+            inputs, outputs = runner_tensors(path)
+            sidecar = build_sidecar(ctx.dataset, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
                                     source={"model": ctx.recipe.model.spec, "artifact": parent},
                                     converter="litert-torch",
                                     quantizer=self._quantizer(precision))
             record = ctx.run.add_artifact(
                 path, name=path.name, format="tflite", precision=precision_label(precision), stage=self.name,
                 parent=self._parent(precision, parent, fp32_name), sidecar=sidecar,
-                notes={"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX},
+                notes={"params": COUNTED_ON_ONNX, "macs": COUNTED_ON_ONNX, **gates.get(precision, {}).get("notes", {})},
                 extra={"parity": {"reference": "torch", **parity},
-                       "calibration": {"samples": len(calibration), "split": "train"} if precision in calibrated else None})
+                       "calibration": calibration.record() if precision in calibrated else None,
+                       **gates.get(precision, {}).get("extra", {})})
             if precision == "fp32":
                 fp32_name = record["name"]
             ctx.log(f"exported {path.name}: parity with torch max|diff| {parity['max_abs_diff']:.2e}, "
                     f"top-1 agreement {parity['top1_agreement']:.3f}")
+
+    def _gates(self, ctx: RunContext, fp32, produced) -> dict:
+        """The accuracy and speed gates of every reduced-precision file against the fp32 file, the
+        same algorithm the ONNX quantize stage applies (edgedl.gates); recorded, not failing: LiteRT's
+        quantizers have no per-layer fallback here to try instead."""
+        from edgedl.gates import Quality, gate_summary, single_sample, speed_verdict
+
+        if not self.config.gates or len(produced) < 2:
+            return {}
+        quality = Quality(ctx.dataset.val, fp32, classifier=ctx.dataset.num_classes is not None)
+        sample = single_sample(ctx.dataset.val.x)
+        out = {}
+        for precision, path, _ in produced:
+            if precision == "fp32":
+                continue
+            value = quality(path)
+            drop = quality.drop_points(value)
+            passed = drop <= self.config.max_accuracy_drop
+            speed = speed_verdict(fp32, path, sample, precision, "fp32", self.config.min_speedup, threads=None)
+            info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
+                    "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
+                    "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": passed,
+                    "speed_gate": speed, "scheme": self._quantizer(precision), "float_layers": []}
+            notes = {}
+            if not passed:
+                notes["accuracy_gate"] = (f"{precision} {quality.kind} {value:.4f} against {quality.reference_value:.4f} "
+                                          f"for fp32 on val: a drop of {drop:.2f} points (allowed "
+                                          f"{self.config.max_accuracy_drop})")
+            if not speed["passed"]:
+                notes["speed_gate"] = speed["verdict"]
+            out[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
+                                                        "recommended": passed and speed["passed"]}}
+            for note in notes.values():
+                ctx.run.manifest["notes"].append(f"{path.name}: {note}")
+        return out
 
     def _parent(self, precision: str, checkpoint: str, fp32_name: str | None) -> str:
         """ai-edge-quantizer quantizes the fp32 .tflite file; the fp32 file and PT2E's INT8 file
@@ -86,6 +144,6 @@ class ExportTfliteStage(Stage):
             return None
         return "litert-torch pt2e" if precision == "int8" and self.config.quantizer == "pt2e" else "ai-edge-quantizer"
 
-    def _calibration(self, ctx) -> np.ndarray:
+    def _calibration(self, ctx) -> Calibration:
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
                                    "export_tflite.calibration_samples")

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from edgedl.pruning import PruneConfig, prune
-from edgedl.stages.base import RunContext, Stage
-from edgedl.torch_utils import progress_bar
+from typing import Literal
+
+from pydantic import Field
+
+from edgedl.formats.torch.pruning import PruneSettings, prune
+from edgedl.stages.base import RunContext, Stage, StageConfig
+from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, fit
+
+
+class PruneConfig(StageConfig):
+    """Structured channel pruning (Torch-Pruning), with fine-tuning between steps when labelled."""
+
+    stage: Literal["prune"]
+    ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed")
+    importance: Literal["l1", "l2", "bn_scale", "taylor"] = "l2"
+    scope: Literal["uniform", "global"] = "uniform"
+    ignore: list[str] = Field(default_factory=list, description="layer-name patterns to leave alone")
+    round_to: int = Field(8, ge=1, description="keep channel counts multiples of this")
+    steps: int = Field(1, ge=1)
+    finetune_epochs: int = Field(5, ge=0, description="fine-tuning epochs after each step")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
 
 
 class PruneStage(Stage):
     name = "prune"
+    Config = PruneConfig
+    needs_torch = True
 
     def run(self, ctx: RunContext) -> None:
         import torch.nn.functional as F
@@ -36,7 +57,7 @@ class PruneStage(Stage):
                     history.append({"step": step + 1, "val_accuracy": result.best_val_accuracy})
 
             result = prune(module, data.input_shape,
-                           PruneConfig(ratio=c.ratio, importance=c.importance, scope=c.scope,
+                           PruneSettings(ratio=c.ratio, importance=c.importance, scope=c.scope,
                                        ignore=tuple(c.ignore), round_to=c.round_to, steps=c.steps),
                            gradient_batch=gradient_batch if labeled else None, after_step=after_step)
         result["finetuned"] = finetune
@@ -45,7 +66,10 @@ class PruneStage(Stage):
             why = "the data has no labels" if not labeled else "finetune_epochs is 0"
             result["note"] = f"pruned without fine-tuning: {why}"
             ctx.run.manifest["notes"].append(f"prune: {result['note']}")
-        ctx.save_model(".pruned", stage=self.name, pruning=result)
+        summary = (f"pruned, MACs {result['macs_before']:,} -> {result['macs_after']:,} ({result['mac_reduction']:.2f}x "
+                   f"fewer), params {result['params_before']:,} -> {result['params_after']:,}"
+                   + ("" if finetune else f" ({result['note']})"))
+        ctx.save_model(".pruned", stage=self.name, pruning=result, summary=summary)
         ctx.log(f"pruned {ctx.stem}: MACs {result['macs_before']:,} -> {result['macs_after']:,} "
                 f"({result['mac_reduction']:.2f}x fewer), params {result['params_before']:,} -> "
                 f"{result['params_after']:,}" + ("" if finetune else f"; {result['note']}"))

@@ -11,22 +11,24 @@ not faster is reported as such and not presented as the better artifact.
 
 from __future__ import annotations
 
+from typing import Literal, Optional
+
+from pydantic import Field
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edgedl import onnx_graph
-from edgedl import quantize_onnx as qo
-from edgedl.bench import side_by_side
-from edgedl.data import calibration_samples
+from edgedl.artifacts import precision_label
+from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
-from edgedl.parity import compare
-from edgedl.run import precision_label
+from edgedl.formats.onnx import graph as onnx_graph
+from edgedl.formats.onnx import quantize as qo
+from edgedl.gates import Quality, compare_latency, gate_summary, single_sample, speed_verdict
 from edgedl.runtime.sidecar import read_sidecar
-from edgedl.stages.base import RunContext, Stage
-from edgedl.stages.evaluate import predict
+from edgedl.stages.base import RunContext, Stage, StageConfig
 
 SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
 
@@ -48,25 +50,14 @@ class Attempt:
                 "accuracy_gate": self.passed, "float_layers": self.float_layers, "p50_ms": self.p50_ms}
 
 
-class Quality:
-    """Scores artifacts on the validation split: accuracy with labels, else agreement with float."""
+def calibration_feeds(drawn: Calibration, model: Path) -> list[dict]:
+    """One feed per calibration sample, keyed by the model's input names."""
+    import edgedl.runtime as rt
+    from edgedl.data.feeds import as_samples
 
-    def __init__(self, split, reference_path: Path, classifier: bool):
-        self.x, self.y = split.x, split.y
-        self.reference = predict(reference_path, self.x)
-        self.classifier = classifier
-        self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
-        self.reference_value = self(None)
-
-    def __call__(self, path: Path | None) -> float:
-        out = self.reference if path is None else predict(path, self.x)
-        if self.y is not None:
-            return float((out.reshape(len(out), -1).argmax(1) == self.y).mean())
-        parity = compare(self.reference, out)
-        return parity["top1_agreement"] if self.classifier else parity["cosine"]
-
-    def drop_points(self, value: float) -> float:
-        return round(100.0 * (self.reference_value - value), 4)
+    with rt.load(model, verify=False) as runner:
+        samples = as_samples(drawn.samples, runner.inputs)
+    return [samples.batch(i, 1)[0] for i in range(len(samples))]
 
 
 def latest_fp32_onnx(ctx: RunContext) -> dict:
@@ -76,14 +67,7 @@ def latest_fp32_onnx(ctx: RunContext) -> dict:
     raise UsageError("quantize needs an fp32 ONNX artifact: put an export_onnx stage before quantize")
 
 
-def compare_latency(float_path: Path, q_path: Path, sample: np.ndarray, threads: int | None,
-                    rounds: int = 3) -> tuple[float, float]:
-    """Median p50 (ms) of the float and the quantized artifact, timed alternately."""
-    p50 = side_by_side({"float": float_path, "quantized": q_path}, sample, threads, rounds=rounds)
-    return p50["float"], p50["quantized"]
-
-
-def op_profile(path: Path, sample: np.ndarray, threads: int | None, runs: int = 30) -> dict[str, float]:
+def op_profile(path: Path, sample: dict | np.ndarray, threads: int | None, runs: int = 30) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
     import os
     import tempfile
@@ -96,9 +80,9 @@ def op_profile(path: Path, sample: np.ndarray, threads: int | None, runs: int = 
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    feed = sample if isinstance(sample, dict) else {session.get_inputs()[0].name: sample}
     for _ in range(runs):
-        session.run(None, {name: sample})
+        session.run(None, feed)
     trace = Path(session.end_profiling())
     totals: dict[str, float] = {}
     for event in json.loads(trace.read_text()):
@@ -108,8 +92,26 @@ def op_profile(path: Path, sample: np.ndarray, threads: int | None, runs: int = 
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+class QuantizeConfig(StageConfig):
+    """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
+
+    stage: Literal["quantize"]
+    precision: Literal["int8", "fp16", "int8_dynamic"] = "int8"
+    scheme: Literal["auto", "tensorrt", "cpu"] = Field(
+        "auto", description="auto: tensorrt if a tensorrt target is set, else cpu")
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1)
+    max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
+    max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
+    speed_gate: bool = True
+    min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
+    on_gate_miss: Literal["fail", "warn"] = "fail"
+    threads: Optional[int] = Field(None, ge=1, description="threads for the speed gate's timing")
+
+
 class QuantizeStage(Stage):
     name = "quantize"
+    Config = QuantizeConfig
 
     def run(self, ctx: RunContext) -> None:
         c = self.config
@@ -118,7 +120,7 @@ class QuantizeStage(Stage):
         work = ctx.run.tempdir()
         task = (read_sidecar(parent_path) or {}).get("task")
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification")
-        sample = np.ascontiguousarray(ctx.dataset.val.x[:1])
+        sample = single_sample(ctx.dataset.val.x)
         threads = c.threads or self._benchmark_threads(ctx)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
                       "reference": parent["name"], "reference_quality": quality.reference_value,
@@ -128,8 +130,12 @@ class QuantizeStage(Stage):
         if c.precision == "int8":
             prepared = work / "prepared.onnx"  # pre-processing is for static quantization only
             qo.prepare(parent_path, prepared)
-            calib = self._calibration(ctx)
-            info.update(calibration={"method": c.calibration, "samples": len(calib), "split": "train"})
+            drawn = self._calibration(ctx)
+            info.update(calibration={"method": c.calibration, **drawn.record()})
+            if drawn.warning:
+                ctx.run.manifest["notes"].append(drawn.warning)
+                ctx.log(f"warning: {drawn.warning}")
+            calib = calibration_feeds(drawn, prepared)
             best = self._int8(ctx, prepared, work, calib, quality, info, sample, threads)
         else:
             out = work / f"{c.precision}.onnx"
@@ -164,10 +170,9 @@ class QuantizeStage(Stage):
         c = self.config
         scheme = c.scheme if c.scheme != "auto" else "cpu"
         names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
-        input_name = onnx_graph.single_input_name(prepared, "quantize calibration")
         attempts = []
         for name in names:
-            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, input_name, calib, quality, info)
+            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info)
             attempts.append(attempt)
             ctx.log(f"quantize {name}: {quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} points, "
                     f"{len(attempt.float_layers)} layers in float)")
@@ -184,13 +189,13 @@ class QuantizeStage(Stage):
                                  else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
         return best
 
-    def _with_fallback(self, scheme, prepared, work, input_name, calib, quality: Quality, info: dict) -> Attempt:
+    def _with_fallback(self, scheme, prepared, work, calib, quality: Quality, info: dict) -> Attempt:
         c = self.config
         cache = self._cache(work)
 
         def attempt(exclude=(), only=None, tag="") -> tuple[Path, float]:
             out = work / f"{scheme.name}{tag}.onnx"
-            qo.quantize_static(prepared, out, input_name, calib, scheme, c.calibration, exclude, only, cache)
+            qo.quantize_static(prepared, out, calib, scheme, c.calibration, exclude, only, cache)
             return out, quality(out)
 
         path, value = attempt()
@@ -216,7 +221,7 @@ class QuantizeStage(Stage):
                 break
         return result
 
-    def _calibration(self, ctx) -> np.ndarray:
+    def _calibration(self, ctx) -> Calibration:
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
                                    "quantize.calibration_samples")
 
@@ -226,7 +231,7 @@ class QuantizeStage(Stage):
 
     # ---- speed gate -----------------------------------------------------------------------
     def _speed_gate(self, parent, parent_path, best: Attempt, sample, threads, work, quality,
-                    prepared: Path | None, calib: np.ndarray | None) -> dict:
+                    prepared: Path | None, calib: list | None) -> dict:
         float_ms, q_ms = compare_latency(parent_path, best.path, sample, threads)
         gate = {"host": "this machine, ONNX Runtime CPU", "threads": threads, "fp32_p50_ms": float_ms,
                 "quantized_p50_ms": q_ms, "speedup": float_ms / q_ms}
@@ -235,8 +240,7 @@ class QuantizeStage(Stage):
             # Depthwise/grouped convolutions often lack fast INT8 kernels: try them in float.
             retry = work / f"{best.scheme}-nogrouped.onnx"
             scheme = qo.SCHEMES[best.scheme]
-            qo.quantize_static(prepared, retry, onnx_graph.single_input_name(prepared, "quantize calibration"),
-                               calib, scheme, self.config.calibration, best.float_layers + grouped,
+            qo.quantize_static(prepared, retry, calib, scheme, self.config.calibration, best.float_layers + grouped,
                                cache=self._cache(work))
             value = quality(retry)
             _, retry_ms = compare_latency(parent_path, retry, sample, threads)
@@ -246,14 +250,10 @@ class QuantizeStage(Stage):
                 best.float_layers = best.float_layers + grouped
                 q_ms = retry_ms
                 gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
-        gate["min_speedup"] = self.config.min_speedup
-        gate["passed"] = float_ms / q_ms >= self.config.min_speedup
-        if gate["passed"]:
-            gate["verdict"] = f"{best.scheme} is {float_ms / q_ms:.2f}x faster than {parent['name']} on this host"
-        else:
-            gate["verdict"] = (f"{self.config.precision} is not faster than fp32 on this host "
-                               f"({q_ms:.3f} ms against {float_ms:.3f} ms p50, {float_ms / q_ms:.2f}x; at least "
-                               f"{self.config.min_speedup}x counts): keep {parent['name']}")
+        label = best.scheme if self.config.precision == "int8" else self.config.precision
+        gate.update(speed_verdict(parent_path, best.path, sample, label, parent["name"], self.config.min_speedup,
+                                  threads, timings=(float_ms, q_ms)), host="this machine, ONNX Runtime CPU")
+        if not gate["passed"]:
             gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                              "quantized": op_profile(best.path, sample, threads)}
         return gate
@@ -276,7 +276,7 @@ class QuantizeStage(Stage):
         ctx.run.add_artifact(
             out, name=name, format="onnx", precision=suffix, stage=self.name, parent=parent["name"],
             sidecar=sidecar, metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},
-            notes=notes, extra={"quantization": info, "recommended": recommended},
+            notes=notes, extra={"quantization": info, "recommended": recommended, "summary": gate_summary(info)},
         )
         speed = info.get("speed_gate", {})
         ctx.log(f"quantized {name}: {info['quality_metric']} {best.quality:.4f} on val (drop {best.drop_points:.2f} "

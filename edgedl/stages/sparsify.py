@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from edgedl.errors import UsageError
-from edgedl.stages.base import RunContext, Stage
-from edgedl.torch_utils import progress_bar
+from edgedl.stages.base import RunContext, Stage, StageConfig
+from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, fit
+
+
+class SparsifyConfig(StageConfig):
+    """2:4 semi-structured sparsity for TensorRT on Ampere/Orin, fine-tuned with the masks held."""
+
+    stage: Literal["sparsify"]
+    pattern: Literal["2:4"] = "2:4"
+    finetune_epochs: int = Field(5, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
 
 
 class SparsifyStage(Stage):
     name = "sparsify"
+    Config = SparsifyConfig
+    needs_torch = True
 
     def run(self, ctx: RunContext) -> None:
-        from edgedl.pruning import output_layers
-        from edgedl.sparsity import apply_2_4, finalize_2_4
+        from edgedl.formats.torch.pruning import output_layers
+        from edgedl.formats.torch.sparsity import apply_2_4, finalize_2_4
 
         ctx.require_torch(self.name)
         ctx.start_compression()
@@ -32,5 +48,6 @@ class SparsifyStage(Stage):
         info = {"pattern": "2:4", "layers": layers, "finetuned": finetuned,
                 "note": "TensorRT on Ampere/Orin GPUs can run these weights on sparse tensor cores "
                         "(BuilderFlag.SPARSE_WEIGHTS); dense runtimes see no speed-up"}
-        ctx.save_model(".sparse24", stage=self.name, sparsity=info)
+        summary = f"2:4 sparse in {len(layers)} layers" + ("" if finetuned else ", not fine-tuned")
+        ctx.save_model(".sparse24", stage=self.name, sparsity=info, summary=summary)
         ctx.log(f"sparsified {len(layers)} layers to 2:4" + ("" if finetuned else " without fine-tuning"))

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from edgedl.stages.base import RunContext, Stage
-from edgedl.torch_utils import progress_bar
+from typing import Literal
+
+from pydantic import Field
+
+from edgedl.stages.base import RunContext, Stage, StageConfig
+from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, fit
+
+
+class TrainConfig(StageConfig):
+    """Train the model from its current weights on the training split."""
+
+    stage: Literal["train"]
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainStage(Stage):
     name = "train"
+    Config = TrainConfig
+    needs_torch = True
 
     def run(self, ctx: RunContext) -> None:
         ctx.require_torch(self.name)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedl.errors import UsageError
-from edgedl.onnx_graph import COUNTED_ON_ONNX
+from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 
 # The TFLite GPU delegate's documented op table (tensorflow.org/lite/performance/gpu, "GPU ML
 # operations support"): 16- and 32-bit float. Only version 1 of each op by default, so quantized

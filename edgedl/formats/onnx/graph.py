@@ -85,16 +85,69 @@ def _dtype(elem_type: int) -> str:
         return onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
-def _shapes(model) -> dict[str, list]:
-    """Inferred shapes of every tensor, with dynamic dimensions fixed to 1 (per-sample figures)."""
+def input_infos(model, shapes: dict[str, list[int]] | None = None) -> list:
+    """The model's inputs as runtime TensorInfos, with ``shapes`` (from --input-shape) applied."""
+    from edgedl.runtime.base import TensorInfo
+
+    shapes = shapes or {}
+    return [TensorInfo(v.name, tuple(shapes.get(v.name) or _dims(v.type)), _dtype(v.type.tensor_type.elem_type))
+            for v in graph_inputs(model)]
+
+
+def unknown_input_dims(model, shapes: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """Input axes past the batch whose size neither the model nor ``shapes`` fixes."""
+    shapes = shapes or {}
+    out = {}
+    for value in graph_inputs(model):
+        if value.name in shapes:
+            continue
+        axes = [i for i, d in enumerate(_dims(value.type)) if i > 0 and not isinstance(d, int)]
+        if axes:
+            out[value.name] = axes
+    return out
+
+
+def toposort(graph) -> None:
+    """Order a graph's nodes so that each comes after the nodes producing its inputs, in place.
+
+    The ONNX spec requires it and shape inference relies on it; ONNX Runtime's fp16 converter
+    appends its input Casts at the end, after the nodes that read them."""
+    available = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(x in available for x in n.input)]
+        if not ready:  # a cycle or an input from an enclosing graph: keep the rest as they were
+            ordered += pending
+            break
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _shapes(model, given: dict[str, list[int]] | None = None) -> dict[str, list]:
+    """Inferred shapes of every tensor for one sample: the batch axis set to 1, ``given`` input
+    shapes applied; other dynamic dimensions stay unknown (their nodes' MACs are not counted)."""
     onnx = _onnx()
+    given = given or {}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    # Converters (fp16, quantization) leave value_info whose types no longer match the graph,
+    # which makes shape inference fail: infer every intermediate shape afresh.
+    del copy.graph.value_info[:]
+    toposort(copy.graph)
     for value in graph_inputs(copy):
-        for dim in value.type.tensor_type.shape.dim:
-            if not dim.HasField("dim_value"):
+        shape = given.get(value.name)
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            size = shape[axis] if shape is not None else (1 if axis == 0 and not dim.HasField("dim_value") else None)
+            if size is not None:
                 dim.Clear()
-                dim.dim_value = 1
+                dim.dim_value = 1 if axis == 0 else int(size)
     try:
         copy = onnx.shape_inference.infer_shapes(copy)
     except Exception:
@@ -105,9 +158,12 @@ def _shapes(model) -> dict[str, list]:
     return shapes
 
 
-def count_macs(model) -> tuple[int | None, list[str]]:
-    """Multiply-accumulates for one sample of Conv/Gemm/MatMul nodes; also unshaped node names."""
-    shapes = _shapes(model)
+def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | None, list[str]]:
+    """Multiply-accumulates for one sample of Conv/Gemm/MatMul nodes (and their integer and fp16
+    forms); also unshaped node names. None when an input dimension past the batch is unknown."""
+    if unknown_input_dims(model, given):
+        return None, []
+    shapes = _shapes(model, given)
     total, unknown = 0, []
 
     def known(name):
@@ -142,14 +198,29 @@ def count_params(model) -> int:
     return sum(math.prod(i.dims) for i in model.graph.initializer if i.data_type not in shape_types)
 
 
-def summarize(path: str | os.PathLike) -> dict[str, Any]:
+def summarize(path: str | os.PathLike, target: str | None = None,
+              input_shapes: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """Everything ``edgedl inspect`` shows for an ONNX file."""
+    if target:
+        from edgedl.errors import UsageError
+
+        raise UsageError(f"--target {target} applies to .tflite files")
     path = Path(path)
     model = load_graph(path)
+    if input_shapes:
+        from edgedl.formats.onnx.export import check_input_shapes
+
+        check_input_shapes(model, input_shapes)
     tensors = lambda values: [  # noqa: E731
         {"name": v.name, "shape": _dims(v.type), "dtype": _dtype(v.type.tensor_type.elem_type)} for v in values
     ]
-    macs, unknown = count_macs(model)
+    macs, unknown = count_macs(model, input_shapes)
+    notes = {}
+    missing = unknown_input_dims(model, input_shapes)
+    if missing:
+        dims = "; ".join(f"'{name}' axes {axes}" for name, axes in missing.items())
+        notes["macs"] = (f"unknown: input dimensions past the batch are dynamic ({dims}); pass --input-shape "
+                         "NAME=1x3x224x224 to count them")
     return {
         "path": str(path),
         "format": "onnx",
@@ -162,6 +233,7 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         "params": count_params(model),
         "macs": macs,
         "macs_unshaped_nodes": unknown,
+        "notes": notes,
         "size_bytes": total_size(path, model),
         "external_data": [str(f.name) for f in external_files(model, path.parent)],
     }

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-
 from edgedl.errors import EdgedlError, MissingDependencyError
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
@@ -92,15 +90,15 @@ def grouped_conv_nodes(path: Path) -> list[str]:
 
 
 class _Reader:
-    """Calibration feed: one sample per call from an array of training samples."""
+    """Calibration feed: one feed (a dict keyed by input name) per call."""
 
-    def __init__(self, input_name: str, samples: np.ndarray):
-        self.input_name, self.samples, self.index = input_name, samples, 0
+    def __init__(self, feeds: list[dict]):
+        self.feeds, self.index = feeds, 0
 
     def get_next(self):
-        if self.index >= len(self.samples):
+        if self.index >= len(self.feeds):
             return None
-        item = {self.input_name: self.samples[self.index : self.index + 1]}
+        item = self.feeds[self.index]
         self.index += 1
         return item
 
@@ -120,15 +118,14 @@ def _chunk(samples: int) -> int | None:
 def quantize_static(
     src: Path,
     dst: Path,
-    input_name: str,
-    calibration: np.ndarray,
+    calibration: list[dict],
     scheme: Scheme,
     method: str = "minmax",
     exclude: Iterable[str] = (),
     only: Iterable[str] | None = None,
     cache: Path | None = None,
 ) -> None:
-    """Static INT8 in QDQ format, calibrated on ``calibration`` samples.
+    """Static INT8 in QDQ format, calibrated on ``calibration`` feeds (one dict per sample).
 
     Args:
         exclude: node names left in float.
@@ -150,7 +147,7 @@ def quantize_static(
         extra["CalibPercentile"] = 99.999
     try:
         q.quantize_static(
-            str(src), str(dst), reader_cls(input_name, calibration), quant_format=q.QuantFormat.QDQ,
+            str(src), str(dst), reader_cls(calibration), quant_format=q.QuantFormat.QDQ,
             per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
             weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
             nodes_to_quantize=list(only) if only is not None else None,
@@ -179,6 +176,10 @@ def convert_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from edgedl.formats.onnx.graph import toposort
+
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    toposort(model.graph)  # the converter appends its input Casts after the nodes that read them
+    del model.graph.value_info[:]  # and leaves float32 types on tensors that are now float16
     onnx.save(model, str(dst))
 

@@ -15,7 +15,7 @@ IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
 
 
 @dataclass
-class PruneConfig:
+class PruneSettings:
     ratio: float = 0.5  # fraction of channels removed from each prunable group (uniform) or overall (global)
     importance: str = "l2"
     scope: str = "uniform"  # or "global"
@@ -63,7 +63,7 @@ def _importance(name: str):
 def prune(
     model: Any,
     input_shape: tuple[int, ...],
-    config: PruneConfig,
+    config: PruneSettings,
     gradient_batch: Callable[[Any], Any] | None = None,
     after_step: Callable[[int], None] | None = None,
 ) -> dict:

@@ -1,0 +1,134 @@
+"""What stages share, on plain values (no run context, no stage imports): sidecars, running an
+artifact on samples, parity with a reference, the metric keys.
+
+Every stage imports from here rather than from another stage, so stages stay independent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import edgedl.runtime as rt
+
+# Every artifact record carries these metrics (null with a reason when not measured).
+METRIC_KEYS = ("accuracy", "params", "macs", "latency_ms", "throughput_ips", "peak_rss_mb", "energy_j_per_inference")
+# The ones `edgedl bench` measures.
+BENCH_METRICS = ("latency_ms", "throughput_ips", "peak_rss_mb", "energy_j_per_inference")
+PARITY_SAMPLES = 16  # samples an export is compared with torch on
+
+
+def write_sidecar(path, format: str, precision: str, body: dict) -> dict:
+    """Write ``path``'s sidecar (atomically): the format version, the file's name and sha256, and ``body``."""
+    from edgedl._fs import atomic_write_json, sha256_file
+    from edgedl.runtime.sidecar import SIDECAR_VERSION, sidecar_path
+
+    from pathlib import Path
+
+    path = Path(path)
+    sidecar = {"edgedl_sidecar": SIDECAR_VERSION, "artifact": path.name, "sha256": sha256_file(path),
+               "format": format, "precision": precision, **body}
+    atomic_write_json(sidecar_path(path), sidecar)
+    return sidecar
+
+
+def precision_label(precision: str) -> str:
+    """The manifest's precision and file-name tag for a requested precision (int8_dynamic -> int8dyn,
+    int8_float_io -> int8fio)."""
+    return {"int8_dynamic": "int8dyn", "int8_float_io": "int8fio"}.get(precision, precision)
+
+
+def model_kwargs(dataset, overrides: dict | None = None) -> dict[str, Any]:
+    """Architecture options that fit a model spec to a dataset (channels, classes, input size)."""
+    kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
+    if dataset.num_classes:
+        kwargs["num_classes"] = dataset.num_classes
+    if len(dataset.input_shape) == 3:
+        kwargs["input_size"] = tuple(dataset.input_shape[1:])
+    kwargs.update(overrides or {})
+    return kwargs
+
+
+def tensor_dict(info) -> dict:
+    """A runtime TensorInfo as the sidecar's JSON form."""
+    out = {"name": info.name, "shape": list(info.shape), "dtype": info.dtype}
+    if info.quantization:
+        out["quantization"] = info.quantization
+    return out
+
+
+def runner_tensors(path, verify: bool = False) -> tuple[list[dict], list[dict]]:
+    """The inputs and outputs of an artifact, as the runtime reports them."""
+    with rt.load(path, verify=verify) as runner:
+        return [tensor_dict(i) for i in runner.inputs], [tensor_dict(o) for o in runner.outputs]
+
+
+def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: dict, known_layout: bool,
+                  **extra) -> dict:
+    """What the runtime needs beside the file: tensors with their layout, task, normalization, labels.
+
+    ``known_layout``: the exporter keeps PyTorch's NCHW for 4-D inputs. Otherwise (an imported
+    file) NCHW is only assumed when the second dimension looks like channels (1, 3 or 4).
+    """
+    for info in inputs:
+        if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
+            info["layout"] = "NCHW"
+    return {"inputs": inputs, "outputs": outputs, "task": infer_task(dataset, outputs),
+            "normalization": dataset.normalization, "labels": dataset.labels, "source": source, **extra}
+
+
+def infer_task(dataset, outputs: list[dict]) -> str:
+    """``classification`` when the data has classes or the one output is (batch, classes)."""
+    if dataset.num_classes:
+        return "classification"
+    shape = outputs[0]["shape"] if len(outputs) == 1 else []
+    return "classification" if len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1 else "unknown"
+
+
+def runnable(record: dict) -> bool:
+    """Whether edgedl.runtime has a backend for this artifact's format."""
+    return rt.backend_for_format(record["format"]) is not None
+
+
+def predict(path, x: Any, batch_size: int = 256, **load_options: Any) -> np.ndarray:
+    """The artifact's first output for every sample of ``x``, run through edgedl.runtime.
+
+    ``x`` is an array of samples (single-input models) or a :class:`edgedl.data.Samples` of
+    arrays keyed by input name.
+    """
+    from edgedl.data.feeds import as_samples
+
+    with rt.load(path, **load_options) as runner:
+        samples = as_samples(x, runner.inputs)
+        first = runner.inputs[0].shape[0] if runner.inputs[0].shape else None
+        fixed = first if isinstance(first, int) and first > 0 else None
+        step = fixed or batch_size
+        outputs = []
+        for start in range(0, len(samples), step):
+            feed, n = samples.batch(start, step, pad_to=fixed)
+            out = runner.run(feed)
+            outputs.append(next(iter(out.values()))[:n])
+    return np.concatenate(outputs)
+
+
+def accuracy(path, split, batch_size: int = 256, **load_options: Any) -> float:
+    """Top-1 accuracy of an artifact on a labelled split, run through edgedl.runtime."""
+    logits = predict(path, split.x, batch_size, **load_options)
+    return float((logits.reshape(len(split), -1).argmax(1) == split.y).mean())
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max abs difference, mean cosine similarity per sample, and top-1 agreement (2-D outputs)."""
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    out = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
+    if ref.shape != out.shape:
+        raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {out.shape}")
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cosine = np.where(norms > 0, (ref * out).sum(1) / np.maximum(norms, 1e-30), 1.0)
+    return {
+        "max_abs_diff": float(np.abs(ref - out).max()),
+        "cosine": float(cosine.mean()),
+        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
+        "samples": int(len(ref)),
+    }

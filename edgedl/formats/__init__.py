@@ -1,0 +1,1 @@
+"""One package per artifact format: what its libraries do, behind edgedl types."""

@@ -1,0 +1,1 @@
+"""ONNX: export from torch, import, quantization (onnxruntime.quantization), static analysis."""

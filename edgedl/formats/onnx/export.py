@@ -1,0 +1,94 @@
+"""torch -> ONNX through torch.onnx (the torch.export-based exporter), and a user's ONNX file
+brought in with its dynamic dimensions fixed. The only module that calls ``torch.onnx``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgedl.errors import StageError, UsageError
+from edgedl.formats.onnx import graph as onnx_graph
+
+
+def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> None:
+    """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB)."""
+    import torch
+
+    module.eval()
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
+    # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(example),),
+                str(path),
+                input_names=["input"],
+                output_names=[output_name],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StageError(f"ONNX export failed: {first}") from None
+        finally:
+            onnx_log.setLevel(level)
+
+
+def check_input_shapes(model, wanted: dict[str, list[int]]) -> None:
+    """Refuse --input-shape names and ranks that do not fit the model, before any work."""
+    inputs = onnx_graph.graph_inputs(model)
+    names = [i.name for i in inputs]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise UsageError(f"--input-shape names {unknown}, but the model's inputs are {names}")
+    for value in inputs:
+        shape = wanted.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if shape is not None and len(shape) != len(dims):
+            raise UsageError(f"--input-shape {value.name}: the input has {len(dims)} dimensions, not {len(shape)}")
+
+
+def fix_dimensions(source: Path, wanted: dict[str, list[int]], sample_shape: tuple | None):
+    """The model with dynamic dimensions fixed from ``wanted`` or, past the batch axis of a single
+    input, from the data's ``sample_shape``; returns (model, {input: {axis: size}})."""
+    import onnx
+
+    model = onnx_graph.load_graph(source)
+    if onnx_graph.external_files(model, source.parent):
+        model = onnx.load(str(source))  # bring the weights inside the artifact
+    check_input_shapes(model, wanted)
+    inputs = onnx_graph.graph_inputs(model)
+    fixes: dict[str, dict[int, int]] = {}
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim
+        shape = wanted.get(value.name)
+        for axis, dim in enumerate(dims):
+            dynamic = not dim.HasField("dim_value")
+            target = shape[axis] if shape is not None else (
+                sample_shape[axis - 1] if dynamic and axis > 0 and len(inputs) == 1 and sample_shape
+                and len(dims) == len(sample_shape) + 1 else None)
+            if target is not None and (dynamic or dim.dim_value != target):
+                dim.Clear()
+                dim.dim_value = int(target)
+                fixes.setdefault(value.name, {})[axis] = int(target)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise UsageError(f"shape inference fails on {source.name}: {str(exc).splitlines()[0]}; fix the dynamic "
+                         "dimensions with --input-shape name=1x3x224x224") from None
+    return model, fixes

@@ -1,0 +1,1 @@
+"""LiteRT (TFLite): conversion (litert-torch), quantization (ai-edge-quantizer), static analysis."""

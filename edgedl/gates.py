@@ -1,0 +1,83 @@
+"""The accuracy and speed gates, one algorithm over edgedl.runtime for every format.
+
+Accuracy gate: a candidate's quality on the validation split (accuracy with labels; without,
+top-1 agreement with the float file for classifiers, cosine similarity otherwise), against the
+float file's. Speed gate: the candidate and its float parent timed side by side on this host.
+A format supplies only files; ONNX's quantize stage and LiteRT's export both use these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedl.artifacts import compare, predict
+from edgedl.bench import side_by_side
+
+
+class Quality:
+    """Scores artifacts on a split: accuracy with labels, else agreement with the reference file."""
+
+    def __init__(self, split, reference_path: Path, classifier: bool, **load_options: Any):
+        self.x, self.y = split.x, split.y
+        self.load_options = load_options
+        self.reference = predict(reference_path, self.x, **load_options)
+        self.classifier = classifier
+        self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
+        self.reference_value = self(None)
+
+    def __call__(self, path: Path | None) -> float:
+        out = self.reference if path is None else predict(path, self.x, **self.load_options)
+        if self.y is not None:
+            return float((out.reshape(len(out), -1).argmax(1) == self.y).mean())
+        parity = compare(self.reference, out)
+        return parity["top1_agreement"] if self.classifier else parity["cosine"]
+
+    def drop_points(self, value: float) -> float:
+        return round(100.0 * (self.reference_value - value), 4)
+
+
+def compare_latency(float_path: Path, q_path: Path, sample: Any, threads: int | None,
+                    rounds: int = 3) -> tuple[float, float]:
+    """Median p50 (ms) of the float and the candidate artifact, timed alternately in one process."""
+    p50 = side_by_side({"float": float_path, "candidate": q_path}, sample, threads, rounds=rounds)
+    return p50["float"], p50["candidate"]
+
+
+def speed_verdict(float_path: Path, q_path: Path, sample: Any, label: str, float_name: str, min_speedup: float,
+                  threads: int | None, timings: tuple[float, float] | None = None) -> dict:
+    """Whether ``q_path`` is at least ``min_speedup`` times faster than ``float_path`` on this host."""
+    float_ms, q_ms = timings or compare_latency(float_path, q_path, sample, threads)
+    speedup = float_ms / q_ms
+    gate = {"host": "this machine", "threads": threads, "fp32_p50_ms": float_ms, "quantized_p50_ms": q_ms,
+            "speedup": speedup, "min_speedup": min_speedup, "passed": speedup >= min_speedup}
+    if gate["passed"]:
+        gate["verdict"] = f"{label} is {speedup:.2f}x faster than {float_name} on this host"
+    else:
+        gate["verdict"] = (f"{label} is not faster than fp32 on this host ({q_ms:.3f} ms against {float_ms:.3f} ms "
+                           f"p50, {speedup:.2f}x; at least {min_speedup}x counts): keep {float_name}")
+    return gate
+
+
+def single_sample(x: Any) -> Any:
+    """The first sample of an array or of Samples, as what a runner takes for one call."""
+    from edgedl.data.feeds import Samples
+
+    if isinstance(x, Samples):
+        return x.batch(0, 1)[0]
+    return np.ascontiguousarray(x[:1])
+
+
+def gate_summary(q: dict) -> str:
+    """One line for the report: precision, scheme, both gates' verdicts."""
+    gate = "met" if q["accuracy_gate"] else "MISSED"
+    line = (f"{q['precision']} ({q['scheme']}), accuracy gate {gate}: {q['quality_metric']} {q['quality']:.4f} on val "
+            f"against {q['reference_quality']:.4f} (drop {q['drop_points']:.2f} points, allowed "
+            f"{q['max_accuracy_drop_points']})")
+    if q.get("float_layers"):
+        line += f"; kept in float: {', '.join(q['float_layers'])}"
+    if q.get("speed_gate"):
+        line += f"; speed: {q['speed_gate']['verdict']}"
+    return line

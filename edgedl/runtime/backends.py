@@ -1,0 +1,43 @@
+"""The one table of runtime backends: what each runs, where its code lives, what installs it.
+
+``load()``, ``edgedl bench`` and ``edgedl inspect`` all read this table; a new backend is one
+module under ``edgedl/runtime/`` and one entry here. Nothing is imported until a backend is used.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Backend(NamedTuple):
+    """One runtime backend.
+
+    Attributes:
+        name: what ``load(backend=...)`` takes.
+        runner: ``module:Class`` of its Runner.
+        format: the artifact format it runs (the manifest's and sidecar's ``format``).
+        suffixes: file suffixes it runs when no sidecar says otherwise.
+        extra: the pip extra that installs its framework.
+        devices: compute units its ``device=`` takes (None is the first).
+        inspect: ``module:function`` describing a file of this format, or None.
+        runs_code: loading a file may execute code the file names (then a trust flag is needed).
+    """
+
+    name: str
+    runner: str
+    format: str
+    suffixes: tuple[str, ...]
+    extra: str
+    devices: tuple[str, ...] = ("cpu",)
+    inspect: str | None = None
+    runs_code: bool = False
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cuda"),
+            inspect="edgedl.formats.onnx.graph:summarize"),
+    Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu",),
+            inspect="edgedl.formats.tflite.graph:summarize"),
+    Backend("torch", "edgedl.runtime.torchrt:TorchRunner", "torch", (".pt", ".pth"), "torch", ("cpu", "cuda"),
+            inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True),
+)}
