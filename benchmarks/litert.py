@@ -87,8 +87,8 @@ def main() -> None:
 def _agreement_with_fp32(paths: dict) -> dict:
     """Each quantized file's outputs against the fp32 file's, on the whole test split."""
     from edgedl.data import load_dataset
-    from edgedl.parity import compare
-    from edgedl.stages.evaluate import predict
+    from edgedl.artifacts import compare
+    from edgedl.artifacts import predict
 
     x = load_dataset(DATA, seed=0).test.x
     reference = predict(paths["fp32"], x)

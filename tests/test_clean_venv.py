@@ -43,7 +43,7 @@ def edgedl_wheel(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("extra, artifact, backend", [
     ("onnx", "resnet8.distilled.int8.onnx", "onnxruntime"),
-    ("litert", "resnet8.distilled.int8.tflite", "litert"),
+    ("litert", "resnet8.distilled.int8fio.tflite", "litert"),
 ])
 def test_runtime_and_bench_work_with_numpy_and_one_backend(extra, artifact, backend, edgedl_wheel, quick_run,
                                                            manifest, tmp_path):

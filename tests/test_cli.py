@@ -45,7 +45,7 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
     assert [s["stage"] for s in manifest["stages"]] == ["train", "prune", "distill", "export_onnx", "export_tflite",
                                                         "quantize", "evaluate", "benchmark"]
     baseline, final = a["resnet8.fp32.onnx"], a["resnet8.distilled.int8.onnx"]
-    tfl32, tfl8 = a["resnet8.distilled.fp32.tflite"], a["resnet8.distilled.int8.tflite"]
+    tfl32, tfl8 = a["resnet8.distilled.fp32.tflite"], a["resnet8.distilled.int8fio.tflite"]
     assert tfl32["parity"]["max_abs_diff"] < 1e-4  # parity with torch, in the manifest and the report
     assert tfl8["metrics"]["accuracy"] >= tfl32["metrics"]["accuracy"] - 0.01
     assert baseline["precision"] == "fp32" and baseline["metrics"]["accuracy"] >= 0.95
@@ -81,7 +81,7 @@ def test_manifest_describes_every_artifact(quick_run, manifest):
         ("resnet8.pruned.fp32.onnx", "fp32", "resnet8.pruned.pt"),
         ("resnet8.distilled.fp32.onnx", "fp32", "resnet8.distilled.pt"),
         ("resnet8.distilled.fp32.tflite", "fp32", "resnet8.distilled.pt"),
-        ("resnet8.distilled.int8.tflite", "int8", "resnet8.distilled.fp32.tflite"),
+        ("resnet8.distilled.int8fio.tflite", "int8fio", "resnet8.distilled.fp32.tflite"),
         ("resnet8.distilled.int8.onnx", "int8", "resnet8.distilled.fp32.onnx"),
     ]
     for a in manifest["artifacts"]:
@@ -96,7 +96,7 @@ def test_manifest_describes_every_artifact(quick_run, manifest):
     for name in ("resnet8.fp32.onnx", "resnet8.pruned.fp32.onnx", "resnet8.distilled.fp32.onnx"):
         assert a[name]["parity"]["max_abs_diff"] < 1e-4 and a[name]["parity"]["top1_agreement"] == 1.0
     for name in ("resnet8.fp32.onnx", "resnet8.pruned.fp32.onnx", "resnet8.distilled.fp32.onnx",
-                 "resnet8.distilled.int8.onnx", "resnet8.distilled.fp32.tflite", "resnet8.distilled.int8.tflite"):
+                 "resnet8.distilled.int8.onnx", "resnet8.distilled.fp32.tflite", "resnet8.distilled.int8fio.tflite"):
         m = a[name]["metrics"]  # every runnable artifact: accuracy, size, latency (MACs on ONNX graphs)
         assert 0 <= m["accuracy"] <= 1 and a[name]["size_bytes"] > 0
         assert m["macs"] > 0 if a[name]["format"] == "onnx" else "ONNX" in a[name]["notes"]["macs"]

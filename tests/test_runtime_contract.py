@@ -21,7 +21,7 @@ from edgedl.runtime import InputError, Prediction
 CASES = {
     "torch": ("torch", ["resnet8.distilled.pt"]),
     "onnxruntime": ("onnxruntime", ["resnet8.distilled.fp32.onnx", "resnet8.distilled.int8.onnx"]),
-    "litert": ("ai_edge_litert", ["resnet8.distilled.fp32.tflite", "resnet8.distilled.int8.tflite"]),
+    "litert": ("ai_edge_litert", ["resnet8.distilled.fp32.tflite", "resnet8.distilled.int8fio.tflite"]),
 }
 
 
@@ -80,7 +80,7 @@ def test_backend_is_picked_from_the_file_and_can_be_named(case):
 def test_outputs_agree_with_the_torch_reference(case, digits, reference):
     _, path, record = case
     x, _, _ = digits
-    from edgedl.stages.evaluate import predict  # batches, or one at a time for a fixed-batch file
+    from edgedl.artifacts import predict  # batches, or one at a time for a fixed-batch file
 
     out = predict(path, x)
     assert out.dtype == np.float32 and out.shape == reference.shape
