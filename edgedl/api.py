@@ -72,7 +72,8 @@ def _check_model_file(recipe: Recipe, stages: list, trust_model_code: bool = Fal
         if torch_only:
             raise UsageError(f"stage(s) {', '.join(torch_only)} need a PyTorch model; '{path.name}' is an ONNX file, "
                              "which can be quantized, evaluated and benchmarked: drop those stages (or --prune, "
-                             "--distill, --epochs, the tflite target) or pass the PyTorch model")
+                             "--distill, --epochs, the tflite target) or pass the PyTorch model"
+                             + "".join(f"; {s.needs_torch}" for s in stages if isinstance(s.needs_torch, str)))
         try:
             model = onnx_graph.load_graph(path)
         except EdgedlError as exc:

@@ -130,13 +130,14 @@ class Stage:
     """One step of a run. Subclasses set ``name`` and ``Config`` and implement :meth:`run`.
 
     ``target``: the recipe target this stage's artifacts serve (an export stage), if any.
-    ``needs_torch``: the stage works on the PyTorch model (refused before any work for an ONNX model).
+    ``needs_torch``: the stage works on the PyTorch model (refused before any work for an ONNX model);
+    a string says why, for the message.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[StageConfig]]
     target: ClassVar[str | None] = None
-    needs_torch: ClassVar[bool] = False
+    needs_torch: ClassVar[bool | str] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -37,7 +37,8 @@ class ExportTfliteConfig(StageConfig):
 class ExportTfliteStage(Stage):
     name = "export_tflite"
     Config = ExportTfliteConfig
-    needs_torch = True
+    needs_torch = ("TFLite export converts the PyTorch model with litert-torch; edgedl does not take the "
+                   "ONNX->TensorFlow->TFLite route (onnx2tf), which pins numpy 1.x and exact TensorFlow versions")
     target = "tflite"
 
     def run(self, ctx: RunContext) -> None:
