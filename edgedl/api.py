@@ -32,12 +32,6 @@ class CompressResult:
         """The file of the artifact called ``name``."""
         return self.path / self.artifacts[name]["path"]
 
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
-
 
 def check_trust(recipe: Recipe, trust_model_code: bool, named: str | None = None) -> None:
     """Refuse a recipe file's Python factories unless the user said to run them.
@@ -88,13 +82,11 @@ def _check_model_file(recipe: Recipe, stages: list, trust_model_code: bool = Fal
 
         read_checkpoint(recipe.model.weights)  # exists and is an edgedl checkpoint, before any work
     if spec.lower().endswith((".pt", ".pth")):
-        from edgedl.models.spec import is_factory_spec, read_checkpoint
+        from edgedl.models.spec import is_factory_spec, read_checkpoint, refuse_untrusted_factory
 
         named = str((read_checkpoint(spec).get("arch") or {}).get("spec", ""))
         if is_factory_spec(named) and not trust_model_code:
-            raise TrustError(f"{Path(spec).name} names the Python factory '{named}' to build its architecture, and "
-                             "edgedl does not run code a file names: pass --trust-model-code if you trust that code, "
-                             f"or name the factory yourself: --model {named} --weights {spec}")
+            refuse_untrusted_factory(spec, named)
     return None
 
 
@@ -205,13 +197,12 @@ def train(
     The checkpoint opens with every command that takes one: ``bench``, ``inspect``,
     ``edgedl.runtime.load`` and ``compress --model out.pt``.
     """
-    from edgedl.artifacts import write_sidecar
+    from edgedl.artifacts import checkpoint_sidecar, write_sidecar
     from edgedl.data import load_dataset
     from edgedl.formats.torch.progress import progress_bar
     from edgedl.models import save_checkpoint
     from edgedl.models.spec import CHECKPOINT_SUFFIXES
     from edgedl.recipe import validate_recipe
-    from edgedl.stages.base import checkpoint_sidecar
     from edgedl.train import FitConfig, accuracy, fit
 
     out = Path(out)
@@ -236,14 +227,6 @@ def train(
     write_sidecar(out, "torch", "fp32", checkpoint_sidecar(built.module, dataset, model))
     return {"checkpoint": str(out), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
             "test_accuracy_torch": accuracy(built.module, dataset.test)}
-
-
-def _check_json_path(json_path: str | Path | None) -> None:
-    if json_path is None or str(json_path) == "-":
-        return
-    folder = Path(json_path).parent
-    if not folder.is_dir():
-        raise UsageError(f"--json {json_path}: folder {folder} does not exist; create it or choose another path")
 
 
 def bench(
@@ -303,8 +286,9 @@ def bench(
         after = conditions.thermal()
         backend = runner.backend
         sidecar = runner.sidecar
+    fmt = rt.backend_for(artifact, sidecar).format
     params = macs = None
-    if artifact.suffix.lower() == ".onnx":
+    if fmt == "onnx":
         from edgedl.formats.onnx import graph as onnx_graph
 
         graph = onnx_graph.load_graph(artifact)
@@ -316,7 +300,7 @@ def bench(
     return {
         "artifact": str(artifact),
         "backend": backend,
-        "format": sidecar.get("format", artifact.suffix.lstrip(".")),
+        "format": fmt,
         "precision": sidecar.get("precision"),
         "metrics": {
             "accuracy": None,

@@ -78,6 +78,23 @@ def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: d
             "normalization": dataset.normalization, "labels": dataset.labels, "source": source, **extra}
 
 
+def checkpoint_sidecar(module: Any, dataset, spec: str) -> dict:
+    """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
+    feeds and post-processes a checkpoint exactly as it does the exported files."""
+    import torch
+
+    training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros((1, *dataset.input_shape)))
+    finally:
+        module.train(training)
+    inputs = [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}]
+    outputs = [{"name": "logits" if dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
+                "dtype": "float32"}]
+    return build_sidecar(dataset, inputs, outputs, known_layout=True, source={"model": spec})
+
+
 def infer_task(dataset, outputs: list[dict]) -> str:
     """``classification`` when the data has classes or the one output is (batch, classes)."""
     if dataset.num_classes:

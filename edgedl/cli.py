@@ -147,7 +147,9 @@ def bench(artifact, data, runs, warmup, min_seconds, batch, threads, input_shape
     from edgedl._fs import atomic_write_json
     from edgedl.recipe import parse_input_shapes
 
-    api._check_json_path(json_path)  # before the benchmark, not after it
+    if json_path is not None and str(json_path) != "-" and not json_path.parent.is_dir():  # before the run
+        raise click.UsageError(f"--json {json_path}: folder {json_path.parent} does not exist; create it or choose "
+                               "another path")
     result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds, batch=batch,
                        threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
                        trust_model_code=trust_model_code)

@@ -46,19 +46,24 @@ def compare_latency(float_path: Path, q_path: Path, sample: Any, threads: int | 
     return p50["float"], p50["candidate"]
 
 
-def speed_verdict(float_path: Path, q_path: Path, sample: Any, label: str, float_name: str, min_speedup: float,
-                  threads: int | None, timings: tuple[float, float] | None = None) -> dict:
-    """Whether ``q_path`` is at least ``min_speedup`` times faster than ``float_path`` on this host."""
-    float_ms, q_ms = timings or compare_latency(float_path, q_path, sample, threads)
+def speed_verdict(float_ms: float, q_ms: float, label: str, float_name: str, min_speedup: float,
+                  threads: int | None) -> dict:
+    """Whether a candidate timed at ``q_ms`` is at least ``min_speedup`` times faster than its float
+    parent at ``float_ms`` (both from :func:`compare_latency`), and the sentence that says so."""
     speedup = float_ms / q_ms
     gate = {"host": "this machine", "threads": threads, "fp32_p50_ms": float_ms, "quantized_p50_ms": q_ms,
             "speedup": speedup, "min_speedup": min_speedup, "passed": speedup >= min_speedup}
     if gate["passed"]:
         gate["verdict"] = f"{label} is {speedup:.2f}x faster than {float_name} on this host"
     else:
-        gate["verdict"] = (f"{label} is not faster than fp32 on this host ({q_ms:.3f} ms against {float_ms:.3f} ms "
+        gate["verdict"] = (f"{label} is not faster than {float_name} on this host ({q_ms:.3f} ms against {float_ms:.3f} ms "
                            f"p50, {speedup:.2f}x; at least {min_speedup}x counts): keep {float_name}")
     return gate
+
+
+def bench_threads(recipe) -> int | None:
+    """The thread count the recipe's benchmark stage times with, so quick checks time alike."""
+    return next((s.threads for s in recipe.stages if s.stage == "benchmark"), None)
 
 
 def single_sample(x: Any) -> Any:

@@ -240,7 +240,7 @@ def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
         assert gate["fp32_p50_ms"] > 0 and gate["quantized_p50_ms"] > 0
     slow = a["mlp.fp16.onnx"]
     assert slow["quantization"]["speed_gate"]["passed"] is False and slow["recommended"] is False
-    assert "fp16 is not faster than fp32 on this host" in slow["notes"]["speed_gate"]
+    assert "fp16 is not faster than mlp.fp32.onnx on this host" in slow["notes"]["speed_gate"]
     assert slow["quantization"]["speed_gate"]["op_ms"]["quantized"]  # the per-op profile explains it
     assert "mlp.fp16.onnx`: fp16" in (tmp_path / "run" / "report.md").read_text()
     assert "not recommended" in (tmp_path / "run" / "report.md").read_text()

@@ -200,6 +200,15 @@ def checkpoint_input_shape(payload: dict) -> list | None:
     return None
 
 
+def refuse_untrusted_factory(path: str | Path, spec: str) -> None:
+    """The refusal for a checkpoint that names Python code to build its architecture."""
+    path = Path(path)
+    raise TrustError(
+        f"{path.name} names the Python factory '{spec}' to build its architecture, and edgedl does not run "
+        f"code a file names: pass --trust-model-code (trust_model_code=True) if you trust that code, or name "
+        f"the factory yourself: --model {spec} --weights {path}")
+
+
 def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: str | None = None) -> LoadedModel:
     """Load an edgedl checkpoint and rebuild its model.
 
@@ -225,10 +234,7 @@ def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: s
         built = LoadedModel(_from_factory(factory, kwargs), {"spec": _canonical(factory), "kwargs": kwargs})
     elif is_factory_spec(spec):
         if not trust_model_code:
-            raise TrustError(
-                f"{path.name} names the Python factory '{spec}' to build its architecture, and edgedl does not run "
-                f"code a file names: pass --trust-model-code (trust_model_code=True) if you trust that code, or name "
-                f"the factory yourself: --model {spec} --weights {path.name}")
+            refuse_untrusted_factory(path, spec)
         spec = _resolved_from(spec, path.parent)
         built = LoadedModel(_from_factory(spec, kwargs), {"spec": spec, "kwargs": kwargs})
     else:

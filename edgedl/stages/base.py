@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from edgedl.artifacts import BENCH_METRICS, build_sidecar
+from edgedl.artifacts import BENCH_METRICS, checkpoint_sidecar
 from edgedl.data import Dataset
 from edgedl.errors import UsageError
 
@@ -107,23 +107,6 @@ class RunContext:
     def log(self, message: str) -> None:
         if self.console is not None:
             self.console.print(message)
-
-
-def checkpoint_sidecar(module: Any, dataset: Dataset, spec: str) -> dict:
-    """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
-    feeds and post-processes a checkpoint exactly as it does the exported files."""
-    import torch
-
-    training = module.training
-    try:
-        with torch.no_grad():
-            out = module.eval()(torch.zeros((1, *dataset.input_shape)))
-    finally:
-        module.train(training)
-    inputs = [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}]
-    outputs = [{"name": "logits" if dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
-                "dtype": "float32"}]
-    return build_sidecar(dataset, inputs, outputs, known_layout=True, source={"model": spec})
 
 
 class Stage:

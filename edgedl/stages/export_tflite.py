@@ -103,12 +103,13 @@ class ExportTfliteStage(Stage):
         """The accuracy and speed gates of every reduced-precision file against the fp32 file, the
         same algorithm the ONNX quantize stage applies (edgedl.gates); recorded, not failing: LiteRT's
         quantizers have no per-layer fallback here to try instead."""
-        from edgedl.gates import Quality, gate_summary, single_sample, speed_verdict
+        from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
 
         if not self.config.gates or len(produced) < 2:
             return {}
         quality = Quality(ctx.dataset.val, fp32, classifier=ctx.dataset.num_classes is not None)
         sample = single_sample(ctx.dataset.val.x)
+        threads = bench_threads(ctx.recipe)
         out = {}
         for precision, path, _ in produced:
             if precision == "fp32":
@@ -116,7 +117,8 @@ class ExportTfliteStage(Stage):
             value = quality(path)
             drop = quality.drop_points(value)
             passed = drop <= self.config.max_accuracy_drop
-            speed = speed_verdict(fp32, path, sample, precision, "fp32", self.config.min_speedup, threads=None)
+            float_ms, q_ms = compare_latency(fp32, path, sample, threads)
+            speed = speed_verdict(float_ms, q_ms, precision, fp32.name, self.config.min_speedup, threads)
             info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
                     "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
                     "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": passed,

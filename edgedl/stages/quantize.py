@@ -26,7 +26,7 @@ from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
-from edgedl.gates import Quality, compare_latency, gate_summary, single_sample, speed_verdict
+from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
 from edgedl.runtime.sidecar import read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
@@ -52,11 +52,9 @@ class Attempt:
 
 def calibration_feeds(drawn: Calibration, model: Path) -> list[dict]:
     """One feed per calibration sample, keyed by the model's input names."""
-    import edgedl.runtime as rt
     from edgedl.data.feeds import as_samples
 
-    with rt.load(model, verify=False) as runner:
-        samples = as_samples(drawn.samples, runner.inputs)
+    samples = as_samples(drawn.samples, onnx_graph.input_infos(onnx_graph.load_graph(model)))
     return [samples.batch(i, 1)[0] for i in range(len(samples))]
 
 
@@ -121,7 +119,7 @@ class QuantizeStage(Stage):
         task = (read_sidecar(parent_path) or {}).get("task")
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification")
         sample = single_sample(ctx.dataset.val.x)
-        threads = c.threads or self._benchmark_threads(ctx)
+        threads = c.threads or bench_threads(ctx.recipe)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
                       "reference": parent["name"], "reference_quality": quality.reference_value,
                       "max_accuracy_drop_points": c.max_accuracy_drop}
@@ -250,17 +248,13 @@ class QuantizeStage(Stage):
                 best.float_layers = best.float_layers + grouped
                 q_ms = retry_ms
                 gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
-        label = best.scheme if self.config.precision == "int8" else self.config.precision
-        gate.update(speed_verdict(parent_path, best.path, sample, label, parent["name"], self.config.min_speedup,
-                                  threads, timings=(float_ms, q_ms)), host="this machine, ONNX Runtime CPU")
+        label = f"int8 ({best.scheme})" if self.config.precision == "int8" else self.config.precision
+        gate.update(speed_verdict(float_ms, q_ms, label, parent["name"], self.config.min_speedup, threads),
+                    host="this machine, ONNX Runtime CPU")
         if not gate["passed"]:
             gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                              "quantized": op_profile(best.path, sample, threads)}
         return gate
-
-    @staticmethod
-    def _benchmark_threads(ctx) -> int | None:
-        return next((s.threads for s in ctx.recipe.stages if s.stage == "benchmark"), None)
 
     # ---- artifact -------------------------------------------------------------------------
     def _add(self, ctx, parent: dict, best: Attempt, info: dict, notes: dict) -> None:

@@ -65,14 +65,6 @@ def graph_inputs(model) -> list:
     return [v for v in model.graph.input if v.name not in initializers]
 
 
-def single_input_name(path: str | os.PathLike, purpose: str) -> str:
-    """The name of a single-input model's input; a clear error for several."""
-    names = [v.name for v in graph_inputs(load_graph(path))]
-    if len(names) != 1:
-        raise EdgedlError(f"{purpose} takes single-input models; this one has inputs {names}")
-    return names[0]
-
-
 def _dims(type_proto) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in type_proto.tensor_type.shape.dim]
 
@@ -108,24 +100,37 @@ def unknown_input_dims(model, shapes: dict[str, list[int]] | None = None) -> dic
 
 
 def toposort(graph) -> None:
-    """Order a graph's nodes so that each comes after the nodes producing its inputs, in place.
+    """Order a graph's nodes so that each comes after the nodes producing its inputs, in place
+    (Kahn's algorithm, linear in nodes and edges; a graph already in order is left as it is).
 
-    The ONNX spec requires it and shape inference relies on it; ONNX Runtime's fp16 converter
-    appends its input Casts at the end, after the nodes that read them."""
-    available = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(x in available for x in n.input)]
-        if not ready:  # a cycle or an input from an enclosing graph: keep the rest as they were
-            ordered += pending
-            break
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        pending = [n for n in pending if all(n is not r for r in ready)]
-    copies = [type(n)() for n in ordered]
-    for copy, node in zip(copies, ordered):
-        copy.CopyFrom(node)
+    The ONNX spec requires the order and shape inference relies on it; ONNX Runtime's fp16
+    converter appends its input Casts after the nodes that read them."""
+    from collections import deque
+
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in {x for x in node.input if x in producer and producer[x] != i}:
+            waiting[i] += 1
+            readers.setdefault(producer[name], []).append(i)
+    ready = deque(i for i, count in enumerate(waiting) if count == 0)
+    order = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for j in readers.get(i, ()):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if len(order) < len(nodes):  # a cycle: leave the rest where it was
+        order += [i for i in range(len(nodes)) if waiting[i] > 0]
+    if order == list(range(len(nodes))):
+        return
+    copies = [type(nodes[i])() for i in order]
+    for copy, i in zip(copies, order):
+        copy.CopyFrom(nodes[i])
     del graph.node[:]
     graph.node.extend(copies)
 

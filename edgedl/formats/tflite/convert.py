@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +25,16 @@ QUANTIZERS = ("ai-edge-quantizer", "pt2e")
 def _quiet():
     """Both libraries narrate their steps, partly from C++ straight to file descriptors 1 and 2;
     keep edgedl's output to its own lines. Errors still surface as exceptions."""
+    from edgedl.runtime.litert import native_output_silenced
+
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with native_output_silenced(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved + [devnull]:
-            os.close(fd)
         absl.setLevel(level)
 
 
