@@ -222,6 +222,27 @@ def test_tensorrt_scheme_is_symmetric_int8_with_per_channel_weights(tmp_path):
     assert per_channel  # weight scales: one per output channel
 
 
+@pytest.mark.parametrize("count", [40, 64])
+def test_calibration_ranges_come_from_every_sample(tiny_conv_onnx, tmp_path, count):
+    """The input's range is max |x| over all calibration samples, wherever the largest one sits.
+    With ONNX Runtime's CalibMaxIntermediateOutputs, which edgedl used to set to a chunk size not
+    dividing the count, full chunks were dropped: the range came from the last partial chunk only
+    (40 samples, chunk 15: the last 10; 64 samples, chunk 15: the last 4)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgedl.formats.onnx import quantize as qo
+
+    x = np.random.default_rng(0).uniform(-1, 1, (count, 1, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 0] = 7.5  # the widest value, in the first sample
+    qo.quantize_static(tiny_conv_onnx, tmp_path / "q.onnx", [{"input": x[i : i + 1]} for i in range(count)],
+                       qo.SCHEMES["tensorrt"])
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    (q_input,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input"]
+    assert float(inits[q_input.input[1]]) == pytest.approx(7.5 / 127, rel=1e-6)
+
+
 def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
     """The speed gate is driven to a known outcome by the threshold the test sets: no fp16 file is
     100x faster than its fp32 parent on a CPU."""

@@ -106,15 +106,6 @@ class _Reader:
         self.index = 0
 
 
-def _chunk(samples: int) -> int | None:
-    """A calibration chunk size of at most 16 that does not divide ``samples``.
-
-    ORT 1.31's MinMax calibrator fails with "No data is collected" when the sample count is a
-    multiple of CalibMaxIntermediateOutputs (the last full chunk is flushed, then nothing is left).
-    """
-    return next((c for c in range(16, 1, -1) if samples % c), None)
-
-
 def quantize_static(
     src: Path,
     dst: Path,
@@ -139,10 +130,11 @@ def quantize_static(
     methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                "percentile": q.CalibrationMethod.Percentile}
     act = q.QuantType.QInt8 if scheme.activations == "int8" else q.QuantType.QUInt8
+    # No CalibMaxIntermediateOutputs: in ONNX Runtime 1.31 a full chunk is cleared without its ranges
+    # being merged, so only the last partial chunk would count (and a count divisible by the chunk
+    # fails with "No data is collected"). The calibrator keeps two scalars per tensor and sample, so
+    # all samples fit in memory at any input size.
     extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True}
-    chunk = _chunk(len(calibration))
-    if method == "minmax" and chunk:
-        extra["CalibMaxIntermediateOutputs"] = chunk  # merge ranges in chunks: bounded memory at 224x224
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     try:
