@@ -353,3 +353,22 @@ def test_debug_works_after_the_subcommand(tmp_path):
 def test_report_gives_each_missing_reason_once(quick_run):
     text = (quick_run / "report.md").read_text()
     assert text.count("torch checkpoints are not benchmarked") == 1
+
+
+# ---- a model no one here made ---------------------------------------------------------------------
+
+def test_a_model_zoo_ir3_graph_prepares_for_quantization_with_its_one_real_input(tmp_path):
+    """SqueezeNet from the ONNX model zoo (the light copy the onnx package ships: IR 3, opset 9,
+    every weight also listed as a graph input). Upgraded to opset 13 for QDQ, it used to keep IR 3,
+    and ORT's pre-processing left 17 weight inputs dangling that calibration then asked data for."""
+    import onnx
+
+    from edgedl.formats.onnx import graph, quantize
+
+    source = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+    assert onnx.load(str(source)).ir_version == 3
+    quantize.prepare(source, tmp_path / "prepared.onnx")
+    prepared = graph.load_graph(tmp_path / "prepared.onnx")
+    assert [i.name for i in graph.input_infos(prepared)] == ["data_0"] and prepared.ir_version >= 7
+    with rt.load(tmp_path / "prepared.onnx") as m:
+        assert m(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1000, 1, 1)

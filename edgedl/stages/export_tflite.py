@@ -132,8 +132,6 @@ class ExportTfliteStage(Stage):
                 notes["speed_gate"] = speed["verdict"]
             out[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
                                                         "recommended": passed and speed["passed"]}}
-            for note in notes.values():
-                ctx.run.manifest["notes"].append(f"{path.name}: {note}")
         return out
 
     def _parent(self, precision: str, checkpoint: str, fp32_name: str | None) -> str:

@@ -68,7 +68,7 @@ class PruneStage(Stage):
             ctx.run.manifest["notes"].append(f"prune: {result['note']}")
         summary = (f"pruned, MACs {result['macs_before']:,} -> {result['macs_after']:,} ({result['mac_reduction']:.2f}x "
                    f"fewer), params {result['params_before']:,} -> {result['params_after']:,}"
-                   + ("" if finetune else f" ({result['note']})"))
+                   + ("" if finetune else ", not fine-tuned (see the notes)"))
         ctx.save_model(".pruned", stage=self.name, pruning=result, summary=summary)
         ctx.log(f"pruned {ctx.stem}: MACs {result['macs_before']:,} -> {result['macs_after']:,} "
                 f"({result['mac_reduction']:.2f}x fewer), params {result['params_before']:,} -> "

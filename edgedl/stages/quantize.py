@@ -153,14 +153,12 @@ class QuantizeStage(Stage):
                        f"points (allowed {c.max_accuracy_drop})")
             if c.on_gate_miss == "fail":
                 raise StageError(message + "; raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
-            notes["accuracy_gate"] = message
-            ctx.run.manifest["notes"].append(message)
+            notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
         if c.speed_gate:
             info["speed_gate"] = self._speed_gate(parent, parent_path, best, sample, threads, work, quality,
                                                   prepared, calib if prepared is not None else None)
             if not info["speed_gate"]["passed"]:
                 notes["speed_gate"] = info["speed_gate"]["verdict"]
-                ctx.run.manifest["notes"].append(info["speed_gate"]["verdict"])
         self._add(ctx, parent, best, info, notes)
 
     # ---- INT8 search ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from edgedl.errors import EdgedlError, MissingDependencyError
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
 MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear
+MIN_IR_VERSION = 7  # what opset 13 needs; IR 3 (old Caffe2 and model-zoo files) lists weights as inputs
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ def prepare(src: Path, dst: Path) -> None:
             model = onnx.version_converter.convert_version(model, MIN_QDQ_OPSET)
         except Exception as exc:
             raise EdgedlError(f"cannot upgrade {src.name} from opset {opset} to {MIN_QDQ_OPSET}: {exc}") from None
+    if model.ir_version < MIN_IR_VERSION:
+        # The converter keeps the old IR version; under IR < 4 every weight is also a graph input,
+        # which ORT's pre-processing leaves dangling when it folds the weight away, and which
+        # calibration would then have to feed. From IR 4 on, weights are initializers only.
+        weights = {i.name for i in model.graph.initializer}
+        kept = [v for v in model.graph.input if v.name not in weights]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+        model.ir_version = MIN_IR_VERSION
     onnx.save(model, str(dst))
     try:
         _ort_quant().quant_pre_process(str(dst), str(dst), skip_symbolic_shape=True)
