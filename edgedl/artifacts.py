@@ -6,6 +6,7 @@ Every stage imports from here rather than from another stage, so stages stay ind
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,6 @@ def write_sidecar(path, format: str, precision: str, body: dict) -> dict:
     """Write ``path``'s sidecar (atomically): the format version, the file's name and sha256, and ``body``."""
     from edgedl._fs import atomic_write_json, sha256_file
     from edgedl.runtime.sidecar import SIDECAR_VERSION, sidecar_path
-
-    from pathlib import Path
 
     path = Path(path)
     sidecar = {"edgedl_sidecar": SIDECAR_VERSION, "artifact": path.name, "sha256": sha256_file(path),

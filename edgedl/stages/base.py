@@ -56,8 +56,10 @@ class RunContext:
     @property
     def factory(self) -> str | None:
         """The model factory the user named (it may run: they said so), for reloading checkpoints."""
+        from edgedl.models.spec import is_factory_spec
+
         spec = self.recipe.model.spec
-        return spec if ":" in spec and not spec.lower().endswith((".pt", ".pth", ".onnx")) else None
+        return spec if is_factory_spec(spec) else None
 
     def require_torch(self, stage: str) -> None:
         if self.model is None:
