@@ -3,7 +3,8 @@
 Side by side in one run: each round times N calls of the bare `session.run` and N calls through
 edgedl.runtime on the same model and input (and, for ONNX Runtime, through edgedl.runtime with
 `preallocate=True`, i.e. IO binding), alternating the order; the figures are medians over rounds.
-Goals (issues 2 and 5): under 2 microseconds extra per call; import under 150 ms.
+Goals (issues 2 and 5): under 2 microseconds extra per call; import under 150 ms; (issue 9) `import
+edgedl.runtime` at most 20 ms after `import numpy`, median over 7 fresh interpreters.
 
 On mobilenetv2_100 at 224x224 one call takes ~2 ms, and the machine's noise between rounds is tens
 of microseconds, so a difference of two such timings cannot resolve 2 us. For every model the
@@ -116,8 +117,9 @@ def overhead(path: Path, shape, rounds: int, calls: int) -> dict:
     return result
 
 
-def import_ms(statement: str, repeats: int) -> float:
-    code = f"import time; t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
+def import_ms(statement: str, repeats: int, setup: str = "") -> float:
+    """Median over ``repeats`` fresh interpreters of the time ``statement`` takes after ``setup``."""
+    code = f"{setup}\nimport time; t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
     times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
              for _ in range(repeats)]
     return statistics.median(times)
@@ -145,6 +147,8 @@ def main() -> None:
         "numpy": import_ms("import numpy", args.import_repeats),
         "edgedl.runtime": import_ms("import edgedl.runtime", args.import_repeats),
         "onnxruntime": import_ms("import onnxruntime", args.import_repeats),
+        # issue 9's measure: what edgedl.runtime adds once numpy is loaded (goal: at most 20 ms)
+        "edgedl.runtime after numpy (7 interpreters)": import_ms("import edgedl.runtime", 7, setup="import numpy"),
     }
     print(json.dumps(results, indent=2))
     if args.json:
