@@ -113,7 +113,7 @@ def _ablate_depthwise(checkpoint: Path, sample: np.ndarray, work: Path, rounds: 
                 setattr(module, child_name, nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, 0,
                                                       groups=conv.groups, bias=conv.bias is not None))
                 replaced += 1
-    calibration = calibration_samples(load_dataset(DATA, seed=0), CALIBRATION, 0, "calibration")
+    calibration = calibration_samples(load_dataset(DATA, seed=0), CALIBRATION, 0, "calibration").samples
     paths = {}
     for label, module in (("full", full), ("dw1x1", stripped)):
         fp32 = work / f"{label}.fp32.tflite"
