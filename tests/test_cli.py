@@ -48,6 +48,10 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
     tfl32, tfl8 = a["resnet8.distilled.fp32.tflite"], a["resnet8.distilled.int8fio.tflite"]
     assert tfl32["parity"]["max_abs_diff"] < 1e-4  # parity with torch, in the manifest and the report
     assert tfl8["metrics"]["accuracy"] >= tfl32["metrics"]["accuracy"] - 0.01
+    gate = tfl8["quantization"]  # the LiteRT INT8 file is held to the same gates as ONNX quantization
+    assert gate["reference"] == "resnet8.distilled.fp32.tflite" and gate["quality_metric"] == "accuracy"
+    assert gate["accuracy_gate"] is True and gate["drop_points"] <= 1.0 and gate["speed_gate"]["fp32_p50_ms"] > 0
+    assert tfl8["summary"].startswith("int8_float_io (ai-edge-quantizer), accuracy gate")
     assert baseline["precision"] == "fp32" and baseline["metrics"]["accuracy"] >= 0.95
     assert final["metrics"]["accuracy"] >= baseline["metrics"]["accuracy"] - 0.01
     assert final["size_bytes"] < baseline["size_bytes"] / 4
