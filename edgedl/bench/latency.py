@@ -106,3 +106,27 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def percentile_intervals(samples_ms, quantiles=(50, 90, 99), level: float = 0.95, resamples: int = 1000,
+                         seed: int = 0) -> dict | None:
+    """Bootstrap confidence intervals of latency percentiles: {"p50": [low, high], ...} in ms.
+
+    Resampling treats calls as independent; consecutive calls on a busy machine are not, so read
+    the interval as a lower bound on the uncertainty. None with fewer than 20 samples.
+    """
+    s = np.asarray(samples_ms, dtype=float)
+    n = len(s)
+    if n < 20:
+        return None
+    rng = np.random.default_rng(seed)
+    resamples = max(200, min(resamples, 5_000_000 // n))  # long runs: fewer resamples, their interval is narrow
+    chunk = max(1, min(resamples, 2_000_000 // n))
+    stats = []
+    for start in range(0, resamples, chunk):
+        draw = s[rng.integers(0, n, (min(chunk, resamples - start), n))]
+        stats.append(np.percentile(draw, quantiles, axis=1).T)
+    table = np.concatenate(stats)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(table, [tail, 100 - tail], axis=0)
+    return {f"p{q}": [float(lo), float(hi)] for q, lo, hi in zip(quantiles, low, high)}
