@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgedl.artifacts import model_kwargs
-from edgedl.devices import resolve_device
+from edgedl.devices import get_profile, resolve_device
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
 from edgedl.recipe import Recipe, load_recipe
 
@@ -138,7 +139,7 @@ def compress(
     check_trust(recipe, trust_model_code or not from_file)
     stages = [stage_for(cfg) for cfg in recipe.stages]  # unknown stages fail before any work
     inputs = _check_model_file(recipe, stages, trust_model_code)
-    device = resolve_device(None)
+    device = resolve_device(recipe.device)
     out = Path(out) if out else default_run_dir(recipe)
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
     dataset = load_dataset(recipe.data.spec, seed=recipe.seed, val_fraction=recipe.data.val_fraction,
@@ -239,32 +240,73 @@ def bench(
     threads: int | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     trust_model_code: bool = False,
+    device: str | None = None,
+    energy: str = "auto",
+    sysfs_root: str | Path = "/",
+    rails: list[str] | None = None,
+    idle_seconds: float = 2.0,
+    cpus: list[int] | None = None,
+    backend: str | None = None,
+    compute: str | None = None,
+    profile_ops: bool = False,
 ) -> dict:
-    """Measure an artifact's latency, throughput and peak memory through edgedl.runtime.
+    """Measure an artifact's cold start, latency (with intervals), throughput, memory and energy
+    through edgedl.runtime, with the conditions and the flags that say whether to trust them.
 
     Feeds come from ``data`` (its test split, arrays keyed by input name for multi-input models)
     or are random arrays shaped by the model and ``input_shapes``; a dynamic dimension past the
     batch that neither gives is a usage error, never a silent 1.
 
+    Args:
+        device: a device profile name (``edgedl devices list``): the device the figures are for.
+            Unless this machine is that device, the result says the timings are this host's.
+        energy: ``auto``, ``ina3221``, ``rapl``, ``nvml``, ``cmd:COMMAND``, ``csv:FILE`` or ``none``.
+        sysfs_root: where sensor files are read (``/``; a recorded or synthetic tree to replay one).
+        rails: the power rails whose sum is the total, instead of the device profile's.
+        idle_seconds: idle power is measured this long first, for the idle-subtracted figure.
+        cpus: run on these CPU numbers only (affinity), recorded in the conditions.
+        backend: the runtime backend (default: from the sidecar and the suffix).
+        compute: the backend's compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT).
+        profile_ops: add where the time goes per op type, from the backend's profiler (ONNX Runtime).
+
     Returns a dict with ``metrics`` (the manifest's metric keys), ``notes`` (why a metric is
-    null) and ``conditions`` (what the measurement ran under).
+    null), ``energy``, ``memory``, ``cold_start``, ``statistics``, ``flags`` and ``conditions``.
     """
     import edgedl.runtime as rt
-    from edgedl.bench import conditions, measure_latency, peak_rss_mb
+    from edgedl.bench import conditions, session
+    from edgedl.bench.energy import EnergyUnavailable, open_source
     from edgedl.data.feeds import concrete_shape, data_feeds, random_feeds
+    from edgedl.devices import detect, get_profile
 
     for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--batch", batch, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
+    if idle_seconds < 0:
+        raise UsageError(f"--idle-seconds must be at least 0, got {idle_seconds}")
     artifact = Path(artifact)
     if not artifact.is_file():
         raise UsageError(f"artifact not found: {artifact}")
+    root = Path(sysfs_root)
+    if not root.is_dir():
+        raise UsageError(f"--sysfs-root {root}: no such folder")
+    replayed = root.resolve() != Path("/")
+    device_record = resolve_device(device)
+    profile = get_profile(device) if device not in (None, "host") else get_profile(detect(root)["profile"])
+    try:  # before any work: a named source that cannot measure here is an error now, not after the run
+        source, energy_reason = open_source(energy, root, profile, rails)
+    except EnergyUnavailable as exc:
+        raise EnergyUnavailable(f"--energy {energy}: {exc}") from None
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     input_shapes = dict(input_shapes or {})
-    notes = {
-        "accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)",
-        "energy_j_per_inference": "no energy sensor on this host (CPU); energy needs a device power source",
-    }
-    with rt.load(artifact, threads=threads, trust_model_code=trust_model_code) as runner:
+    notes = {"accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)"}
+    flags = session.Flags()
+    mem_before = session.snapshot_memory()
+    start = time.perf_counter()
+    with rt.load(artifact, backend=backend, threads=threads, compute=compute,
+                 trust_model_code=trust_model_code) as runner:
+        load_ms = (time.perf_counter() - start) * 1000
+        mem_loaded = session.snapshot_memory()
         unknown = sorted(set(input_shapes) - {i.name for i in runner.inputs})
         if unknown:
             raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
@@ -278,14 +320,30 @@ def bench(
                 concrete_shape(info, batch, input_shapes.get(info.name))
             feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
         shapes = {k: list(v.shape) for k, v in feeds[0].items()}
-        before = conditions.thermal()
         run = runner.run
         n = len(feeds)
-        result = measure_latency(lambda i: run(feeds[i % n]), runs=runs, warmup=warmup,
-                                 min_seconds=min_seconds, batch=batch)
-        after = conditions.thermal()
+        start = time.perf_counter()
+        run(feeds[0])
+        first_ms = (time.perf_counter() - start) * 1000
+        for i in range(warmup):
+            run(feeds[i % n])
+        window_notes = []
+        if source is not None and source.min_window_s > min_seconds:
+            window_notes.append(f"the timed window was stretched to {source.min_window_s:g} s (from {min_seconds:g} s) "
+                                f"by repeating inferences: {source.name}'s counter updates too slowly for less")
+            min_seconds = source.min_window_s
+        before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
+        result, idle, window, error, other_busy = session.timed_window(
+            lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds)
+        after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
         backend = runner.backend
         sidecar = runner.sidecar
+    stats = result.stats()
+    validity = session.judge(result, stats, other_busy, (clocks_before, clocks_after), (before, after), flags)
+    inferences = len(result.samples_ms) * batch
+    energy_out = session.energy_result(source, window, idle, error, energy_reason, inferences, replayed, window_notes)
+    if energy_out.get("j_per_inference") is None:
+        notes["energy_j_per_inference"] = energy_out["reason"]
     fmt = rt.backend_for(artifact, sidecar).format
     params = macs = None
     if fmt == "onnx":
@@ -297,6 +355,8 @@ def bench(
         from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 
         notes["params"] = notes["macs"] = COUNTED_ON_ONNX
+    memory = session.summarize_memory(mem_before, mem_loaded, source)
+    ops = session.op_time(artifact, fmt, feeds[0], threads) if profile_ops else None
     return {
         "artifact": str(artifact),
         "backend": backend,
@@ -306,15 +366,24 @@ def bench(
             "accuracy": None,
             "params": params,
             "macs": macs,
-            "latency_ms": result.stats(),
+            "latency_ms": stats,
             "throughput_ips": result.throughput_ips,
-            "peak_rss_mb": peak_rss_mb(),
-            "energy_j_per_inference": None,
+            "peak_rss_mb": memory["peak_rss_mb"],
+            "energy_j_per_inference": energy_out.get("j_per_inference"),
         },
         "notes": notes,
+        "energy": energy_out,
+        "memory": memory,
+        "cold_start": session.cold_start(load_ms, first_ms),
+        "statistics": session.statistics(result.samples_ms),
+        "flags": flags.items,
+        "op_ms": ops,
+        "where": session.device_notes(device_record, replayed, root, energy_out),
         "conditions": {
             "batch": batch,
             "threads": threads,
+            "compute": compute or "cpu",
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "runs": len(result.samples_ms),
             "warmup": warmup,
             "min_seconds": min_seconds,
@@ -322,17 +391,20 @@ def bench(
             "feeds": f"data:{data}" if data else "random",
             "input_shapes": shapes,
             "peak_rss": "high-water mark of the bench process: interpreter, runtime and model",
-            "device": resolve_device(None),
+            "device": device_record,
             "versions": conditions.versions(),
             "host": conditions.host(),
+            "cpu_features": conditions.cpu_features(),
+            "jetson": conditions.jetson(str(root)),
             "thermal_before": before,
             "thermal_after": after,
+            "validity": validity,
         },
     }
 
 
 def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[str, list[int]] | None = None,
-            trust_model_code: bool = False) -> dict:
+            trust_model_code: bool = False, device: str | None = None) -> dict:
     """Static description of an artifact: I/O, opsets, op histogram, params, MACs, size.
 
     Each format brings its own description (the runtime's backend table names it). For .tflite
@@ -359,7 +431,31 @@ def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[
         options["input_shapes"] = input_shapes
     if backend.runs_code:
         options["trust_model_code"] = trust_model_code
-    return describe(artifact, target, **options)
+    profile = get_profile(device) if device not in (None, "host") else None  # an unknown name fails before work
+    info = describe(artifact, target, **options)
+    if profile is not None:
+        info["device"] = device_fit(profile, backend.format, (read_sidecar(artifact) or {}).get("precision"))
+    return info
+
+
+# The runtimes that run each format on a device.
+FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "tensorrt"), "tflite": ("litert",), "torch": ("torch",),
+                   "tensorrt": ("tensorrt",)}
+
+
+def device_fit(profile, fmt: str, precision: str | None) -> dict:
+    """Whether a device profile has a runtime for the format and runs the precision."""
+    runtimes = [r for r in FORMAT_RUNTIMES.get(fmt, ()) if r in profile.runtimes]
+    base = (precision or "fp32").replace("fio", "")
+    fit = {"name": profile.name, "title": profile.title, "runtimes": runtimes,
+           "precision": precision, "precision_supported": base in profile.precisions}
+    problems = []
+    if not runtimes:
+        problems.append(f"{profile.title} has no runtime for {fmt} files (it runs {', '.join(profile.runtimes)})")
+    if not fit["precision_supported"]:
+        problems.append(f"{profile.title} does not run {base} (it runs {', '.join(profile.precisions)})")
+    fit["problems"] = problems
+    return fit
 
 
 __all__ = ["compress", "train", "bench", "inspect", "build_model", "CompressResult", "StageError"]

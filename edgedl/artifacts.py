@@ -134,6 +134,16 @@ def accuracy(path, split, batch_size: int = 256, **load_options: Any) -> float:
     return float((logits.reshape(len(split), -1).argmax(1) == split.y).mean())
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of an accuracy measured on ``n`` samples: on a test set of a few
+    hundred, a point of accuracy is often inside the noise, and this says how much."""
+    if n <= 0:
+        return [0.0, 1.0]
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Max abs difference, mean cosine similarity per sample, and top-1 agreement (2-D outputs)."""
     ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)

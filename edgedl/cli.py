@@ -51,6 +51,8 @@ def cli(debug: bool) -> None:
 @click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite (default: onnx).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Fix an ONNX model's dynamic input dimensions (repeatable).")
+@click.option("--device", metavar="NAME",
+              help="Device profile the artifacts are for (edgedl devices list); default: this host.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set stages.train.epochs=3 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/NAME-TIME).")
@@ -58,8 +60,8 @@ def cli(debug: bool) -> None:
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
 @TRUST
-def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, overrides, out,
-             force, print_recipe, quiet, trust_model_code) -> None:
+def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, device, overrides,
+             out, force, print_recipe, quiet, trust_model_code) -> None:
     """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
 
     \b
@@ -80,6 +82,7 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
         extra += [f"model.weights={weights}"] if weights else []
         extra += [f"data.spec={data}"] if data else []
         extra += [f"targets={target_list}"] if target_list else []
+        extra += [f"device={device}"] if device else []
         if input_shapes:
             extra += [f"model.input_shapes={parse_input_shapes(list(input_shapes))}"]
         resolved = load_recipe(recipe, extra + list(overrides))
@@ -88,7 +91,7 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
             raise click.UsageError("give a RECIPE file, or --model and --data")
         resolved = recipe_from_flags(model, data, epochs=epochs, prune=prune, distill=distill, quantize=quantize,
                                      targets=target_list, input_shapes=parse_input_shapes(list(input_shapes)),
-                                     weights=weights)
+                                     weights=weights, device=device)
         if overrides:
             from edgedl.recipe import apply_overrides, validate_recipe
 
@@ -125,6 +128,10 @@ def train(model, data, epochs, lr, batch_size, seed, out, quiet, trust_model_cod
                f"{'n/a' if acc is None else f'{acc:.4f}'})")
 
 
+DEVICE = click.option("--device", metavar="NAME",
+                      help="Device profile the figures are for (edgedl devices list); default: this host.")
+
+
 @cli.command()
 @click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", default=None, help="Feed real samples from a data spec (default: random arrays).")
@@ -134,17 +141,35 @@ def train(model, data, epochs, lr, batch_size, seed, out, quiet, trust_model_cod
               help="Keep running until at least this long has passed.")
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
+@click.option("--backend", help="Runtime backend (default: from the file): onnxruntime, litert, torch.")
+@click.option("--compute", help="Compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT).")
+@click.option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 4,5 (big or LITTLE cores).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input with dynamic dimensions (repeatable).")
+@DEVICE
+@click.option("--energy", default="auto", show_default=True, metavar="SOURCE",
+              help="Power source: auto, ina3221, rapl, nvml, cmd:COMMAND, csv:FILE or none.")
+@click.option("--sysfs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
+              help="Read sensor files under this folder (a recorded tree replays a device's sensors).")
+@click.option("--rails", metavar="A,B", help="Power rails whose sum is the total (default: the device profile's).")
+@click.option("--idle-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Measure idle power this long first (0: no idle-subtracted figure).")
+@click.option("--profile", "profile_ops", is_flag=True, help="Also show where the time goes per op type.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
               help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
 @TRUST
-def bench(artifact, data, runs, warmup, min_seconds, batch, threads, input_shapes, json_path, quiet,
-          trust_model_code) -> None:
-    """Measure latency percentiles, throughput and peak memory of an artifact."""
+def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device, energy, sysfs_root,
+          rails, idle_seconds, profile_ops, json_path, quiet, trust_model_code) -> None:
+    """Measure cold start, latency, throughput, memory and energy per inference of an artifact.
+
+    \b
+      edgedl bench model.onnx
+      edgedl bench model.onnx --energy ina3221 --device jetson-orin-nano
+    """
     from edgedl import api
     from edgedl._fs import atomic_write_json
+    from edgedl.bench.session import parse_cpus
     from edgedl.recipe import parse_input_shapes
 
     if json_path is not None and str(json_path) != "-" and not json_path.parent.is_dir():  # before the run
@@ -152,7 +177,10 @@ def bench(artifact, data, runs, warmup, min_seconds, batch, threads, input_shape
                                "another path")
     result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds, batch=batch,
                        threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
-                       trust_model_code=trust_model_code)
+                       trust_model_code=trust_model_code, device=device, energy=energy, sysfs_root=sysfs_root,
+                       rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
+                       idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
+                       profile_ops=profile_ops)
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -173,7 +201,44 @@ def _print_bench(result: dict) -> None:
         table.add_column(col, justify="right")
     table.add_row(*(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "mean", "std")),
                   f"{m['throughput_ips']:.1f}", "—" if m["peak_rss_mb"] is None else f"{m['peak_rss_mb']:.0f}")
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    ci = (result.get("statistics") or {}).get("latency_ci95_ms")
+    cold = result.get("cold_start") or {}
+    lines = []
+    if ci:
+        lines.append(f"p50 95% interval {ci['p50'][0]:.3f}-{ci['p50'][1]:.3f} ms")
+    if cold:
+        lines.append(f"load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.3f} ms")
+    mem = result.get("memory") or {}
+    if mem.get("load_mb") is not None:
+        lines.append(f"model load added {mem['load_mb']:.1f} MB resident")
+    for line in lines:
+        console.print(line, markup=False)
+    e = result.get("energy") or {}
+    if e.get("j_per_inference") is not None:
+        net = e["j_per_inference_net"]
+        console.print(f"energy ({e['sensor']}): {1000 * e['j_per_inference']:.4f} mJ/inference "
+                      f"± {1000 * e['uncertainty_j_per_inference']:.4f}"
+                      + (f", {1000 * net:.4f} above idle" if net is not None else "")
+                      + f"; {e['avg_w']:.3f} W average, {e['peak_w']:.3f} W peak"
+                      + (f", {e['idle_w']:.3f} W idle" if e["idle_w"] is not None else "")
+                      + f"; {e['samples']} samples", markup=False)
+        for note in e.get("notes") or []:
+            console.print(f"note: {note}", markup=False)
+    else:
+        console.print(f"energy: {e.get('reason')}", markup=False)
+    ops = result.get("op_ms")
+    if ops:
+        if ops["ops"] is None:
+            console.print(f"ops: {ops['note']}", markup=False)
+        else:
+            top = ", ".join(f"{op} {ms:.3f}" for op, ms in ops["ops"].items())
+            console.print(f"time per op type (ms per run, {ops['source']}): {top}", markup=False)
+    for line in result.get("where") or []:
+        console.print(f"note: {line}", markup=False)
+    for flag in result.get("flags") or []:
+        console.print(f"warning: {flag}", style="bold yellow", markup=False)
 
 
 @cli.command()
@@ -182,15 +247,16 @@ def _print_bench(result: dict) -> None:
               help="For .tflite: list the ops this delegate would leave on the CPU.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="For .onnx: shape of an input with dynamic dimensions, for the MAC count (repeatable).")
+@DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @TRUST
-def inspect(artifact, target, input_shapes, as_json, trust_model_code) -> None:
+def inspect(artifact, target, input_shapes, device, as_json, trust_model_code) -> None:
     """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size (.onnx, .tflite, .pt)."""
     from edgedl import api
     from edgedl.recipe import parse_input_shapes
 
     info = api.inspect(artifact, target, input_shapes=parse_input_shapes(list(input_shapes)),
-                       trust_model_code=trust_model_code)
+                       trust_model_code=trust_model_code, device=device)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -218,6 +284,11 @@ def inspect(artifact, target, input_shapes, as_json, trust_model_code) -> None:
         console.print(f"{key}: {why}", markup=False)
     if info.get("can"):
         console.print("use it with: " + "; ".join(info["can"]), markup=False)
+    fit = info.get("device")
+    if fit:
+        runs = f"runs on {', '.join(fit['runtimes'])}" if fit["runtimes"] else "no runtime"
+        console.print(f"device {fit['name']}: {runs}; " + ("; ".join(fit["problems"]) or "precision supported"),
+                      markup=False)
     delegate = info.get("delegate")
     if delegate:
         if delegate["cpu_ops"] is None:
@@ -235,6 +306,63 @@ def inspect(artifact, target, input_shapes, as_json, trust_model_code) -> None:
     for op, count in info["ops"].items():
         ops.add_row(op, str(count))
     console.print(ops)
+
+
+@cli.group()
+def devices() -> None:
+    """Device profiles: list them, show one, or detect the one this machine is."""
+
+
+@devices.command("list")
+def devices_list() -> None:
+    """Every device profile edgedl knows."""
+    from edgedl.devices import list_profiles
+
+    for p in list_profiles():
+        sensors = ", ".join(s.energy for s in p.power.sensors) or "none"
+        click.echo(f"{p.name:22} {p.kind:6} {p.arch:8} energy: {sensors:8} {p.title}")
+
+
+@devices.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_show(name, as_json) -> None:
+    """One profile, every field with its source."""
+    from edgedl.devices import get_profile
+
+    data = get_profile(name).model_dump(mode="json", exclude_none=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    import yaml
+
+    click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110), nl=False)
+
+
+@devices.command("detect")
+@click.option("--sysfs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"), show_default=True,
+              help="Read the machine's description under this folder (a recorded tree).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def devices_detect(sysfs_root, as_json) -> None:
+    """The profile that fits this machine, what it was read from, and the power sensors found."""
+    from edgedl.bench.energy import open_source
+    from edgedl.devices import detect, get_profile
+
+    if not sysfs_root.is_dir():
+        raise click.UsageError(f"--sysfs-root {sysfs_root}: no such folder")
+    found = detect(sysfs_root)
+    source, why = open_source("auto", sysfs_root, get_profile(found["profile"]))
+    found["energy"] = {"source": source.name, "sensor": source.describe()} if source else {"source": None, "reason": why}
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"{found['profile']}: {found['why']}")
+    for key, value in found["seen"].items():
+        if value:
+            click.echo(f"  {key}: {value}")
+    energy = found["energy"]
+    click.echo(f"energy: {energy['source']} ({energy['sensor']})" if energy["source"] else
+               f"energy: none ({energy['reason']})")
 
 
 @cli.command("models")

@@ -47,13 +47,21 @@ def compare_latency(float_path: Path, q_path: Path, sample: Any, threads: int | 
 
 
 def speed_verdict(float_ms: float, q_ms: float, label: str, float_name: str, min_speedup: float,
-                  threads: int | None) -> dict:
+                  threads: int | None, device: dict | None = None) -> dict:
     """Whether a candidate timed at ``q_ms`` is at least ``min_speedup`` times faster than its float
-    parent at ``float_ms`` (both from :func:`compare_latency`), and the sentence that says so."""
+    parent at ``float_ms`` (both from :func:`compare_latency`), and the sentence that says so.
+
+    When the run's ``device`` is a profile this machine is not (a Jetson, a phone), timings taken
+    here do not decide: ``passed`` is None and the verdict waits for a bench on the device.
+    """
     speedup = float_ms / q_ms
     gate = {"host": "this machine", "threads": threads, "fp32_p50_ms": float_ms, "quantized_p50_ms": q_ms,
             "speedup": speedup, "min_speedup": min_speedup, "passed": speedup >= min_speedup}
-    if gate["passed"]:
+    if device is not None and device.get("on_device") is False:
+        gate["passed"] = None
+        gate["verdict"] = (f"{label} is {speedup:.2f}x {float_name}'s speed on this host ({device['measured_on']}); "
+                           f"the verdict for {device['name']} waits for a bench on the device")
+    elif gate["passed"]:
         gate["verdict"] = f"{label} is {speedup:.2f}x faster than {float_name} on this host"
     else:
         gate["verdict"] = (f"{label} is not faster than {float_name} on this host ({q_ms:.3f} ms against {float_ms:.3f} ms "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgedl.errors import UsageError
 
@@ -73,6 +73,21 @@ class Recipe(_Strict):
     seed: int = 0
     stages: list[StageConfig] = Field(min_length=1)
     targets: list[Target] = Field(default_factory=lambda: [Target.onnx])
+    # The device profile the artifacts are for (edgedl devices list); None is the host running edgedl.
+    device: Optional[str] = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: Optional[str]) -> Optional[str]:
+        if value in (None, "host"):
+            return value
+        from edgedl.devices import get_profile
+
+        try:
+            get_profile(value)
+        except UsageError as exc:  # an unknown name lists the known ones
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _sparsify_comes_last(self) -> "Recipe":
@@ -176,7 +191,7 @@ def format_validation_error(exc: ValidationError) -> str:
             guess = f"; did you mean '{hint[0]}'?" if hint else ""
             lines.append(f"{path}: unknown field{guess} (allowed keys: {', '.join(allowed)})")
         else:
-            msg = err["msg"]
+            msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "missing":
                 msg = "required field is missing"
             lines.append(f"{path}: {msg}")
@@ -231,6 +246,7 @@ def recipe_from_flags(
     input_shapes: dict[str, list[int]] | None = None,
     seed: int = 0,
     weights: str | None = None,
+    device: str | None = None,
 ) -> Recipe:
     """The recipe the one-line ``edgedl compress --model ... --data ...`` form stands for.
 
@@ -261,7 +277,7 @@ def recipe_from_flags(
     from edgedl.models.spec import model_stem
 
     raw = {"name": model_stem(model), "model": {"spec": model, "input_shapes": input_shapes or {}, "weights": weights},
-           "data": data, "seed": seed, "stages": stages, "targets": targets}
+           "data": data, "seed": seed, "stages": stages, "targets": targets, "device": device}
     return validate_recipe(raw, source="flags")
 
 

@@ -64,6 +64,9 @@ def verdicts(manifest: dict) -> list[str]:
             if a.get("recommended") is False:
                 line += " — **not recommended**"
             lines.append(line)
+    for a in manifest["artifacts"]:  # what makes a measured figure untrustworthy, as the bench flagged it
+        for flag in (a.get("benchmark") or {}).get("flags") or []:
+            lines.append(f"`{a['name']}` measurement warning: {flag}")
     return lines
 
 

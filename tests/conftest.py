@@ -25,7 +25,8 @@ def quick_run(tmp_path_factory) -> Path:
         overrides=["data=digits", "stages.train.epochs=3", "stages.prune.finetune_epochs=1", "stages.distill.epochs=1",
                    "stages.quantize.calibration_samples=64", "stages.quantize.on_gate_miss=warn",
                    "stages.export_tflite.calibration_samples=64",
-                   "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0", "stages.benchmark.warmup=2"],
+                   "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0", "stages.benchmark.warmup=2",
+                   "stages.benchmark.rounds=1"],
         progress=False,
     )
     return out

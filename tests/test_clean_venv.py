@@ -66,6 +66,13 @@ def test_runtime_and_bench_work_with_numpy_and_one_backend(extra, artifact, back
     assert bench.returncode == 0, bench.stderr
     metrics = json.loads((tmp_path / "b.json").read_text())["metrics"]
     assert metrics["latency_ms"]["p50"] > 0
+    # the device profiles ship inside the wheel: `devices detect` runs on the device from this install
+    listed = subprocess.run([str(venv / "bin" / "edgedl"), "devices", "list"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert listed.returncode == 0 and "jetson-orin-nano" in listed.stdout and "pixel-8" in listed.stdout, listed.stderr
+    detected = subprocess.run([str(venv / "bin" / "edgedl"), "devices", "detect", "--json"], capture_output=True,
+                              text=True, cwd=tmp_path)
+    assert detected.returncode == 0 and json.loads(detected.stdout)["profile"], detected.stderr
     # the other backend is absent, and asking for it says which extra to install
     other = "litert" if backend == "onnxruntime" else "onnxruntime"
     missing = subprocess.run([str(py), "-c", f"import edgedl.runtime as rt; rt.load({str(path)!r}, backend={other!r})"],

@@ -19,7 +19,8 @@ from edgedl.run import METRIC_KEYS
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 FAST = ["--set", "stages.train.epochs=2", "--set", "stages.benchmark.runs=5",
-        "--set", "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.warmup=0"]
+        "--set", "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.warmup=0",
+        "--set", "stages.benchmark.rounds=1"]
 
 
 def cli(args, capsys) -> tuple[int, str, str]:

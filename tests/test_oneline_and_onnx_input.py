@@ -22,7 +22,7 @@ def cli(args, capsys):
 
 
 FAST_BENCH = ["--set", "stages.benchmark.runs=3", "--set", "stages.benchmark.warmup=0",
-              "--set", "stages.benchmark.min_seconds=0"]
+              "--set", "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.rounds=1"]
 
 
 def test_flags_build_the_same_recipe_a_user_could_write(capsys):

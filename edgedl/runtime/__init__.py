@@ -44,11 +44,12 @@ def load(
     path: str | os.PathLike,
     backend: str | None = None,
     threads: int | None = None,
-    device: str | None = None,
+    compute: str | None = None,
     verify: bool = True,
     preallocate: bool = False,
     trust_model_code: bool = False,
     factory: str | None = None,
+    device: str | None = None,
 ) -> Runner:
     """Load an artifact for inference.
 
@@ -56,7 +57,8 @@ def load(
         path: the artifact file (``.onnx``, ...). Its sidecar ``<file>.json`` is read if present.
         backend: override the backend picked from the sidecar and the suffix.
         threads: intra-op threads for the backend; None keeps the backend's default.
-        device: ``cpu`` (default) or an accelerator the backend supports.
+        compute: the compute unit: ``cpu`` (default), ``cuda`` or ``tensorrt`` (ONNX Runtime's execution
+            providers, the torch backend's CUDA), ``xnnpack`` or ``cpu-no-xnnpack`` (LiteRT).
         verify: refuse to load when the sidecar's sha256 does not match the file.
         preallocate: write outputs into buffers made once (ONNX Runtime IO binding, LiteRT copies
             into them) and return the same arrays every call: no per-call output allocation.
@@ -68,10 +70,17 @@ def load(
             (registry architectures need no trust).
         factory: build a checkpoint's architecture with this factory (``file.py:fn`` or
             ``module:fn``) that you name, instead of the one the file names.
+        device: the old name of ``compute``; it still works, with a DeprecationWarning (a device is
+            a device profile everywhere else in edgedl).
 
     Returns:
         A :class:`Runner`; use it as a context manager to free native resources promptly.
     """
+    if device is not None:
+        import warnings
+
+        warnings.warn("edgedl.runtime.load(device=...) is now compute=...", DeprecationWarning, stacklevel=2)
+        compute = compute or device
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"artifact not found: {path}")
@@ -95,5 +104,5 @@ def load(
         raise UsageError(f"unknown backend '{backend}'; known: {', '.join(sorted(BACKENDS))}")
     module, _, cls = chosen.runner.partition(":")
     runner_cls = getattr(importlib.import_module(module), cls)
-    return runner_cls(path, sidecar=sidecar, threads=threads, device=device, trusted=trusted, preallocate=preallocate,
+    return runner_cls(path, sidecar=sidecar, threads=threads, compute=compute, trusted=trusted, preallocate=preallocate,
                       trust_model_code=trust_model_code, factory=factory)

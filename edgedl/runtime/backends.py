@@ -18,7 +18,7 @@ class Backend(NamedTuple):
         format: the artifact format it runs (the manifest's and sidecar's ``format``).
         suffixes: file suffixes it runs when no sidecar says otherwise.
         extra: the pip extra that installs its framework.
-        devices: compute units its ``device=`` takes (None is the first).
+        compute: compute units its ``compute=`` takes (None is the first).
         inspect: ``module:function`` describing a file of this format, or None.
         runs_code: loading a file may execute code the file names (then a trust flag is needed).
     """
@@ -28,15 +28,15 @@ class Backend(NamedTuple):
     format: str
     suffixes: tuple[str, ...]
     extra: str
-    devices: tuple[str, ...] = ("cpu",)
+    compute: tuple[str, ...] = ("cpu",)
     inspect: str | None = None
     runs_code: bool = False
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cuda"),
+    Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cuda", "tensorrt"),
             inspect="edgedl.formats.onnx.graph:summarize"),
-    Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu",),
+    Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu", "xnnpack", "cpu-no-xnnpack"),
             inspect="edgedl.formats.tflite.graph:summarize"),
     Backend("torch", "edgedl.runtime.torchrt:TorchRunner", "torch", (".pt", ".pth"), "torch", ("cpu", "cuda"),
             inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True),

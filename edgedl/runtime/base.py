@@ -79,7 +79,7 @@ class Runner:
         path: str | os.PathLike,
         sidecar: Mapping[str, Any] | None = None,
         threads: int | None = None,
-        device: str | None = None,
+        compute: str | None = None,
         trusted: bool = False,
         preallocate: bool = False,
         trust_model_code: bool = False,
@@ -88,7 +88,7 @@ class Runner:
         self.path = Path(path)
         self.sidecar: dict[str, Any] = dict(sidecar or {})
         self.threads = threads
-        self.device = device
+        self.compute = compute  # the compute unit (cpu, cuda, a delegate): not a device profile
         self.trusted = trusted  # the file's sha256 matched an edgedl sidecar
         # Formats that name code (a checkpoint's factory) run it only when the caller says so.
         self.trust_model_code = trust_model_code

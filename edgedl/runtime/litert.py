@@ -100,14 +100,20 @@ class LiteRTRunner(Runner):
 
     def _load_impl(self) -> None:
         cls, self.provider = interpreter_class()
-        if self.device not in (None, "cpu"):
-            raise EdgedlError(f"the LiteRT backend here runs on the CPU; device '{self.device}' needs a delegate")
+        options = {}
+        if self.compute == "cpu-no-xnnpack":  # the built-in kernels alone, XNNPACK off
+            from ai_edge_litert.interpreter import OpResolverType
+
+            options["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        elif self.compute not in (None, "cpu", "xnnpack"):
+            raise EdgedlError(f"unknown compute unit '{self.compute}' for LiteRT here: use xnnpack (the default) or "
+                              "cpu-no-xnnpack; the GPU and NPU delegates run on the phone")
         check_flatbuffer(self.path)
         if not self.trusted:
             probe(self.path)
         try:
             with native_output_silenced():
-                self._interp = cls(model_path=str(self.path), num_threads=self.threads)
+                self._interp = cls(model_path=str(self.path), num_threads=self.threads, **options)
                 self._interp.allocate_tensors()
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

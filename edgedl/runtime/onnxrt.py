@@ -26,6 +26,7 @@ _PROVIDERS = {
     None: ["CPUExecutionProvider"],
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 
 
@@ -37,7 +38,7 @@ def _info(node) -> TensorInfo:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs ``.onnx`` files with ONNX Runtime (CPU by default, ``device='cuda'`` for CUDA)."""
+    """Runs ``.onnx`` files with ONNX Runtime (CPU by default, ``compute='cuda'`` or ``'tensorrt'`` for those execution providers)."""
 
     backend = "onnxruntime"
 
@@ -46,13 +47,13 @@ class OnnxRuntimeRunner(Runner):
             import onnxruntime as ort
         except ImportError:
             raise MissingDependencyError("onnxruntime", "onnx", "Running ONNX models") from None
-        if self.device not in _PROVIDERS:
-            raise EdgedlError(f"unknown device '{self.device}' for ONNX Runtime; use cpu or cuda")
-        providers = _PROVIDERS[self.device]
+        if self.compute not in _PROVIDERS:
+            raise EdgedlError(f"unknown compute unit '{self.compute}' for ONNX Runtime; use cpu, cuda or tensorrt")
+        providers = _PROVIDERS[self.compute]
         missing = [p for p in providers[:1] if p not in ort.get_available_providers()]
         if missing:
             raise EdgedlError(
-                f"ONNX Runtime here has no {missing[0]}; install onnxruntime-gpu or use device=cpu"
+                f"ONNX Runtime here has no {missing[0]}; install onnxruntime-gpu or use compute=cpu"
             )
         options = ort.SessionOptions()
         options.log_severity_level = 3

@@ -15,7 +15,7 @@ class TorchRunner(Runner):
     ``trust_model_code=True`` or a ``factory`` named by the caller.
 
     ``threads`` sets torch's intra-op thread count, which is global to the process in PyTorch.
-    ``device='cuda'`` runs on the GPU; inputs and outputs stay numpy arrays on the host.
+    ``compute='cuda'`` runs on the GPU; inputs and outputs stay numpy arrays on the host.
     """
 
     backend = "torch"
@@ -27,15 +27,15 @@ class TorchRunner(Runner):
             raise MissingDependencyError("torch", "torch", "Running PyTorch checkpoints") from None
         from edgedl.models.spec import load_checkpoint
 
-        if self.device not in (None, "cpu", "cuda"):
-            raise EdgedlError(f"unknown device '{self.device}' for the torch backend; use cpu or cuda")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise EdgedlError("torch here has no CUDA device; use device=cpu")
+        if self.compute not in (None, "cpu", "cuda"):
+            raise EdgedlError(f"unknown compute unit '{self.compute}' for the torch backend; use cpu or cuda")
+        if self.compute == "cuda" and not torch.cuda.is_available():
+            raise EdgedlError("torch here has no CUDA device; use compute=cpu")
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self._torch = torch
         self.preallocate = False  # torch allocates its outputs itself
-        self._device = torch.device(self.device or "cpu")
+        self._device = torch.device(self.compute or "cpu")
         loaded = load_checkpoint(self.path, trust_model_code=self.trust_model_code, factory=self.factory)
         self._module = loaded.module.eval().to(self._device)
         meta = loaded.checkpoint or {}

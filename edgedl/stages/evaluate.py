@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgedl.artifacts import accuracy, runnable
+from edgedl.artifacts import accuracy, runnable, wilson_interval
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -33,5 +33,8 @@ class EvaluateStage(Stage):
             if not runnable(record):
                 continue
             acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, factory=ctx.factory)
-            ctx.run.set_metrics(record, {"accuracy": acc}, evaluated_on={"split": self.config.split, "samples": len(split)})
-            ctx.log(f"evaluated {record['name']}: accuracy {acc:.4f} on {len(split)} {self.config.split} samples")
+            interval = wilson_interval(acc, len(split))
+            ctx.run.set_metrics(record, {"accuracy": acc}, evaluated_on={"split": self.config.split, "samples": len(split),
+                                                                         "accuracy_ci95": interval})
+            ctx.log(f"evaluated {record['name']}: accuracy {acc:.4f} on {len(split)} {self.config.split} samples "
+                    f"(95% interval {interval[0]:.4f}-{interval[1]:.4f})")

@@ -118,7 +118,8 @@ class ExportTfliteStage(Stage):
             drop = quality.drop_points(value)
             passed = drop <= self.config.max_accuracy_drop
             float_ms, q_ms = compare_latency(fp32, path, sample, threads)
-            speed = speed_verdict(float_ms, q_ms, precision, fp32.name, self.config.min_speedup, threads)
+            speed = speed_verdict(float_ms, q_ms, precision, fp32.name, self.config.min_speedup, threads,
+                                  ctx.run.manifest["device"])
             info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
                     "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
                     "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": passed,
@@ -128,10 +129,10 @@ class ExportTfliteStage(Stage):
                 notes["accuracy_gate"] = (f"{precision} {quality.kind} {value:.4f} against {quality.reference_value:.4f} "
                                           f"for fp32 on val: a drop of {drop:.2f} points (allowed "
                                           f"{self.config.max_accuracy_drop})")
-            if not speed["passed"]:
+            if speed["passed"] is not True:
                 notes["speed_gate"] = speed["verdict"]
             out[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
-                                                        "recommended": passed and speed["passed"]}}
+                                                        "recommended": passed and speed["passed"] is not False}}
         return out
 
     def _parent(self, precision: str, checkpoint: str, fp32_name: str | None) -> str:

@@ -15,7 +15,6 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
+from edgedl.formats.onnx.profile import op_profile
 from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
 from edgedl.runtime.sidecar import read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
@@ -65,31 +65,6 @@ def latest_fp32_onnx(ctx: RunContext) -> dict:
     raise UsageError("quantize needs an fp32 ONNX artifact: put an export_onnx stage before quantize")
 
 
-def op_profile(path: Path, sample: dict | np.ndarray, threads: int | None, runs: int = 30) -> dict[str, float]:
-    """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
-    import os
-    import tempfile
-
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "edgedl")
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = sample if isinstance(sample, dict) else {session.get_inputs()[0].name: sample}
-    for _ in range(runs):
-        session.run(None, feed)
-    trace = Path(session.end_profiling())
-    totals: dict[str, float] = {}
-    for event in json.loads(trace.read_text()):
-        op = event.get("args", {}).get("op_name")
-        if event.get("cat") == "Node" and op and event.get("name", "").endswith("_kernel_time"):
-            totals[op] = totals.get(op, 0.0) + event.get("dur", 0) / 1000.0 / runs
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
-
-
 class QuantizeConfig(StageConfig):
     """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
 
@@ -113,6 +88,7 @@ class QuantizeStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         c = self.config
+        self.device = ctx.run.manifest["device"]  # a target device that is not this host: its speed is not judged here
         parent = latest_fp32_onnx(ctx)
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
@@ -157,7 +133,7 @@ class QuantizeStage(Stage):
         if c.speed_gate:
             info["speed_gate"] = self._speed_gate(parent, parent_path, best, sample, threads, work, quality,
                                                   prepared, calib if prepared is not None else None)
-            if not info["speed_gate"]["passed"]:
+            if info["speed_gate"]["passed"] is not True:
                 notes["speed_gate"] = info["speed_gate"]["verdict"]
         self._add(ctx, parent, best, info, notes)
 
@@ -247,9 +223,9 @@ class QuantizeStage(Stage):
                 q_ms = retry_ms
                 gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
         label = f"int8 ({best.scheme})" if self.config.precision == "int8" else self.config.precision
-        gate.update(speed_verdict(float_ms, q_ms, label, parent["name"], self.config.min_speedup, threads),
-                    host="this machine, ONNX Runtime CPU")
-        if not gate["passed"]:
+        gate.update(speed_verdict(float_ms, q_ms, label, parent["name"], self.config.min_speedup, threads,
+                                  self.device), host="this machine, ONNX Runtime CPU")
+        if gate["passed"] is False:
             gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                              "quantized": op_profile(best.path, sample, threads)}
         return gate
@@ -264,7 +240,7 @@ class QuantizeStage(Stage):
         out = best.path.with_name(name)
         best.path.rename(out)
         graph = onnx_graph.load_graph(out)
-        recommended = info["accuracy_gate"] and info.get("speed_gate", {}).get("passed", True)
+        recommended = info["accuracy_gate"] and info.get("speed_gate", {}).get("passed", True) is not False
         ctx.run.add_artifact(
             out, name=name, format="onnx", precision=suffix, stage=self.name, parent=parent["name"],
             sidecar=sidecar, metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},

@@ -1,0 +1,82 @@
+"""One measurement, one verdict: the benchmark stage times each file and its float parent in
+alternating rounds of fresh processes; the speed verdict is the ratio of the figures the table
+shows, with an interval over the rounds, and it never judges a device that is not this host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from edgedl.bench.compare import median_round, verdict
+from edgedl.cli import main
+from edgedl.devices import resolve_device
+
+
+def rounds(*p50s_and_halfwidths):
+    """Bench results as `edgedl bench --json` writes them, reduced to what the verdict reads."""
+    return [{"metrics": {"latency_ms": {"p50": p50}}, "statistics": {"latency_ci95_ms": {"p50": [p50 - h, p50 + h]}}}
+            for p50, h in p50s_and_halfwidths]
+
+
+def test_the_verdict_follows_the_interval():
+    parent = rounds((2.0, 0.02), (2.1, 0.02), (1.9, 0.02))
+    fast = verdict(parent, rounds((1.0, 0.01), (1.05, 0.01), (0.95, 0.01)), "int8", "m.fp32.onnx", 1.1)
+    assert fast["passed"] is True and fast["speedup"] == pytest.approx(2.0)
+    assert fast["verdict"].startswith("int8 is faster than m.fp32.onnx on this host: 2.00x (1.000 against 2.000 ms")
+    slow = verdict(parent, rounds((2.6, 0.02), (2.7, 0.02), (2.5, 0.02)), "int8", "m.fp32.onnx", 1.1)
+    assert slow["passed"] is False and "is slower than" in slow["verdict"] and "keep m.fp32.onnx" in slow["verdict"]
+    same = verdict(parent, rounds((2.0, 0.3), (1.7, 0.3), (2.2, 0.3)), "int8", "m.fp32.onnx", 1.1)
+    assert same["passed"] is None and same["verdict"].startswith("no clear difference between int8 and m.fp32.onnx")
+    # drift between rounds widens the interval even when each round is tight
+    drift = verdict(rounds((2.0, 0.01), (2.0, 0.01)), rounds((1.0, 0.01), (2.5, 0.01)), "int8", "m.fp32.onnx", 1.1)
+    assert drift["interval"][0] < 1.0 < drift["interval"][1] and drift["passed"] is None
+    assert median_round(rounds((3.0, 0), (1.0, 0), (2.0, 0))) == 2
+
+
+def test_a_device_that_is_not_this_host_is_never_judged_here():
+    device = resolve_device("jetson-orin-nano")
+    slow = verdict(rounds((1.0, 0.01)), rounds((2.0, 0.01)), "int8", "m.fp32.onnx", 1.1, device)
+    assert slow["passed"] is None and "waits for a bench on the device" in slow["verdict"]
+    assert "this host's timings" in slow["verdict"]
+
+
+def test_compress_for_a_jetson_labels_host_timings_and_the_table_agrees_with_the_verdict(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "jetson", "model": "mlp", "data": "digits", "device": "jetson-orin-nano",
+        "stages": [{"stage": "train", "epochs": 2}, {"stage": "export_onnx"},
+                   {"stage": "quantize", "calibration_samples": 64, "min_speedup": 100.0},
+                   {"stage": "evaluate"},
+                   {"stage": "benchmark", "runs": 40, "warmup": 2, "min_seconds": 0, "rounds": 2}]}))
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", str(recipe), "--out", str(tmp_path / "run"), "--quiet"])
+    assert exc.value.code == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    a = {r["name"]: r for r in manifest["artifacts"]}
+    fp32, int8 = a["mlp.fp32.onnx"], a["mlp.int8.onnx"]
+    gate = int8["quantization"]["speed_gate"]
+    # the verdict is the ratio of the two p50s the table shows
+    assert gate["fp32_p50_ms"] == fp32["metrics"]["latency_ms"]["p50"]
+    assert gate["quantized_p50_ms"] == int8["metrics"]["latency_ms"]["p50"]
+    assert gate["rounds"] == 2 and len(int8["benchmark"]["rounds"]) == 2 and gate["quick_check"]
+    # a 100x bar would fail on this host, but the target is a Jetson: no verdict against the file here
+    assert gate["passed"] is None and int8["recommended"] is True
+    assert "waits for a bench on the device" in gate["verdict"] and "not recommended" not in \
+        (tmp_path / "run" / "report.md").read_text()
+    assert manifest["device"]["name"] == "jetson-orin-nano" and manifest["device"]["on_device"] is False
+    assert int8["benchmark"]["device"]["name"] == "jetson-orin-nano"
+    assert any("not jetson-orin-nano's" in line for line in int8["benchmark"]["where"])
+
+
+def test_accuracy_on_a_small_test_set_carries_its_binomial_interval(quick_run, manifest):
+    from edgedl.artifacts import wilson_interval
+
+    low, high = wilson_interval(0.95, 200)
+    assert low == pytest.approx(0.9102, abs=1e-3) and high == pytest.approx(0.9726, abs=1e-3)  # Wilson, 95%
+    assert wilson_interval(1.0, 50)[1] == 1.0 and wilson_interval(1.0, 50)[0] == pytest.approx(0.9287, abs=1e-3)
+    record = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx")
+    evaluated = record["evaluated_on"]
+    lo, hi = evaluated["accuracy_ci95"]
+    assert lo < record["metrics"]["accuracy"] < hi and evaluated["samples"] == 269  # 15% of 1797 digits, per class
