@@ -249,6 +249,8 @@ def bench(
     backend: str | None = None,
     compute: str | None = None,
     profile_ops: bool = False,
+    until_stable: float | None = None,
+    sustained: float | None = None,
 ) -> dict:
     """Measure an artifact's cold start, latency (with intervals), throughput, memory and energy
     through edgedl.runtime, with the conditions and the flags that say whether to trust them.
@@ -266,8 +268,12 @@ def bench(
         idle_seconds: idle power is measured this long first, for the idle-subtracted figure.
         cpus: run on these CPU numbers only (affinity), recorded in the conditions.
         backend: the runtime backend (default: from the sidecar and the suffix).
-        compute: the backend's compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT).
+        compute: the backend's compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack
+            (LiteRT); cuda, cuda-fp16 (torch, timed with CUDA events as well).
         profile_ops: add where the time goes per op type, from the backend's profiler (ONNX Runtime).
+        until_stable: keep timing until the p50's 95% interval is within +-2%, or this many seconds pass.
+        sustained: then run this many seconds of back-to-back inference in 10 windows and report how
+            latency, power and temperature drift.
 
     Returns a dict with ``metrics`` (the manifest's metric keys), ``notes`` (why a metric is
     null), ``energy``, ``memory``, ``cold_start``, ``statistics``, ``flags`` and ``conditions``.
@@ -333,11 +339,21 @@ def bench(
                                 f"by repeating inferences: {source.name}'s counter updates too slowly for less")
             min_seconds = source.min_window_s
         before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
-        result, idle, window, error, other_busy = session.timed_window(
-            lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds)
+        gpu_calls = getattr(runner, "gpu_ms", None)
+        gpu_start = len(gpu_calls) if gpu_calls is not None else 0
+        result, idle, window, error, other_busy, stable = session.timed_window(
+            lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds, until_stable)
+        heat = None
+        if sustained:
+            from edgedl.bench.stability import drift_flags, sustained as sustained_run
+
+            heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch, source if window is not None else None)
+            for flag in drift_flags(heat):
+                flags.add(flag)
         after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
         backend = runner.backend
         sidecar = runner.sidecar
+        gpu_time = session.gpu_time(gpu_calls[gpu_start:]) if gpu_calls is not None else None
     stats = result.stats()
     validity = session.judge(result, stats, other_busy, (clocks_before, clocks_after), (before, after), flags)
     inferences = len(result.samples_ms) * batch
@@ -378,6 +394,9 @@ def bench(
         "statistics": session.statistics(result.samples_ms),
         "flags": flags.items,
         "op_ms": ops,
+        "until_stable": stable,
+        "gpu_time_ms": gpu_time,
+        "sustained": heat,
         "where": session.device_notes(device_record, replayed, root, energy_out),
         "conditions": {
             "batch": batch,

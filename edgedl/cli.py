@@ -142,7 +142,8 @@ DEVICE = click.option("--device", metavar="NAME",
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--backend", help="Runtime backend (default: from the file): onnxruntime, litert, torch.")
-@click.option("--compute", help="Compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT).")
+@click.option("--compute", help="Compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT); "
+                                "cuda, cuda-fp16 (torch checkpoints).")
 @click.option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 4,5 (big or LITTLE cores).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input with dynamic dimensions (repeatable).")
@@ -155,12 +156,16 @@ DEVICE = click.option("--device", metavar="NAME",
 @click.option("--idle-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Measure idle power this long first (0: no idle-subtracted figure).")
 @click.option("--profile", "profile_ops", is_flag=True, help="Also show where the time goes per op type.")
+@click.option("--until-stable", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Keep timing until the p50's 95% interval is within +-2%, or this many seconds pass.")
+@click.option("--sustained", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Then run this long back to back and report how latency, power and temperature drift.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
               help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
 @TRUST
 def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device, energy, sysfs_root,
-          rails, idle_seconds, profile_ops, json_path, quiet, trust_model_code) -> None:
+          rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet, trust_model_code) -> None:
     """Measure cold start, latency, throughput, memory and energy per inference of an artifact.
 
     \b
@@ -180,7 +185,7 @@ def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, co
                        trust_model_code=trust_model_code, device=device, energy=energy, sysfs_root=sysfs_root,
                        rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
                        idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
-                       profile_ops=profile_ops)
+                       profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -235,6 +240,21 @@ def _print_bench(result: dict) -> None:
         else:
             top = ", ".join(f"{op} {ms:.3f}" for op, ms in ops["ops"].items())
             console.print(f"time per op type (ms per run, {ops['source']}): {top}", markup=False)
+    gpu = result.get("gpu_time_ms")
+    if gpu:
+        console.print(f"GPU kernel time (CUDA events): p50 {gpu['p50']:.3f} ms, p99 {gpu['p99']:.3f} ms", markup=False)
+    stable = result.get("until_stable")
+    if stable:
+        console.print(f"until stable: p50 interval ±{stable['p50_half_width_pct']:.1f}% after {stable['batches']} batches "
+                      + ("(stable)" if stable["stable"] else f"(not within ±{stable['target_pct']:.0f}% in "
+                                                              f"{stable['limit_s']:g} s)"), markup=False)
+    heat = result.get("sustained")
+    if heat:
+        rows = heat["windows"]
+        console.print(f"sustained {heat['seconds']:g} s: p50 {rows[0]['p50_ms']:.3f} -> {rows[-1]['p50_ms']:.3f} ms"
+                      + (f", power {rows[0]['avg_w']:.2f} -> {rows[-1]['avg_w']:.2f} W" if rows[0]["avg_w"] else "")
+                      + (f", temperature +{heat['drift']['temp_rise_c']:.1f} C" if heat["drift"]["temp_rise_c"]
+                         is not None else ""), markup=False)
     for line in result.get("where") or []:
         console.print(f"note: {line}", markup=False)
     for flag in result.get("flags") or []:

@@ -294,7 +294,7 @@ def test_a_sensor_that_disappears_keeps_the_latency_and_says_why(tmp_path):
         if i == 200:  # the board's I2C driver goes away mid-run
             shutil.rmtree(tree / "sys")
 
-    result, idle, window, error, _ = session.timed_window(call, runs=400, min_seconds=0, batch=1, source=source,
+    result, idle, window, error, _, _ = session.timed_window(call, runs=400, min_seconds=0, batch=1, source=source,
                                                           idle_seconds=0.01)
     assert len(result.samples_ms) == 400 and idle is not None and window is None
     energy = session.energy_result(source, window, idle, error, None, 400, True, [])
@@ -308,7 +308,7 @@ def test_bench_on_a_replayed_orin_nano_tree(tiny_conv_onnx, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", str(tiny_conv_onnx), "--energy", "ina3221", "--sysfs-root", str(ORIN_NANO_TREE),
               "--device", "jetson-orin-nano", "--runs", "50", "--min-seconds", "0.3", "--idle-seconds", "0.2",
-              "--json", str(out)])
+              "--sustained", "0.4", "--json", str(out)])
     assert exc.value.code == 0
     result = json.loads(out.read_text())
     e = result["energy"]
@@ -324,5 +324,8 @@ def test_bench_on_a_replayed_orin_nano_tree(tiny_conv_onnx, tmp_path, capsys):
     assert "replayed sensor tree" in where and "not from live hardware" in where and "this host" in where
     assert result["conditions"]["device"]["name"] == "jetson-orin-nano"
     assert result["conditions"]["device"]["on_device"] is False
+    heat = result["sustained"]  # power sampled per window of the sustained run too
+    assert len(heat["windows"]) == 10 and all(w["avg_w"] == pytest.approx(board_w) for w in heat["windows"])
+    assert heat["drift"]["power"] == pytest.approx(0.0, abs=1e-9)
     err = capsys.readouterr().err
     assert "mJ/inference" in err and "replayed sensor tree" in err

@@ -80,3 +80,54 @@ def test_accuracy_on_a_small_test_set_carries_its_binomial_interval(quick_run, m
     evaluated = record["evaluated_on"]
     lo, hi = evaluated["accuracy_ci95"]
     assert lo < record["metrics"]["accuracy"] < hi and evaluated["samples"] == 269  # 15% of 1797 digits, per class
+
+
+def test_until_stable_stops_at_the_target_or_says_it_ran_out_of_time(monkeypatch):
+    import time
+
+    from edgedl.bench import stability
+
+    bimodal = stability.until_stable(lambda i: time.sleep(0.002 if i % 2 else 0), runs=20, min_seconds=0.02,
+                                     batch=1, limit_s=0.2)
+    result, info = bimodal  # half the calls 2 ms, half 0: the median is not pinned down
+    assert info["stable"] is False and info["batches"] >= 2 and info["limit_s"] == 0.2
+    assert len(result.samples_ms) >= 40 and info["p50_half_width_pct"] > 2
+    widths = iter([0.05, 0.01])  # the interval narrows below 2% on the second batch
+    monkeypatch.setattr(stability, "p50_half_width", lambda samples: next(widths))
+    result, info = stability.until_stable(lambda i: None, runs=30, min_seconds=0, batch=1, limit_s=60)
+    assert info["stable"] is True and info["batches"] == 2 and len(result.samples_ms) == 60
+
+
+def test_sustained_load_reports_the_drift_and_flags_it():
+    import time
+
+    from edgedl.bench.stability import drift_flags, sustained
+
+    heat = sustained(lambda i: time.sleep(0.001 if i < 40 else 0.002), seconds=0.4, batch=1, windows=4)
+    assert len(heat["windows"]) == 4 and heat["windows"][0]["p50_ms"] < heat["windows"][-1]["p50_ms"]
+    assert heat["drift"]["p50"] > 0.5
+    (flag,) = drift_flags(heat)
+    assert flag.startswith("p50 moved +") and "of sustained load" in flag
+
+
+def test_the_torch_backend_on_cuda_refuses_without_a_gpu_and_times_kernels_with_one(quick_run, manifest):
+    """No GPU here: compute='cuda' and 'cuda-fp16' must say so. On a machine with one, the bench
+    reports CUDA-event kernel time apart from wall-clock time."""
+    import torch
+
+    import edgedl.runtime as rt
+    from edgedl import api
+    from edgedl.errors import EdgedlError
+
+    record = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.distilled.pt")
+    path = quick_run / record["path"]
+    if not torch.cuda.is_available():
+        for compute in ("cuda", "cuda-fp16"):
+            with pytest.raises(EdgedlError, match="torch here has no CUDA device; use compute=cpu"):
+                rt.load(path, compute=compute)
+        with pytest.raises(EdgedlError, match="unknown compute unit 'tpu' for the torch backend"):
+            rt.load(path, compute="tpu")
+        pytest.skip("no CUDA GPU on this machine: the kernel-timing half did not run")
+    result = api.bench(path, compute="cuda-fp16", runs=20, min_seconds=0, energy="none")
+    assert result["gpu_time_ms"]["calls"] == result["conditions"]["runs"]
+    assert 0 < result["gpu_time_ms"]["p50"] <= result["metrics"]["latency_ms"]["p99"]

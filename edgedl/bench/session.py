@@ -58,11 +58,14 @@ def _own_cpu_seconds() -> float:
 
 
 def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, batch: int, source=None,
-                 idle_seconds: float = 0.0):
+                 idle_seconds: float = 0.0, until_stable_s: float | None = None):
     """The idle window (when a power source is given), then the timed calls with the source sampling.
 
+    With ``until_stable_s``, the timed calls go on in batches until the p50's interval is within
+    +-2% or that many seconds pass (edgedl.bench.stability).
+
     Returns (LatencyResult, idle PowerWindow or None, run PowerWindow or None, error or None,
-    busy seconds of other processes during the timed calls or None).
+    busy seconds of other processes during the timed calls or None, until-stable info or None).
     """
     idle = window = error = None
     if source is not None and idle_seconds > 0:
@@ -76,7 +79,13 @@ def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, b
     if source is not None:
         source.start()
     busy0, own0 = conditions.cpu_busy_seconds(), _own_cpu_seconds()
-    result = measure_latency(call, runs=runs, warmup=0, min_seconds=min_seconds, batch=batch)
+    stable = None
+    if until_stable_s:
+        from edgedl.bench.stability import until_stable
+
+        result, stable = until_stable(call, runs, min_seconds, batch, until_stable_s)
+    else:
+        result = measure_latency(call, runs=runs, warmup=0, min_seconds=min_seconds, batch=batch)
     busy1, own1 = conditions.cpu_busy_seconds(), _own_cpu_seconds()
     if source is not None:
         try:
@@ -84,7 +93,7 @@ def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, b
         except Exception as exc:
             error = exc
     other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0))
-    return result, idle, window, error, other
+    return result, idle, window, error, other, stable
 
 
 def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: Flags) -> dict:
@@ -159,6 +168,15 @@ def op_time(artifact: Path, fmt: str, feed: dict, threads: int | None, top: int 
     ops = op_profile(artifact, feed, threads)
     return {"ops": dict(list(ops.items())[:top]), "total_ms": sum(ops.values()),
             "source": "ONNX Runtime's profiler (kernel time per op type, 30 runs)"}
+
+
+def gpu_time(samples_ms: list[float]) -> dict | None:
+    """Kernel time per call from CUDA events (the torch backend on a GPU), apart from wall-clock time."""
+    if not samples_ms:
+        return None
+    s = np.asarray(samples_ms)
+    return {"p50": float(np.percentile(s, 50)), "p90": float(np.percentile(s, 90)), "p99": float(np.percentile(s, 99)),
+            "mean": float(s.mean()), "calls": int(len(s)), "source": "CUDA events around the model's forward call"}
 
 
 def device_notes(device: dict, replayed: bool, root: str | Path, energy: dict) -> list[str]:

@@ -38,6 +38,6 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             inspect="edgedl.formats.onnx.graph:summarize"),
     Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu", "xnnpack", "cpu-no-xnnpack"),
             inspect="edgedl.formats.tflite.graph:summarize"),
-    Backend("torch", "edgedl.runtime.torchrt:TorchRunner", "torch", (".pt", ".pth"), "torch", ("cpu", "cuda"),
+    Backend("torch", "edgedl.runtime.torchrt:TorchRunner", "torch", (".pt", ".pth"), "torch", ("cpu", "cuda", "cuda-fp16"),
             inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True),
 )}

@@ -15,7 +15,9 @@ class TorchRunner(Runner):
     ``trust_model_code=True`` or a ``factory`` named by the caller.
 
     ``threads`` sets torch's intra-op thread count, which is global to the process in PyTorch.
-    ``compute='cuda'`` runs on the GPU; inputs and outputs stay numpy arrays on the host.
+    ``compute='cuda'`` runs on the GPU and ``'cuda-fp16'`` in half precision there; inputs and
+    outputs stay float32 numpy arrays on the host. On the GPU each call's kernel time is also taken
+    with CUDA events (``gpu_ms``), apart from the host-to-device copies the wall-clock time includes.
     """
 
     backend = "torch"
@@ -27,17 +29,23 @@ class TorchRunner(Runner):
             raise MissingDependencyError("torch", "torch", "Running PyTorch checkpoints") from None
         from edgedl.models.spec import load_checkpoint
 
-        if self.compute not in (None, "cpu", "cuda"):
-            raise EdgedlError(f"unknown compute unit '{self.compute}' for the torch backend; use cpu or cuda")
-        if self.compute == "cuda" and not torch.cuda.is_available():
+        if self.compute not in (None, "cpu", "cuda", "cuda-fp16"):
+            raise EdgedlError(f"unknown compute unit '{self.compute}' for the torch backend; use cpu, cuda or "
+                              "cuda-fp16")
+        cuda = self.compute in ("cuda", "cuda-fp16")
+        if cuda and not torch.cuda.is_available():
             raise EdgedlError("torch here has no CUDA device; use compute=cpu")
         if self.threads:
             torch.set_num_threads(int(self.threads))
         self._torch = torch
         self.preallocate = False  # torch allocates its outputs itself
-        self._device = torch.device(self.compute or "cpu")
+        self._device = torch.device("cuda" if cuda else "cpu")
+        self._half = self.compute == "cuda-fp16"
+        self.gpu_ms: list[float] | None = [] if cuda else None  # per-call kernel time from CUDA events
         loaded = load_checkpoint(self.path, trust_model_code=self.trust_model_code, factory=self.factory)
         self._module = loaded.module.eval().to(self._device)
+        if self._half:
+            self._module = self._module.half()
         meta = loaded.checkpoint or {}
         declared = self.sidecar.get("inputs")
         if not declared and meta.get("input_shape"):
@@ -57,9 +65,20 @@ class TorchRunner(Runner):
     def _forward(self, feeds):
         torch = self._torch
         args = [torch.from_numpy(feeds[i.name]).to(self._device) for i in self._inputs]
-        out = self._module(*args)
+        if self._half:
+            args = [a.half() if a.is_floating_point() else a for a in args]
+        if self.gpu_ms is None:
+            out = self._module(*args)
+        else:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = self._module(*args)
+            end.record()
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.detach().cpu().numpy() for o in outs]
+        result = [(o.float() if self._half else o).detach().cpu().numpy() for o in outs]  # .cpu() waits for the GPU
+        if self.gpu_ms is not None:
+            self.gpu_ms.append(start.elapsed_time(end))
+        return result
 
     def _run_impl(self, feeds):
         with self._torch.inference_mode():
