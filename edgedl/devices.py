@@ -277,8 +277,10 @@ def detect(root: str | Path = "/", use_nvml: bool = True) -> dict:
     model = _read(root, "proc/device-tree/model") or _read(root, "sys/firmware/devicetree/base/model")
     names = nvml_names() if use_nvml and root == Path("/") else []
     l4t = l4t_release(root)
+    machine = _machine(root)
+    from_tree = root == Path("/") or (root / "proc/cpuinfo").exists()
     seen = {"device_tree_model": model, "l4t": l4t, "jetpack": jetpack_for(l4t), "nvml": names or None,
-            "machine": _machine(root)}
+            "machine": machine if from_tree else f"{machine} (this host's: the tree has no proc/cpuinfo)"}
     for profile in list_profiles():
         d = profile.detect
         if model and any(s.lower() in model.lower() for s in d.device_tree_model):
@@ -286,7 +288,7 @@ def detect(root: str | Path = "/", use_nvml: bool = True) -> dict:
         hit = next((n for n in names for s in d.nvml_name if s.lower() in n.lower()), None)
         if hit:
             return {"profile": profile.name, "generic": False, "why": f"NVML reports '{hit}'", "seen": seen}
-    arch = "aarch64" if seen["machine"] in ("aarch64", "arm64") else "x86_64"
+    arch = "aarch64" if machine in ("aarch64", "arm64") else "x86_64"
     generic = next(p for p in list_profiles() if p.generic and p.arch == arch)
     return {"profile": generic.name, "generic": True, "seen": seen,
             "why": f"no profile matches this machine, so the generic {arch} profile applies"}

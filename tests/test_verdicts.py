@@ -131,3 +131,13 @@ def test_the_torch_backend_on_cuda_refuses_without_a_gpu_and_times_kernels_with_
     result = api.bench(path, compute="cuda-fp16", runs=20, min_seconds=0, energy="none")
     assert result["gpu_time_ms"]["calls"] == result["conditions"]["runs"]
     assert 0 < result["gpu_time_ms"]["p50"] <= result["metrics"]["latency_ms"]["p99"]
+
+
+def test_a_warning_raised_in_several_rounds_is_shown_once_with_its_count():
+    from edgedl.stages.benchmark import round_flags
+
+    rounds_ = [{"flags": ["p99 is 3.4x p50: a long tail", "other processes kept 1.2 CPU cores busy"]},
+               {"flags": ["p99 is 3.2x p50: a long tail"]}, {"flags": []}]
+    assert round_flags(rounds_) == ["p99 is 3.4x p50: a long tail (in 2 of 3 rounds)",
+                                    "other processes kept 1.2 CPU cores busy (in 1 of 3 rounds)"]
+    assert round_flags(rounds_[:1]) == ["p99 is 3.4x p50: a long tail", "other processes kept 1.2 CPU cores busy"]

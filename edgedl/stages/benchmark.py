@@ -50,6 +50,17 @@ class BenchmarkConfig(StageConfig):
         return value
 
 
+def round_flags(rounds: list[dict]) -> list[str]:
+    """Each kind of warning once (its first wording), with how many rounds raised it."""
+    kinds: dict[str, list[str]] = {}
+    for r in rounds:
+        for flag in r.get("flags") or []:
+            kinds.setdefault(" ".join(flag.split()[:2]), []).append(flag)  # "p99 is", "other processes", ...
+    if len(rounds) == 1:
+        return [found[0] for found in kinds.values()]
+    return [f"{found[0]} (in {len(found)} of {len(rounds)} rounds)" for found in kinds.values()]
+
+
 class BenchmarkStage(Stage):
     name = "benchmark"
     Config = BenchmarkConfig
@@ -78,7 +89,7 @@ class BenchmarkStage(Stage):
         metrics["energy_j_per_inference"] = first["metrics"]["energy_j_per_inference"]
         metrics["peak_rss_mb"] = first["metrics"]["peak_rss_mb"]
         notes = {k: v for k, v in {**shown["notes"], **first["notes"]}.items() if k in BENCH_METRICS}
-        flags = list(dict.fromkeys(f for r in rounds for f in r.get("flags") or []))
+        flags = round_flags(rounds)
         extra = {"energy": first.get("energy"), "memory": first.get("memory"), "cold_start": first.get("cold_start"),
                  "statistics": shown.get("statistics"), "flags": flags, "where": first.get("where"),
                  "rounds": [{"p50_ms": p50, "p50_ci95_ms": ci} for p50, ci in map(round_p50, rounds)],
