@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,7 +281,7 @@ def bench(
     from edgedl.bench import conditions, session
     from edgedl.bench.energy import EnergyUnavailable, open_source
     from edgedl.data.feeds import concrete_shape, data_feeds, random_feeds
-    from edgedl.devices import detect, get_profile
+    from edgedl.devices import detect
 
     for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--batch", batch, 1)):
         if value < low:
@@ -302,124 +301,126 @@ def bench(
         source, energy_reason = open_source(energy, root, profile, rails)
     except EnergyUnavailable as exc:
         raise EnergyUnavailable(f"--energy {energy}: {exc}") from None
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    input_shapes = dict(input_shapes or {})
-    notes = {"accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)"}
-    flags = session.Flags()
-    mem_before = session.snapshot_memory()
-    start = time.perf_counter()
-    with rt.load(artifact, backend=backend, threads=threads, compute=compute,
-                 trust_model_code=trust_model_code) as runner:
-        load_ms = (time.perf_counter() - start) * 1000
-        mem_loaded = session.snapshot_memory()
-        unknown = sorted(set(input_shapes) - {i.name for i in runner.inputs})
-        if unknown:
-            raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
-                             f"{[i.name for i in runner.inputs]}")
-        if data:
-            from edgedl.data import load_dataset
-
-            feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
-        else:
-            for info in runner.inputs:  # refuse unknown dimensions before loading anything else
-                concrete_shape(info, batch, input_shapes.get(info.name))
-            feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
-        shapes = {k: list(v.shape) for k, v in feeds[0].items()}
-        run = runner.run
-        n = len(feeds)
+    previous = session.pin(cpus)  # restored after: an API caller's process keeps its own affinity
+    try:
+        input_shapes = dict(input_shapes or {})
+        notes = {"accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)"}
+        flags = session.Flags()
+        mem_before = session.snapshot_memory()
         start = time.perf_counter()
-        run(feeds[0])
-        first_ms = (time.perf_counter() - start) * 1000
-        for i in range(warmup):
-            run(feeds[i % n])
-        window_notes = []
-        if source is not None and source.min_window_s > min_seconds:
-            window_notes.append(f"the timed window was stretched to {source.min_window_s:g} s (from {min_seconds:g} s) "
-                                f"by repeating inferences: {source.name}'s counter updates too slowly for less")
-            min_seconds = source.min_window_s
-        before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
-        gpu_calls = getattr(runner, "gpu_ms", None)
-        gpu_start = len(gpu_calls) if gpu_calls is not None else 0
-        result, idle, window, error, other_busy, stable = session.timed_window(
-            lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds, until_stable)
-        heat = None
-        if sustained:
-            from edgedl.bench.stability import drift_flags, sustained as sustained_run
+        with rt.load(artifact, backend=backend, threads=threads, compute=compute,
+                     trust_model_code=trust_model_code) as runner:
+            load_ms = (time.perf_counter() - start) * 1000
+            mem_loaded = session.snapshot_memory()
+            unknown = sorted(set(input_shapes) - {i.name for i in runner.inputs})
+            if unknown:
+                raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
+                                 f"{[i.name for i in runner.inputs]}")
+            if data:
+                from edgedl.data import load_dataset
 
-            heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch, source if window is not None else None)
-            for flag in drift_flags(heat):
-                flags.add(flag)
-        after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
-        backend = runner.backend
-        sidecar = runner.sidecar
-        gpu_time = session.gpu_time(gpu_calls[gpu_start:]) if gpu_calls is not None else None
-    stats = result.stats()
-    validity = session.judge(result, stats, other_busy, (clocks_before, clocks_after), (before, after), flags)
-    inferences = len(result.samples_ms) * batch
-    energy_out = session.energy_result(source, window, idle, error, energy_reason, inferences, replayed, window_notes)
-    if energy_out.get("j_per_inference") is None:
-        notes["energy_j_per_inference"] = energy_out["reason"]
-    fmt = rt.backend_for(artifact, sidecar).format
-    params = macs = None
-    if fmt == "onnx":
-        from edgedl.formats.onnx import graph as onnx_graph
+                feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
+            else:
+                for info in runner.inputs:  # refuse unknown dimensions before loading anything else
+                    concrete_shape(info, batch, input_shapes.get(info.name))
+                feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
+            shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+            run = runner.run
+            n = len(feeds)
+            start = time.perf_counter()
+            run(feeds[0])
+            first_ms = (time.perf_counter() - start) * 1000
+            for i in range(warmup):
+                run(feeds[i % n])
+            window_notes = []
+            if source is not None and source.min_window_s > min_seconds:
+                window_notes.append(f"the timed window was stretched to {source.min_window_s:g} s (from {min_seconds:g} s) "
+                                    f"by repeating inferences: {source.name}'s counter updates too slowly for less")
+                min_seconds = source.min_window_s
+            before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
+            gpu_calls = getattr(runner, "gpu_ms", None)
+            gpu_start = len(gpu_calls) if gpu_calls is not None else 0
+            result, idle, window, error, other_busy, stable = session.timed_window(
+                lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds, until_stable)
+            heat = None
+            if sustained:
+                from edgedl.bench.stability import drift_flags, sustained as sustained_run
 
-        graph = onnx_graph.load_graph(artifact)
-        params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
-    else:
-        from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
+                heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch, source if window is not None else None)
+                for flag in drift_flags(heat):
+                    flags.add(flag)
+            after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
+            backend = runner.backend
+            sidecar = runner.sidecar
+            gpu_time = session.gpu_time(gpu_calls[gpu_start:]) if gpu_calls is not None else None
+        stats = result.stats()
+        validity = session.judge(result, stats, other_busy, (clocks_before, clocks_after), (before, after), flags)
+        inferences = len(result.samples_ms) * batch
+        energy_out = session.energy_result(source, window, idle, error, energy_reason, inferences, replayed, window_notes)
+        if energy_out.get("j_per_inference") is None:
+            notes["energy_j_per_inference"] = energy_out["reason"]
+        fmt = rt.backend_for(artifact, sidecar).format
+        params = macs = None
+        if fmt == "onnx":
+            from edgedl.formats.onnx import graph as onnx_graph
 
-        notes["params"] = notes["macs"] = COUNTED_ON_ONNX
-    memory = session.summarize_memory(mem_before, mem_loaded, source)
-    ops = session.op_time(artifact, fmt, feeds[0], threads) if profile_ops else None
-    return {
-        "artifact": str(artifact),
-        "backend": backend,
-        "format": fmt,
-        "precision": sidecar.get("precision"),
-        "metrics": {
-            "accuracy": None,
-            "params": params,
-            "macs": macs,
-            "latency_ms": stats,
-            "throughput_ips": result.throughput_ips,
-            "peak_rss_mb": memory["peak_rss_mb"],
-            "energy_j_per_inference": energy_out.get("j_per_inference"),
-        },
-        "notes": notes,
-        "energy": energy_out,
-        "memory": memory,
-        "cold_start": session.cold_start(load_ms, first_ms),
-        "statistics": session.statistics(result.samples_ms),
-        "flags": flags.items,
-        "op_ms": ops,
-        "until_stable": stable,
-        "gpu_time_ms": gpu_time,
-        "sustained": heat,
-        "where": session.device_notes(device_record, replayed, root, energy_out),
-        "conditions": {
-            "batch": batch,
-            "threads": threads,
-            "compute": compute or "cpu",
-            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "runs": len(result.samples_ms),
-            "warmup": warmup,
-            "min_seconds": min_seconds,
-            "wall_s": result.wall_s,
-            "feeds": f"data:{data}" if data else "random",
-            "input_shapes": shapes,
-            "peak_rss": "high-water mark of the bench process: interpreter, runtime and model",
-            "device": device_record,
-            "versions": conditions.versions(),
-            "host": conditions.host(),
-            "cpu_features": conditions.cpu_features(),
-            "jetson": conditions.jetson(str(root)),
-            "thermal_before": before,
-            "thermal_after": after,
-            "validity": validity,
-        },
-    }
+            graph = onnx_graph.load_graph(artifact)
+            params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
+        else:
+            from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
+
+            notes["params"] = notes["macs"] = COUNTED_ON_ONNX
+        memory = session.summarize_memory(mem_before, mem_loaded, source)
+        ops = session.op_time(artifact, fmt, feeds[0], threads) if profile_ops else None
+        return {
+            "artifact": str(artifact),
+            "backend": backend,
+            "format": fmt,
+            "precision": sidecar.get("precision"),
+            "metrics": {
+                "accuracy": None,
+                "params": params,
+                "macs": macs,
+                "latency_ms": stats,
+                "throughput_ips": result.throughput_ips,
+                "peak_rss_mb": memory["peak_rss_mb"],
+                "energy_j_per_inference": energy_out.get("j_per_inference"),
+            },
+            "notes": notes,
+            "energy": energy_out,
+            "memory": memory,
+            "cold_start": session.cold_start(load_ms, first_ms),
+            "statistics": session.statistics(result.samples_ms),
+            "flags": flags.items,
+            "op_ms": ops,
+            "until_stable": stable,
+            "gpu_time_ms": gpu_time,
+            "sustained": heat,
+            "where": session.device_notes(device_record, replayed, root, energy_out),
+            "conditions": {
+                "batch": batch,
+                "threads": threads,
+                "compute": compute or "cpu",
+                "cpus": session.current_cpus(),
+                "runs": len(result.samples_ms),
+                "warmup": warmup,
+                "min_seconds": min_seconds,
+                "wall_s": result.wall_s,
+                "feeds": f"data:{data}" if data else "random",
+                "input_shapes": shapes,
+                "peak_rss": "high-water mark of the bench process: interpreter, runtime and model",
+                "device": device_record,
+                "versions": conditions.versions(),
+                "host": conditions.host(),
+                "cpu_features": conditions.cpu_features(),
+                "jetson": conditions.jetson(str(root)),
+                "thermal_before": before,
+                "thermal_after": after,
+                "validity": validity,
+            },
+        }
+    finally:
+        session.unpin(previous)
 
 
 def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[str, list[int]] | None = None,

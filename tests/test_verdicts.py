@@ -141,3 +141,13 @@ def test_a_warning_raised_in_several_rounds_is_shown_once_with_its_count():
     assert round_flags(rounds_) == ["p99 is 3.4x p50: a long tail (in 2 of 3 rounds)",
                                     "other processes kept 1.2 CPU cores busy (in 1 of 3 rounds)"]
     assert round_flags(rounds_[:1]) == ["p99 is 3.4x p50: a long tail", "other processes kept 1.2 CPU cores busy"]
+
+
+def test_cpus_pin_the_bench_and_an_api_caller_gets_its_affinity_back(tiny_conv_onnx):
+    import os
+
+    from edgedl import api
+
+    before = os.sched_getaffinity(0)
+    result = api.bench(tiny_conv_onnx, runs=5, min_seconds=0, energy="none", cpus=[min(before)])
+    assert result["conditions"]["cpus"] == [min(before)] and os.sched_getaffinity(0) == before

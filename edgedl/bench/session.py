@@ -36,10 +36,29 @@ def parse_cpus(text: str | None) -> list[int] | None:
             cpus += list(range(int(low), int(high or low) + 1))
     except ValueError:
         raise UsageError(f"--cpus {text}: give CPU numbers and ranges, e.g. 0,2-3") from None
-    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    available = current_cpus()
     if available is not None and not set(cpus) <= set(available):
         raise UsageError(f"--cpus {text}: this process may run on CPUs {available} only")
     return cpus
+
+
+def pin(cpus: list[int] | None) -> set[int] | None:
+    """Run this process on ``cpus`` only; returns the affinity to restore (None when nothing changed)."""
+    if not cpus:
+        return None
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    return previous
+
+
+def current_cpus() -> list[int] | None:
+    """The CPUs this process may run on (None where the OS does not say)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def unpin(previous: set[int] | None) -> None:
+    if previous is not None:
+        os.sched_setaffinity(0, previous)
 
 
 class Flags:
