@@ -22,23 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / "tests" / "data" / "sysfs" / "jetson-orin-nano"
 
 
-def build(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
-    import torch
-
-    from edgedl.formats.onnx.export import export_onnx
-    from edgedl.models import create_model
-
-    torch.manual_seed(0)
-    models = {"resnet8_1x8x8": (create_model("resnet8", 10, 1), (1, 1, 8, 8)),
-              "mobilenetv2_100_3x224x224": (create_model("mobilenetv2_100", 10, 3), (1, 3, 224, 224))}
-    out = {}
-    for name, (module, shape) in models.items():
-        path = folder / f"{name}.onnx"
-        export_onnx(module.eval(), np.zeros(shape, np.float32), path, 18, True, "out")
-        out[name] = (path, shape)
-    return out
-
-
 def main() -> None:
     import edgedl.runtime as rt
     from edgedl.bench.energy import open_source
@@ -49,8 +32,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=1.5)
     args = parser.parse_args()
+    from runtime_overhead import build_models  # this folder's model set, ONNX only
+
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (path, shape) in build(Path(tmp)).items():
+        models = build_models(Path(tmp), only=("resnet8_1x8x8", "mobilenetv2_100_3x224x224"), tflite=False)
+        for name, (path, shape) in models.items():
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             source, _ = open_source("ina3221", TREE, get_profile("jetson-orin-nano"))
             figures = {"off": {"p50": [], "p99": []}, "on": {"p50": [], "p99": []}}

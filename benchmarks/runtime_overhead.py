@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 
-def build_models(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
+def build_models(folder: Path, only: tuple[str, ...] | None = None,
+                 tflite: bool = True) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """The benchmark models as ONNX files (and .tflite ones), by name: ``only`` picks some of them."""
     import torch
     from torch import nn
 
@@ -45,10 +47,12 @@ def build_models(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
               "mobilenetv2_100_3x224x224": (create_model("mobilenetv2_100", 10, 3), (1, 3, 224, 224))}
     out = {}
     for name, (module, shape) in models.items():
+        if only is not None and name not in only:
+            continue
         path = folder / f"{name}.onnx"
         export_onnx(module.eval(), np.zeros(shape, np.float32), path, 18, True, "out")
         out[name] = (path, shape)
-        if name != "resnet8_1x8x8":
+        if tflite and name != "resnet8_1x8x8":
             tflite = folder / f"{name}.tflite"
             litert_convert.convert(module.eval(), np.zeros(shape, np.float32), tflite)
             out[f"{name}.tflite"] = (tflite, shape)

@@ -332,31 +332,28 @@ def bench(
             first_ms = (time.perf_counter() - start) * 1000
             for i in range(warmup):
                 run(feeds[i % n])
-            window_notes = []
-            if source is not None and source.min_window_s > min_seconds:
-                window_notes.append(f"the timed window was stretched to {source.min_window_s:g} s (from {min_seconds:g} s) "
-                                    f"by repeating inferences: {source.name}'s counter updates too slowly for less")
-                min_seconds = source.min_window_s
             before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
             gpu_calls = getattr(runner, "gpu_ms", None)
             gpu_start = len(gpu_calls) if gpu_calls is not None else 0
-            result, idle, window, error, other_busy, stable = session.timed_window(
-                lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds, until_stable)
+            timed = session.timed_window(lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds,
+                                         until_stable)
+            result = timed.result
             heat = None
             if sustained:
                 from edgedl.bench.stability import drift_flags, sustained as sustained_run
 
-                heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch, source if window is not None else None)
+                heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch,
+                                     source if timed.window is not None else None)
                 for flag in drift_flags(heat):
                     flags.add(flag)
             after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
             backend = runner.backend
             sidecar = runner.sidecar
-            gpu_time = session.gpu_time(gpu_calls[gpu_start:]) if gpu_calls is not None else None
+            latency_calls = slice(gpu_start, gpu_start + len(result.samples_ms))  # not the energy window's calls
+            gpu_time = session.gpu_time(gpu_calls[latency_calls]) if gpu_calls is not None else None
         stats = result.stats()
-        validity = session.judge(result, stats, other_busy, (clocks_before, clocks_after), (before, after), flags)
-        inferences = len(result.samples_ms) * batch
-        energy_out = session.energy_result(source, window, idle, error, energy_reason, inferences, replayed, window_notes)
+        validity = session.judge(result, stats, timed.other_busy, (clocks_before, clocks_after), (before, after), flags)
+        energy_out = session.energy_result(source, timed, energy_reason, replayed)
         if energy_out.get("j_per_inference") is None:
             notes["energy_j_per_inference"] = energy_out["reason"]
         fmt = rt.backend_for(artifact, sidecar).format
@@ -393,7 +390,7 @@ def bench(
             "statistics": session.statistics(result.samples_ms),
             "flags": flags.items,
             "op_ms": ops,
-            "until_stable": stable,
+            "until_stable": timed.stable,
             "gpu_time_ms": gpu_time,
             "sustained": heat,
             "where": session.device_notes(device_record, replayed, root, energy_out),

@@ -290,15 +290,33 @@ def test_a_sensor_that_disappears_keeps_the_latency_and_says_why(tmp_path):
     shutil.copytree(ORIN_NANO_TREE, tree)
     source, _ = open_source("ina3221", tree, get_profile("jetson-orin-nano"), period_s=0.001)
 
+    calls = []
+
     def call(i: int) -> None:
-        if i == 200:  # the board's I2C driver goes away mid-run
+        calls.append(i)
+        if len(calls) == 600:  # the board's I2C driver goes away during the energy window (after call 400)
             shutil.rmtree(tree / "sys")
 
-    result, idle, window, error, _, _ = session.timed_window(call, runs=400, min_seconds=0, batch=1, source=source,
-                                                          idle_seconds=0.01)
-    assert len(result.samples_ms) == 400 and idle is not None and window is None
-    energy = session.energy_result(source, window, idle, error, None, 400, True, [])
+    timed = session.timed_window(call, runs=400, min_seconds=0, batch=1, source=source, idle_seconds=0.01)
+    assert len(timed.result.samples_ms) == 400 and timed.idle is not None and timed.window is None
+    energy = session.energy_result(source, timed, None, True)
     assert energy["reason"].startswith("energy lost: VDD_IN on INA3221 (hwmon), module power stopped answering")
+
+
+def test_latency_is_timed_with_no_sampler_running_and_energy_in_its_own_window(tmp_path):
+    """The sampling thread's wake-ups would show in the latency figures, so it runs only in the
+    energy window: during the latency window the source has taken no reading."""
+    source, _ = open_source("ina3221", ORIN_NANO_TREE, get_profile("jetson-orin-nano"))
+    readings = []
+
+    def call(i: int) -> None:
+        readings.append(len(source._times))
+
+    timed = session.timed_window(call, runs=300, min_seconds=0.05, batch=1, source=source, idle_seconds=0.05)
+    latency_calls = len(timed.result.samples_ms)
+    assert set(readings[:latency_calls]) == {0}  # no sampling while latency was timed
+    assert timed.energy_inferences >= latency_calls and timed.window.samples >= 2
+    assert timed.window.seconds >= timed.result.wall_s * 0.9
 
 
 def test_bench_on_a_replayed_orin_nano_tree(tiny_conv_onnx, tmp_path, capsys):
@@ -316,7 +334,8 @@ def test_bench_on_a_replayed_orin_nano_tree(tiny_conv_onnx, tmp_path, capsys):
     assert e["source"] == "ina3221" and e["sensor"].startswith("VDD_IN") and e["scope"] == "module"
     assert e["avg_w"] == pytest.approx(board_w, rel=0.02) and e["idle_w"] == pytest.approx(board_w, rel=0.02)
     assert e["j_per_inference"] == pytest.approx(e["avg_w"] * e["window_s"] / e["inferences"], rel=1e-6)
-    assert e["inferences"] == result["conditions"]["runs"] and e["replayed"] is True
+    # energy has its own window of at least as many calls, so the sampler never runs beside the latency
+    assert e["inferences"] >= result["conditions"]["runs"] and e["replayed"] is True
     assert result["metrics"]["energy_j_per_inference"] == e["j_per_inference"]
     assert e["inferences_per_j"] == pytest.approx(1 / e["j_per_inference"])
     assert e["rails_w"]["VDD_SOC"] == pytest.approx(5076 * 584 / 1e6)

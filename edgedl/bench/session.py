@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edgedl.bench import conditions, memory
-from edgedl.bench.latency import measure_latency, percentile_intervals
+from edgedl.bench.latency import LatencyResult, measure_latency, percentile_intervals
 
 LOAD_FLAG_CORES = 0.25  # other processes using more than a quarter of a core on average skew timings
 TAIL_FLAG = 3.0  # p99 more than 3x p50
@@ -76,27 +77,30 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+@dataclass
+class Timed:
+    """What :func:`timed_window` measured."""
+
+    result: LatencyResult  # the latency window, with no power sampler running
+    idle: object = None  # PowerWindow of the idle window
+    window: object = None  # PowerWindow of the energy window
+    energy_inferences: int = 0
+    error: BaseException | None = None  # why energy is missing, when a sensor went away
+    other_busy: float | None = None  # CPU seconds other processes used during the latency window
+    stable: dict | None = None  # --until-stable's outcome
+    notes: list = field(default_factory=list)
+
+
 def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, batch: int, source=None,
-                 idle_seconds: float = 0.0, until_stable_s: float | None = None):
-    """The idle window (when a power source is given), then the timed calls with the source sampling.
+                 idle_seconds: float = 0.0, until_stable_s: float | None = None) -> Timed:
+    """The latency window, then (with a power source) the idle window and the energy window.
 
-    With ``until_stable_s``, the timed calls go on in batches until the p50's interval is within
+    Latency is timed with no sampler running: the sampling thread's wake-ups would show in the
+    figures (benchmarks/RESULTS.md, issue 10). Energy comes from a second window of as many calls,
+    at least the source's shortest window, with the sensor sampled alongside. With
+    ``until_stable_s``, the latency window goes on in batches until the p50's interval is within
     +-2% or that many seconds pass (edgedl.bench.stability).
-
-    Returns (LatencyResult, idle PowerWindow or None, run PowerWindow or None, error or None,
-    busy seconds of other processes during the timed calls or None, until-stable info or None).
     """
-    idle = window = error = None
-    if source is not None and idle_seconds > 0:
-        try:
-            source.start()
-            time.sleep(idle_seconds)
-            idle = source.stop()
-        except Exception as exc:  # a sensor lost here loses energy, not the latency
-            error = exc
-            source = None
-    if source is not None:
-        source.start()
     busy0, own0 = conditions.cpu_busy_seconds(), _own_cpu_seconds()
     stable = None
     if until_stable_s:
@@ -106,13 +110,27 @@ def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, b
     else:
         result = measure_latency(call, runs=runs, warmup=0, min_seconds=min_seconds, batch=batch)
     busy1, own1 = conditions.cpu_busy_seconds(), _own_cpu_seconds()
-    if source is not None:
-        try:
-            window = source.stop()
-        except Exception as exc:
-            error = exc
-    other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0))
-    return result, idle, window, error, other, stable
+    timed = Timed(result, stable=stable,
+                  other_busy=None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0)))
+    if source is None:
+        return timed
+    try:
+        if idle_seconds > 0:
+            source.start()
+            time.sleep(idle_seconds)
+            timed.idle = source.stop()
+        seconds = max(result.wall_s, source.min_window_s)
+        if source.min_window_s > result.wall_s:
+            timed.notes.append(f"the energy window was stretched to {source.min_window_s:g} s (the latency window took "
+                               f"{result.wall_s:.2f} s) by repeating inferences: {source.name}'s counter updates too "
+                               "slowly for less")
+        source.start()
+        energy = measure_latency(call, runs=len(result.samples_ms), warmup=0, min_seconds=seconds, batch=batch)
+        timed.window = source.stop()
+        timed.energy_inferences = len(energy.samples_ms) * batch
+    except Exception as exc:  # a sensor lost loses energy, not the latency
+        timed.error = exc
+    return timed
 
 
 def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: Flags) -> dict:
@@ -134,14 +152,15 @@ def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal:
     return {"other_load_cores": other_cores, "clocks_before_mhz": before, "clocks_after_mhz": after}
 
 
-def energy_result(source, window, idle, error, reason, inferences: int, replayed: bool, notes: list[str]) -> dict:
+def energy_result(source, timed: Timed, reason: str | None, replayed: bool) -> dict:
+    """The JSON ``energy`` object; without a measurement, the source (if any) and why."""
     from edgedl.bench.energy import energy_record
 
     if source is None:
         return {"source": None, "reason": reason}
-    if window is None:
-        return {"source": source.name, "reason": f"energy lost: {error}"}
-    return energy_record(source, window, inferences, idle, replayed, notes)
+    if timed.window is None:
+        return {"source": source.name, "reason": f"energy lost: {timed.error}"}
+    return energy_record(source, timed.window, timed.energy_inferences, timed.idle, replayed, timed.notes)
 
 
 def summarize_memory(before: dict, after_load: dict, energy_source) -> dict:
@@ -211,4 +230,4 @@ def device_notes(device: dict, replayed: bool, root: str | Path, energy: dict) -
 
 
 __all__ = ["Flags", "cold_start", "device_notes", "energy_result", "judge", "parse_cpus", "snapshot_memory",
-           "statistics", "summarize_memory", "timed_window"]
+           "statistics", "summarize_memory", "Timed", "timed_window"]
