@@ -2,8 +2,9 @@
 and the conditions that decide whether the figures can be trusted.
 
 Order of a run: check the energy source (before any work), load the model (timed, with its
-memory), the first inference (timed apart), warm-up, an idle power window, then the timed window
-with the power source sampling alongside. Nothing here imports torch.
+memory), the first inference (timed apart), warm-up, the latency window (no sampler running),
+then with a power source an idle window and an energy window of as many calls, sampled
+alongside. Nothing here imports torch.
 """
 
 from __future__ import annotations
