@@ -305,7 +305,7 @@ def bench(
     try:
         input_shapes = dict(input_shapes or {})
         notes = {"accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)"}
-        flags = session.Flags()
+        flags: list[str] = []  # why a figure should not be trusted as it stands, one sentence each
         mem_before = session.snapshot_memory()
         start = time.perf_counter()
         with rt.load(artifact, backend=backend, threads=threads, compute=compute,
@@ -345,7 +345,7 @@ def bench(
                 heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch,
                                      source if timed.window is not None else None)
                 for flag in drift_flags(heat):
-                    flags.add(flag)
+                    flags.append(flag)
             after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
             backend = runner.backend
             sidecar = runner.sidecar
@@ -388,7 +388,7 @@ def bench(
             "memory": memory,
             "cold_start": session.cold_start(load_ms, first_ms),
             "statistics": session.statistics(result.samples_ms),
-            "flags": flags.items,
+            "flags": flags,
             "op_ms": ops,
             "until_stable": timed.stable,
             "gpu_time_ms": gpu_time,

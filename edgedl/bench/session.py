@@ -63,16 +63,6 @@ def unpin(previous: set[int] | None) -> None:
         os.sched_setaffinity(0, previous)
 
 
-class Flags:
-    """Reasons a result should not be trusted as it stands, each one sentence for the screen."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, text: str) -> None:
-        self.items.append(text)
-
-
 def _own_cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -134,22 +124,23 @@ def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, b
     return timed
 
 
-def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: Flags) -> dict:
-    """Flags for host load, a long tail, a falling clock and hot sensors; the figures behind them."""
+def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: list[str]) -> dict:
+    """Appends to ``flags`` (sentences for the screen) for host load, a long tail, a falling clock and hot
+    sensors; returns the figures behind them."""
     other_cores = other_busy / result.wall_s if other_busy is not None and result.wall_s > 0 else None
     if other_cores is not None and other_cores > LOAD_FLAG_CORES:
-        flags.add(f"other processes kept {other_cores:.2f} CPU cores busy during the run: timings are slower and "
+        flags.append(f"other processes kept {other_cores:.2f} CPU cores busy during the run: timings are slower and "
                   "noisier than on a quiet machine")
     if stats["p50"] > 0 and stats["p99"] / stats["p50"] > TAIL_FLAG:
-        flags.add(f"p99 is {stats['p99'] / stats['p50']:.1f}x p50: a long tail (other load, clock changes or "
+        flags.append(f"p99 is {stats['p99'] / stats['p50']:.1f}x p50: a long tail (other load, clock changes or "
                   "garbage collection); look at p90 and the interval before trusting p99")
     before, after = clocks
     if before and after and after["max"] < CLOCK_DROP * before["max"]:
-        flags.add(f"the fastest CPU clock fell from {before['max']:.0f} to {after['max']:.0f} MHz during the run: "
+        flags.append(f"the fastest CPU clock fell from {before['max']:.0f} to {after['max']:.0f} MHz during the run: "
                   "throttling or a power-saving governor")
     hot = {k: v for k, v in ((thermal[1] or {}).get("temperatures_c") or {}).items() if v >= 85}
     if hot:
-        flags.add(f"sensors at {', '.join(f'{k} {v:.0f} C' for k, v in hot.items())}: the device may throttle")
+        flags.append(f"sensors at {', '.join(f'{k} {v:.0f} C' for k, v in hot.items())}: the device may throttle")
     return {"other_load_cores": other_cores, "clocks_before_mhz": before, "clocks_after_mhz": after}
 
 
@@ -230,5 +221,5 @@ def device_notes(device: dict, replayed: bool, root: str | Path, energy: dict) -
     return notes
 
 
-__all__ = ["Flags", "cold_start", "device_notes", "energy_result", "judge", "parse_cpus", "snapshot_memory",
-           "statistics", "summarize_memory", "Timed", "timed_window"]
+__all__ = ["Timed", "cold_start", "current_cpus", "device_notes", "energy_result", "gpu_time", "judge", "op_time",
+           "parse_cpus", "pin", "snapshot_memory", "statistics", "summarize_memory", "timed_window", "unpin"]

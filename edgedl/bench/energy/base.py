@@ -90,7 +90,6 @@ class EnergySource:
     name = ""
     kind = "power"  # "power": _read gives watts; "counter": _read gives cumulative joules
     min_window_s = 0.0  # windows shorter than this are stretched by repeating the workload
-    counter_range_j: Optional[float] = None  # a counter wraps to zero past this many joules
 
     def __init__(self, root: str | Path = "/", clock: Clock = time.monotonic, period_s: float = 0.01,
                  sensor=None, arg: Optional[str] = None, rails: Optional[list[str]] = None):
@@ -175,12 +174,9 @@ class EnergySource:
         return self._counter_window(t0, t1, rails)
 
     def _counter_window(self, t0: float, t1: float, rails: dict) -> PowerWindow:
-        """Energy from a cumulative counter: the sum of the steps between readings, each step taken
-        modulo the counter's range (a counter read often enough wraps at most once per step)."""
-        values = np.asarray(self._values, dtype=float)
-        steps = np.diff(values)
-        if self.counter_range_j:
-            steps = np.where(steps < 0, steps + self.counter_range_j, steps)
+        """Energy from a cumulative counter: the sum of the steps between readings (a source whose
+        counter wraps unwraps it in ``_read``, as RAPL does)."""
+        steps = np.diff(np.asarray(self._values, dtype=float))
         times = np.asarray(self._times, dtype=float)
         seconds = t1 - t0
         energy = float(steps.sum())
@@ -188,7 +184,7 @@ class EnergySource:
         step_power = steps[dt > 0] / dt[dt > 0]
         avg = energy / seconds if seconds > 0 else 0.0
         return PowerWindow(seconds=seconds, energy_j=energy, avg_w=avg,
-                           peak_w=float(step_power.max()) if len(step_power) else avg, samples=int(len(values)),
+                           peak_w=float(step_power.max()) if len(step_power) else avg, samples=int(len(self._values)),
                            period_s=float(np.median(dt)) if len(dt) else None,
                            uncertainty_j=self._counter_uncertainty(avg), rails_w=rails)
 
