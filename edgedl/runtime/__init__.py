@@ -50,6 +50,7 @@ def load(
     trust_model_code: bool = False,
     factory: str | None = None,
     device: str | None = None,
+    trusted_engines: "list[str] | None" = None,
 ) -> Runner:
     """Load an artifact for inference.
 
@@ -70,6 +71,9 @@ def load(
             (registry architectures need no trust).
         factory: build a checkpoint's architecture with this factory (``file.py:fn`` or
             ``module:fn``) that you name, instead of the one the file names.
+        trusted_engines: sha256 digests of the TensorRT engines this app may load (pinned in the app);
+            None reads the device's trust file (``edgedl trust add``). An engine is native code: its
+            origin is what the user pins, never what its sidecar says.
         device: the old name of ``compute``; it still works, with a DeprecationWarning (a device is
             a device profile everywhere else in edgedl).
 
@@ -105,4 +109,4 @@ def load(
     module, _, cls = chosen.runner.partition(":")
     runner_cls = getattr(importlib.import_module(module), cls)
     return runner_cls(path, sidecar=sidecar, threads=threads, compute=compute, trusted=trusted, preallocate=preallocate,
-                      trust_model_code=trust_model_code, factory=factory)
+                      trust_model_code=trust_model_code, factory=factory, trusted_engines=trusted_engines)

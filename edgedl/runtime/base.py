@@ -84,8 +84,10 @@ class Runner:
         preallocate: bool = False,
         trust_model_code: bool = False,
         factory: str | None = None,
+        trusted_engines: Any = None,
     ):
         self.path = Path(path)
+        self.trusted_engines = list(trusted_engines) if trusted_engines is not None else None
         self.sidecar: dict[str, Any] = dict(sidecar or {})
         self.threads = threads
         self.compute = compute  # the compute unit (cpu, cuda, a delegate): not a device profile

@@ -1,0 +1,120 @@
+"""Device memory, pinned host buffers, a stream and CUDA-event timing through NVIDIA's cuda-python
+(``cuda.bindings.runtime``): what the TensorRT backend needs, with no torch or pycuda.
+
+Every call returns ``(error, value...)``; :func:`call` turns an error into one line naming it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from edgedl.errors import EdgedlError, MissingDependencyError
+
+
+def cudart():
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime  # cuda-python before 12.6
+        except ImportError:
+            raise MissingDependencyError("cuda-python", "tensorrt", "TensorRT's GPU memory and streams") from None
+    return runtime
+
+
+def call(result, what: str):
+    """Check a cuda-python call's error code; return its value(s)."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        rt = cudart()
+        name = rt.cudaGetErrorName(err)[1]
+        raise EdgedlError(f"CUDA {what} failed: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else (tuple(values) if values else None)
+
+
+class DeviceBuffer:
+    """``nbytes`` of GPU memory."""
+
+    def __init__(self, nbytes: int):
+        self.nbytes = max(int(nbytes), 1)
+        self.ptr = int(call(cudart().cudaMalloc(self.nbytes), "cudaMalloc"))
+
+    def free(self) -> None:
+        if self.ptr:
+            call(cudart().cudaFree(self.ptr), "cudaFree")
+            self.ptr = 0
+
+
+class PinnedArray:
+    """A page-locked host array (fast, asynchronous copies), seen from numpy without a copy."""
+
+    def __init__(self, shape: tuple[int, ...], dtype):
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(d) for d in shape)
+        self.nbytes = max(int(np.prod(self.shape)) * self.dtype.itemsize, 1)
+        self.ptr = int(call(cudart().cudaMallocHost(self.nbytes), "cudaMallocHost"))
+        raw = ctypes.cast(ctypes.c_void_p(self.ptr), ctypes.POINTER(ctypes.c_ubyte))
+        self.array = np.ctypeslib.as_array(raw, (self.nbytes,))[: int(np.prod(self.shape)) * self.dtype.itemsize] \
+            .view(self.dtype).reshape(self.shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            self.array = None
+            call(cudart().cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = 0
+
+
+class Stream:
+    """A CUDA stream with copies in both directions and event timing of what runs between marks."""
+
+    def __init__(self):
+        rt = cudart()
+        self._rt = rt
+        self.handle = call(rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._start = call(rt.cudaEventCreate(), "cudaEventCreate")
+        self._end = call(rt.cudaEventCreate(), "cudaEventCreate")
+
+    @property
+    def ptr(self) -> int:
+        return int(self.handle)
+
+    def to_device(self, dst: DeviceBuffer, src: PinnedArray) -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        call(self._rt.cudaMemcpyAsync(dst.ptr, src.ptr, src.nbytes, kind, self.handle), "copy to the GPU")
+
+    def to_host(self, dst: PinnedArray, src: DeviceBuffer) -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        call(self._rt.cudaMemcpyAsync(dst.ptr, src.ptr, dst.nbytes, kind, self.handle), "copy to the host")
+
+    def mark_start(self) -> None:
+        call(self._rt.cudaEventRecord(self._start, self.handle), "cudaEventRecord")
+
+    def mark_end(self) -> None:
+        call(self._rt.cudaEventRecord(self._end, self.handle), "cudaEventRecord")
+
+    def synchronize(self) -> None:
+        call(self._rt.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+
+    def elapsed_ms(self) -> float:
+        """GPU time between the last start and end marks (call after synchronize)."""
+        return float(call(self._rt.cudaEventElapsedTime(self._start, self._end), "cudaEventElapsedTime"))
+
+    def free(self) -> None:
+        if self.handle is not None:
+            call(self._rt.cudaEventDestroy(self._start), "cudaEventDestroy")
+            call(self._rt.cudaEventDestroy(self._end), "cudaEventDestroy")
+            call(self._rt.cudaStreamDestroy(self.handle), "cudaStreamDestroy")
+            self.handle = None
+
+
+def gpu_facts(index: int = 0) -> dict:
+    """Name and compute capability of GPU ``index`` (``{"gpu": None, ...}`` without a GPU)."""
+    rt = cudart()
+    err, prop = rt.cudaGetDeviceProperties(index)
+    if int(err) != 0:
+        return {"gpu": None, "compute_capability": None}
+    name = prop.name
+    name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return {"gpu": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}

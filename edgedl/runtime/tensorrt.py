@@ -1,0 +1,150 @@
+"""TensorRT backend: runs a serialized engine (``.engine``) built on this device.
+
+Name-based I/O (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``: TensorRT 8.5 and
+later), device memory, pinned host buffers and a stream from cuda-python, CUDA events timing each
+call's GPU work (``gpu_ms``) apart from the copies. Before anything is deserialized the engine must
+pass :mod:`edgedl.runtime.engine_guard`: pinned by the user, its sidecar's hash, compute capability
+and TensorRT version matching this device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedl.errors import EdgedlError
+from edgedl.runtime.base import Runner, TensorInfo
+
+TENSORRT_MISSING = ("TensorRT is not installed here: on a Jetson it comes with JetPack (python3-libnvinfer), "
+                    "elsewhere from NVIDIA's index (pip install tensorrt --extra-index-url https://pypi.nvidia.com)")
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        from edgedl.errors import MissingDependencyError
+
+        err = MissingDependencyError("tensorrt", "tensorrt", "TensorRT")
+        err.args = (TENSORRT_MISSING,)
+        raise err from None
+    return tensorrt
+
+
+def running_facts() -> dict:
+    """This device's TensorRT version, GPU name and compute capability."""
+    from edgedl.runtime import cuda_mem
+
+    return {"tensorrt": import_tensorrt().__version__, **cuda_mem.gpu_facts()}
+
+
+class TensorRTRunner(Runner):
+    """Runs a TensorRT engine on the GPU (``compute`` None or ``gpu``); see the module docstring."""
+
+    backend = "tensorrt"
+    thread_safe = False  # one execution context and one stream
+
+    def _load_impl(self) -> None:
+        from edgedl._fs import sha256_file
+        from edgedl.runtime import cuda_mem, engine_guard
+
+        if self.compute not in (None, "gpu", "cuda"):
+            raise EdgedlError(f"unknown compute unit '{self.compute}' for TensorRT; an engine runs on the GPU "
+                              "(its DLA layers on the DLA core it was built for)")
+        digest = sha256_file(self.path)
+        trusted = self.trusted_engines
+        # Origin and integrity first: they need no TensorRT, and an unpinned file is refused everywhere.
+        engine_guard.check_origin(self.path, self.sidecar, digest, trusted, self.trust_model_code)
+        trt = import_tensorrt()
+        engine_guard.check(self.path, self.sidecar, digest, running_facts(), trusted, self.trust_model_code)
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(logger)
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise EdgedlError(f"TensorRT could not deserialize {self.path.name}; rebuild it on this device with "
+                              "edgedl build-engine")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+
+        def info(name):
+            shape = tuple(None if d < 0 else int(d) for d in self._engine.get_tensor_shape(name))
+            return TensorInfo(name, shape, np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).name)
+
+        self._inputs = tuple(info(n) for n in names if is_input[n])
+        self._outputs = tuple(info(n) for n in names if not is_input[n])
+        self._stream = cuda_mem.Stream()
+        self._bufs: dict = {}  # name -> (PinnedArray, DeviceBuffer)
+        self._bound_for = None
+        self.gpu_ms: list[float] = []
+
+    def _bind(self, feeds: dict) -> None:
+        """Set the input shapes and (re)allocate buffers when they change."""
+        from edgedl.runtime import cuda_mem
+
+        self._free_buffers()
+        for info in self._inputs:
+            value = feeds[info.name]
+            if not self._context.set_input_shape(info.name, tuple(value.shape)):
+                raise EdgedlError(f"input '{info.name}' shape {'x'.join(map(str, value.shape))} is outside the engine's "
+                                  "optimization profile; rebuild with a wider --batch MIN,OPT,MAX")
+            self._bufs[info.name] = (cuda_mem.PinnedArray(value.shape, info.dtype), cuda_mem.DeviceBuffer(value.nbytes))
+        for info in self._outputs:
+            shape = tuple(self._context.get_tensor_shape(info.name))
+            host = cuda_mem.PinnedArray(shape, info.dtype)
+            self._bufs[info.name] = (host, cuda_mem.DeviceBuffer(host.nbytes))
+        for name, (_, device) in self._bufs.items():
+            self._context.set_tensor_address(name, device.ptr)
+        self._bound_for = {k: v.shape for k, v in feeds.items()}
+
+    def _run_impl(self, feeds):
+        if self._bound_for != {k: v.shape for k, v in feeds.items()}:
+            self._bind(feeds)
+        stream = self._stream
+        for info in self._inputs:
+            host, device = self._bufs[info.name]
+            np.copyto(host.array, feeds[info.name])
+            stream.to_device(device, host)
+        stream.mark_start()
+        if not self._context.execute_async_v3(stream.ptr):
+            raise EdgedlError(f"TensorRT failed to run {self.path.name} (execute_async_v3 returned false)")
+        stream.mark_end()
+        for info in self._outputs:
+            host, device = self._bufs[info.name]
+            stream.to_host(host, device)
+        stream.synchronize()
+        self.gpu_ms.append(stream.elapsed_ms())
+        outs = [self._bufs[o.name][0].array for o in self._outputs]
+        return outs if self.preallocate else [o.copy() for o in outs]
+
+    def _free_buffers(self) -> None:
+        for host, device in self._bufs.values():
+            host.free()
+            device.free()
+        self._bufs = {}
+        self._bound_for = None
+
+    def _close_impl(self) -> None:
+        self._free_buffers()
+        self._stream.free()
+        self._context = self._engine = self._runtime = None
+
+
+def summarize(path, target: str | None = None) -> dict:
+    """``edgedl inspect`` of an engine: what its sidecar records (the engine itself is not opened:
+    deserializing it runs native code, and needs this device's TensorRT)."""
+    from pathlib import Path
+
+    from edgedl.runtime.sidecar import read_sidecar
+
+    path = Path(path)
+    sidecar = read_sidecar(path) or {}
+    io = sidecar.get("io") or []
+    tensors = lambda mode: [{"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}  # noqa: E731
+                            for t in io if t.get("mode") == mode]
+    trt = sidecar.get("tensorrt") or {}
+    return {"path": str(path), "format": "tensorrt", "inputs": tensors("input"), "outputs": tensors("output"),
+            "opsets": {}, "ops": {}, "nodes": None, "params": None, "macs": None, "size_bytes": path.stat().st_size,
+            "engine": {k: sidecar.get(k) for k in ("precision", "gpu", "dla_core", "sparsity", "source_onnx",
+                                                     "cache_key")} | {"tensorrt": trt},
+            "notes": {} if sidecar else {"engine": "no sidecar: the GPU and TensorRT version it was built for are "
+                                                   "unknown"}}
