@@ -421,12 +421,13 @@ def bench(
 
 
 def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[str, list[int]] | None = None,
-            trust_model_code: bool = False, device: str | None = None) -> dict:
+            trust_model_code: bool = False, device: str | None = None, dla: bool = False) -> dict:
     """Static description of an artifact: I/O, opsets, op histogram, params, MACs, size.
 
     Each format brings its own description (the runtime's backend table names it). For .tflite
     files, ``target`` (``tflite-gpu`` or ``nnapi``) adds the ops that delegate would leave on the
-    CPU; for ONNX files, ``input_shapes`` fixes dynamic dimensions for the MAC count.
+    CPU; for ONNX files, ``target`` ``tensorrt[:VERSION]`` adds the TensorRT lint (``dla``: and the
+    nodes that would leave the DLA), and ``input_shapes`` fixes dynamic dimensions.
     """
     import importlib
 
@@ -449,10 +450,59 @@ def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[
     if backend.runs_code:
         options["trust_model_code"] = trust_model_code
     profile = get_profile(device) if device not in (None, "host") else None  # an unknown name fails before work
-    info = describe(artifact, target, **options)
+    tensorrt = target is not None and (target == "tensorrt" or target.startswith("tensorrt:"))
+    if dla and not tensorrt:
+        raise UsageError("--dla applies to --target tensorrt")
+    if tensorrt and backend.format != "onnx":
+        raise UsageError(f"--target {target} lints ONNX files (what TensorRT's parser reads); {artifact.name} is "
+                         f"{backend.format}")
+    info = describe(artifact, None if tensorrt else target, **options)
+    if tensorrt:
+        from edgedl.formats.tensorrt.lint import summarize as lint_tensorrt
+
+        info["tensorrt_lint"] = lint_tensorrt(artifact, target, profile=profile, dla=dla, input_shapes=input_shapes)
     if profile is not None:
         info["device"] = device_fit(profile, backend.format, (read_sidecar(artifact) or {}).get("precision"))
     return info
+
+
+def plan_engine(onnx: str | Path, out: str | Path | None = None, options=None, device: str | None = None,
+                tensorrt: str | None = None) -> dict:
+    """The TensorRT build plan of an ONNX file, without TensorRT: the lint for the version the device
+    (or ``tensorrt``) means, the ``edgedl build-engine`` and ``trtexec`` lines and the cache key."""
+    from edgedl._fs import sha256_file
+    from edgedl.formats.tensorrt import plan as tp
+    from edgedl.formats.tensorrt.engine import prepare
+    from edgedl.formats.tensorrt.lint import lint
+    from edgedl.formats.tensorrt.versions import resolve
+
+    options = options or tp.BuildOptions()
+    profile = get_profile(device) if device not in (None, "host") else None
+    trt = resolve(tensorrt, profile)
+    model, precision, shapes = prepare(onnx, options, device)
+    report = lint(onnx, trt.version, profile=profile, dla=options.dla_core is not None,
+                  input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
+    cc = profile.gpu.compute_capability if profile and profile.gpu else None
+    engine = str(out) if out else None
+    return tp.make_plan(str(onnx), options, precision, trt, shapes, resolve_device(device), report, sha256_file(onnx),
+                        cc, engine)
+
+
+def build_engine(onnx: str | Path, out: str | Path | None = None, options=None, device: str | None = None,
+                 cache: str | Path | None = None, use_cache: bool = True, trust: bool = True, console: Any = None) -> dict:
+    """Build (or reuse from the engine cache) a TensorRT engine of ``onnx`` on this machine; see
+    :func:`edgedl.formats.tensorrt.engine.build_engine`. ``trust`` pins the engine in the trust file:
+    the user built it here, from their own ONNX."""
+    from edgedl.formats.tensorrt.engine import build_engine as build
+
+    if device not in (None, "host"):
+        get_profile(device)  # an unknown name fails before work
+    sidecar = build(onnx, out, options, device=device, cache=cache, use_cache=use_cache, console=console)
+    if trust:
+        from edgedl.runtime.engine_guard import add_trusted
+
+        add_trusted(Path(out) if out else Path(onnx).with_suffix(".engine"))
+    return sidecar
 
 
 # The runtimes that run each format on a device.
@@ -475,4 +525,5 @@ def device_fit(profile, fmt: str, precision: str | None) -> dict:
     return fit
 
 
-__all__ = ["compress", "train", "bench", "inspect", "build_model", "CompressResult", "StageError"]
+__all__ = ["compress", "train", "bench", "inspect", "build_engine", "plan_engine", "build_model", "CompressResult",
+           "StageError"]

@@ -48,7 +48,7 @@ def cli(debug: bool) -> None:
               help="Prune this fraction of channels (structured, Torch-Pruning).")
 @click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression.")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "int8_dynamic"]), help="Quantize the ONNX export.")
-@click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite (default: onnx).")
+@click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite, tensorrt (default: onnx).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Fix an ONNX model's dynamic input dimensions (repeatable).")
 @click.option("--device", metavar="NAME",
@@ -263,22 +263,33 @@ def _print_bench(result: dict) -> None:
 
 @cli.command()
 @click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", type=click.Choice(["tflite-gpu", "nnapi"]),
-              help="For .tflite: list the ops this delegate would leave on the CPU.")
+@click.option("--target", metavar="TARGET",
+              help="tensorrt[:VERSION] for .onnx: lint for TensorRT's ONNX parser (default version: the --device's "
+                   "JetPack, else the latest 10.x); tflite-gpu or nnapi for .tflite: ops that delegate leaves on the CPU.")
+@click.option("--dla", is_flag=True, help="With --target tensorrt: also list the nodes that would fall back from "
+                                          "the DLA to the GPU.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="For .onnx: shape of an input with dynamic dimensions, for the MAC count (repeatable).")
 @DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @TRUST
-def inspect(artifact, target, input_shapes, device, as_json, trust_model_code) -> None:
-    """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size (.onnx, .tflite, .pt)."""
+def inspect(artifact, target, dla, input_shapes, device, as_json, trust_model_code) -> None:
+    """Show an artifact's inputs, outputs, opsets, ops, parameters, MACs and size (.onnx, .tflite, .pt,
+    .engine); with --target tensorrt, what TensorRT's ONNX parser would reject.
+
+    \b
+      edgedl inspect model.onnx --target tensorrt --device jetson-orin-nano
+      edgedl inspect model.onnx --target tensorrt:8.6 --dla --device jetson-agx-orin-64gb
+    """
     from edgedl import api
     from edgedl.recipe import parse_input_shapes
 
     info = api.inspect(artifact, target, input_shapes=parse_input_shapes(list(input_shapes)),
-                       trust_model_code=trust_model_code, device=device)
+                       trust_model_code=trust_model_code, device=device, dla=dla)
     if as_json:
         click.echo(json.dumps(info, indent=2))
+        if (info.get("tensorrt_lint") or {}).get("passed") is False:
+            sys.exit(1)
         return
     from rich.console import Console
     from rich.table import Table
@@ -318,14 +329,116 @@ def inspect(artifact, target, input_shapes, device, as_json, trust_model_code) -
             console.print(f"{delegate['target']}: ops left on the CPU ({delegate['source']}): {left}")
             if delegate["note"]:
                 console.print(f"note: {delegate['note']}")
-    if not info["ops"]:
+    if info["ops"]:
+        ops = Table(title="op histogram")
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for op, count in info["ops"].items():
+            ops.add_row(op, str(count))
+        console.print(ops)
+    if info.get("tensorrt_lint"):
+        if not _print_lint(console, info["tensorrt_lint"]):
+            sys.exit(1)  # the parser would reject the file: scripts can stop before shipping it
+
+
+def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
+    """The lint's findings, grouped by rule (the first few of each), then one verdict line."""
+    from edgedl.formats.tensorrt.lint import Finding
+
+    trt = report["tensorrt"]
+    console.print(f"TensorRT {trt['version']} ({trt['why']}; op table: {trt['table_source']})", markup=False)
+    by_rule: dict[str, list] = {}
+    for f in report["findings"]:
+        by_rule.setdefault(f["rule"], []).append(Finding(**f))
+    for rule, found in by_rule.items():
+        for f in found[:per_rule]:
+            console.print(f.line(), markup=False)
+        if len(found) > per_rule:
+            console.print(f"  ... and {len(found) - per_rule} more [{rule}] (--json lists every one)", markup=False)
+    c = report["counts"]
+    verdict = "passes" if report["passed"] else "would be REJECTED"
+    console.print(f"tensorrt: {verdict}: {c['error']} error(s), {c['warning']} warning(s)"
+                  + (f", {c['gpu_fallback']} node(s) fall back from the DLA to the GPU" if report["dla"] else ""),
+                  markup=False)
+    return report["passed"]
+
+
+@cli.command("build-engine")
+@click.argument("onnx", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Engine file (default: ONNX name, .engine).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), default="auto", show_default=True,
+              help="auto: what the ONNX holds (Q/DQ: int8). int8 needs the Q/DQ ONNX compress --targets tensorrt writes.")
+@click.option("--sparsity", is_flag=True, help="Let TensorRT use 2:4 sparse kernels (Ampere/Orin).")
+@click.option("--dla", "dla_core", type=click.IntRange(min=0), metavar="CORE", help="Build for this DLA core (GPU fallback on).")
+@click.option("--batch", metavar="MIN,OPT,MAX", help="Profile of a dynamic batch axis (default 1; one number: static).")
+@click.option("--workspace", "workspace_mb", type=click.IntRange(min=1), metavar="MB", help="Builder workspace limit.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Read and update this timing cache file.")
+@click.option("--version-compatible", is_flag=True, help="Build an engine later TensorRT versions can run (8.6+).")
+@click.option("--hardware-compatible", is_flag=True, help="Build for every Ampere-or-later GPU (not on Jetson).")
+@click.option("--tensorrt", "trt_version", metavar="VERSION", help="With --dry-run: the TensorRT version to plan for.")
+@DEVICE
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Engine cache (default ~/.cache/edgedl/engines).")
+@click.option("--no-cache", is_flag=True, help="Build afresh; do not read or write the engine cache.")
+@click.option("--no-trust", is_flag=True, help="Do not pin the built engine in the trust file.")
+@click.option("--dry-run", is_flag=True, help="Lint and print the plan (edgedl and trtexec lines); build nothing.")
+def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, timing_cache, version_compatible,
+                 hardware_compatible, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
+    """Build a TensorRT engine from an ONNX file, on this device, through Polygraphy.
+
+    \b
+      edgedl build-engine runs/jetson/artifacts/resnet8.distilled.int8.onnx
+      edgedl build-engine model.onnx --precision fp16 --dla 0 --batch 1 --dry-run --device jetson-agx-orin-64gb
+    """
+    from edgedl import api
+    from edgedl.formats.tensorrt.plan import BuildOptions, parse_batch
+
+    options = BuildOptions(precision=precision, sparsity=sparsity, dla_core=dla_core, batch=parse_batch(batch),
+                           workspace_mb=workspace_mb, timing_cache=timing_cache, version_compatible=version_compatible,
+                           hardware_compatible=hardware_compatible)
+    if dry_run:
+        plan = api.plan_engine(onnx, out, options, device=device, tensorrt=trt_version)
+        console = _console()
+        _print_lint(console, {**plan["lint"], "tensorrt": plan["tensorrt"], "dla": dla_core is not None})
+        click.echo(f"edgedl: {plan['commands']['edgedl']}")
+        click.echo(f"trtexec: {plan['commands']['trtexec']}")
+        click.echo(f"cache key: {plan['cache_key']}")
         return
-    ops = Table(title="op histogram")
-    ops.add_column("op")
-    ops.add_column("count", justify="right")
-    for op, count in info["ops"].items():
-        ops.add_row(op, str(count))
-    console.print(ops)
+    if trt_version:
+        raise click.UsageError("--tensorrt applies to --dry-run; a build uses the TensorRT installed here")
+    sidecar = api.build_engine(onnx, out, options, device=device, cache=cache_dir, use_cache=not no_cache,
+                               trust=not no_trust, console=_console())
+    gpu = sidecar["gpu"]
+    click.echo(f"{'reused' if sidecar['cached'] else 'built'} {sidecar['artifact']} ({sidecar['precision']}, TensorRT "
+               f"{sidecar['tensorrt']['version']}, {gpu['name']} compute capability {gpu['compute_capability']})")
+
+
+@cli.group()
+def trust() -> None:
+    """Pin TensorRT engines this device may load (engines are native code; a sidecar is not proof of origin)."""
+
+
+@trust.command("add")
+@click.argument("engines", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--file", "trust_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Trust file (default $EDGEDL_TRUSTED_ENGINES or ~/.config/edgedl/trusted-engines.txt).")
+def trust_add(engines, trust_file) -> None:
+    """Pin each ENGINE's sha256 in the trust file."""
+    from edgedl.runtime.engine_guard import add_trusted
+
+    for engine in engines:
+        digest, where = add_trusted(engine, trust_file)
+        click.echo(f"pinned {engine.name} ({digest[:16]}...) in {where}")
+
+
+@trust.command("list")
+@click.option("--file", "trust_file", type=click.Path(dir_okay=False, path_type=Path), help="Trust file to read.")
+def trust_list(trust_file) -> None:
+    """The pinned engine digests."""
+    from edgedl.runtime.engine_guard import read_trusted, trust_file as where
+
+    for digest in sorted(read_trusted(trust_file)):
+        click.echo(digest)
+    click.echo(f"({where(trust_file)})", err=True)
 
 
 @cli.group()

@@ -46,13 +46,18 @@ def compare_latency(float_path: Path, q_path: Path, sample: Any, threads: int | 
     return p50["float"], p50["candidate"]
 
 
+TENSORRT_WAITS = ("a TensorRT INT8 is judged by TensorRT on the GPU: ONNX Runtime CPU timings taken here do not "
+                  "decide it; its verdict waits for `edgedl bench` of the engine on the device")
+
+
 def speed_verdict(float_ms: float, q_ms: float, label: str, float_name: str, min_speedup: float,
-                  threads: int | None, device: dict | None = None) -> dict:
+                  threads: int | None, device: dict | None = None, runtime: str | None = None) -> dict:
     """Whether a candidate timed at ``q_ms`` is at least ``min_speedup`` times faster than its float
     parent at ``float_ms`` (both from :func:`compare_latency`), and the sentence that says so.
 
     When the run's ``device`` is a profile this machine is not (a Jetson, a phone), timings taken
-    here do not decide: ``passed`` is None and the verdict waits for a bench on the device.
+    here do not decide: ``passed`` is None and the verdict waits for a bench on the device. So it is
+    for a file made for another ``runtime`` (``tensorrt``: Q/DQ INT8 timed here by ONNX Runtime's CPU).
     """
     speedup = float_ms / q_ms
     gate = {"host": "this machine", "threads": threads, "fp32_p50_ms": float_ms, "quantized_p50_ms": q_ms,
@@ -61,6 +66,9 @@ def speed_verdict(float_ms: float, q_ms: float, label: str, float_name: str, min
         gate["passed"] = None
         gate["verdict"] = (f"{label} is {speedup:.2f}x {float_name}'s speed on this host ({device['measured_on']}); "
                            f"the verdict for {device['name']} waits for a bench on the device")
+    elif runtime == "tensorrt":
+        gate["passed"] = None
+        gate["verdict"] = f"{label} is {speedup:.2f}x {float_name}'s speed with ONNX Runtime on this host; {TENSORRT_WAITS}"
     elif gate["passed"]:
         gate["verdict"] = f"{label} is {speedup:.2f}x faster than {float_name} on this host"
     else:

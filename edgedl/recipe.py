@@ -250,7 +250,8 @@ def recipe_from_flags(
 ) -> Recipe:
     """The recipe the one-line ``edgedl compress --model ... --data ...`` form stands for.
 
-    Every target gets its export stage: ``onnx`` export_onnx (and quantize), ``tflite``
+    Every target gets its export stage: ``onnx`` export_onnx (and quantize), ``tensorrt`` the same
+    plus build_engine (lint, on-device build plan, the engine where this machine is the device), ``tflite``
     export_tflite with fp32 and, for ``--quantize int8``, full-integer INT8 with float I/O inside
     the file (what apps that feed floats run fastest); fp16 and int8_dynamic map likewise.
     """
@@ -266,10 +267,12 @@ def recipe_from_flags(
         stages.append({"stage": "prune", "ratio": prune})
     if distill:
         stages.append({"stage": "distill"})
-    if "onnx" in targets:
+    if "onnx" in targets or "tensorrt" in targets:
         stages.append({"stage": "export_onnx"})
-        if quantize:
+        if quantize:  # for a tensorrt target, quantize's scheme auto is TensorRT's symmetric Q/DQ
             stages.append({"stage": "quantize", "precision": quantize})
+    if "tensorrt" in targets:
+        stages.append({"stage": "build_engine"})
     if "tflite" in targets:
         tflite = {"int8": "int8_float_io", "fp16": "fp16", "int8_dynamic": "int8_dynamic"}
         stages.append({"stage": "export_tflite", "precisions": ["fp32"] + ([tflite[quantize]] if quantize else [])})

@@ -53,5 +53,5 @@ def test_inspect_bad_files(tmp_path):
         onnx_graph.summarize(junk)
     other = tmp_path / "model.bin"
     other.write_bytes(b"0")
-    with pytest.raises(UsageError, match="no runtime backend for 'model.bin': known file types are .onnx, .pt, .pth, .tflite"):
+    with pytest.raises(UsageError, match="no runtime backend for 'model.bin': known file types are .engine, .onnx, .plan, .pt, .pth, .tflite, .trt"):
         api.inspect(other)

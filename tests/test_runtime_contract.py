@@ -22,24 +22,49 @@ CASES = {
     "torch": ("torch", ["resnet8.distilled.pt"]),
     "onnxruntime": ("onnxruntime", ["resnet8.distilled.fp32.onnx", "resnet8.distilled.int8.onnx"]),
     "litert": ("ai_edge_litert", ["resnet8.distilled.fp32.tflite", "resnet8.distilled.int8fio.tflite"]),
+    # an engine built on this GPU from the fp32 ONNX (the quick run's INT8 is the CPU scheme)
+    "tensorrt": ("tensorrt", ["resnet8.distilled.fp32.onnx"]),
 }
+MISSING = {"tensorrt": "TensorRT is not installed: it comes with JetPack on a Jetson, from NVIDIA's index elsewhere, "
+                       "and cannot be installed on this machine"}
 
 
 def _params():
     for backend, (module, names) in CASES.items():
         missing = importlib.util.find_spec(module) is None
         for name in names:
-            yield pytest.param((backend, name), id=name,
-                               marks=pytest.mark.skipif(missing, reason=f"{module} is not installed"))
-    yield pytest.param(("tensorrt", None), id="tensorrt", marks=pytest.mark.skip(
-        reason="TensorRT cannot be installed on this machine (its wheels come from NVIDIA's host), and its "
-               "backend arrives with the TensorRT issue"))
+            yield pytest.param((backend, name), id=f"{backend}:{name}" if backend == "tensorrt" else name,
+                               marks=pytest.mark.skipif(missing, reason=MISSING.get(backend,
+                                                                                     f"{module} is not installed")))
+
+
+@pytest.fixture(scope="module")
+def engines(quick_run, tmp_path_factory):
+    """Engines built on this GPU, and a trust file pinning them (only where TensorRT imports)."""
+    import os
+
+    from edgedl import api
+    from edgedl.formats.tensorrt.plan import BuildOptions
+
+    folder = tmp_path_factory.mktemp("engines")
+    os.environ["EDGEDL_TRUSTED_ENGINES"] = str(folder / "trusted.txt")
+    built = {}
+
+    def engine(name, path):
+        if name not in built:
+            built[name] = folder / path.with_suffix(".engine").name
+            api.build_engine(path, built[name], BuildOptions(batch=(1, 16, 64)), use_cache=False)
+        return built[name]
+    return engine
 
 
 @pytest.fixture(params=list(_params()))
 def case(request, quick_run, manifest):
     backend, name = request.param
     (record,) = [a for a in manifest["artifacts"] if a["name"] == name]
+    if backend == "tensorrt":
+        path = request.getfixturevalue("engines")(name, quick_run / record["path"])
+        return backend, path, {**record, "name": path.name}
     return backend, quick_run / record["path"], record
 
 

@@ -29,7 +29,7 @@ def test_the_recipe_accepts_exactly_the_registered_stages_and_targets():
     union = typing.get_args(typing.get_args(Recipe.model_fields["stages"].annotation)[0])[0]
     accepted = {typing.get_args(arm.model_fields["stage"].annotation)[0] for arm in typing.get_args(union)}
     assert accepted == set(STAGES)
-    assert {t.value for t in Target} == set(TARGET_EXPORT_STAGE) == {"onnx", "tflite"}
+    assert {t.value for t in Target} == set(TARGET_EXPORT_STAGE) == {"onnx", "tflite", "tensorrt"}
     assert all(STAGES[stage].target == target for target, stage in TARGET_EXPORT_STAGE.items())
 
 
@@ -85,8 +85,8 @@ def test_the_backend_table_drives_load_bench_and_inspect(tiny_conv_onnx):
         assert callable(getattr(__import__(module, fromlist=[func]), func))
     with rt.load(tiny_conv_onnx, backend="onnxruntime") as m:
         assert m.backend == "onnxruntime"
-    with pytest.raises(UsageError, match="known file types are .onnx, .pt, .pth, .tflite"):
-        rt.backend_for("model.engine")
+    with pytest.raises(UsageError, match="known file types are .engine, .onnx, .plan, .pt, .pth, .tflite, .trt"):
+        rt.backend_for("model.bin")
 
 
 # ---- old files keep opening; newer ones say so -------------------------------------------------
@@ -143,7 +143,7 @@ def test_stage_for_an_unknown_stage_names_the_known_ones():
 
     from edgedl.stages import stage_for
 
-    with pytest.raises(UsageError, match="stage 'nope' has no implementation; known: benchmark, distill"):
+    with pytest.raises(UsageError, match="stage 'nope' has no implementation; known: benchmark, build_engine, distill"):
         stage_for(SimpleNamespace(stage="nope"))
 
 

@@ -21,14 +21,14 @@ def median_round(results: list[dict]) -> int:
 
 
 def verdict(parent: list[dict], candidate: list[dict], label: str, parent_name: str, min_speedup: float,
-            device: dict | None = None) -> dict:
+            device: dict | None = None, runtime: str | None = None) -> dict:
     """Speed-up of the candidate over its parent, from their rounds, with the sentence it supports.
 
     The speed-up is the parent's median-round p50 over the candidate's (the table's figures); the
     interval spans every round's ratio of p50 intervals, so drift between rounds widens it.
     ``passed``: True when the whole interval reaches ``min_speedup``; False when none of it does;
     None when the interval straddles it ("no clear difference"), and for a device that is not this
-    host (its verdict waits for a bench on the device).
+    host (its verdict waits for a bench on the device), and for a file made for TensorRT (``runtime``).
     """
     p_parent = parent[median_round(parent)]["metrics"]["latency_ms"]["p50"]
     p_cand = candidate[median_round(candidate)]["metrics"]["latency_ms"]["p50"]
@@ -58,9 +58,14 @@ def verdict(parent: list[dict], candidate: list[dict], label: str, parent_name: 
     else:
         gate["passed"] = None
         text = f"no clear difference between {label} and {parent_name} on this host: {where}"
-    if device is not None and device.get("on_device") is False:
+    if device is not None and device.get("on_device") is False:  # timings here do not judge it: no "keep"
         gate["passed"] = None
-        text += (f"; these are this host's timings ({device['measured_on']}): the verdict for {device['name']} waits "
-                 "for a bench on the device")
+        text = (f"{label} against {parent_name} on this host: {where}; these are this host's timings "
+                f"({device['measured_on']}): the verdict for {device['name']} waits for a bench on the device")
+    elif runtime == "tensorrt":
+        from edgedl.gates import TENSORRT_WAITS
+
+        gate["passed"] = None
+        text = f"{label} against {parent_name} with ONNX Runtime on this host: {where}; {TENSORRT_WAITS}"
     gate["verdict"] = text
     return gate

@@ -116,7 +116,8 @@ class BenchmarkStage(Stage):
             label = info["precision"] + (f" ({info['scheme']})" if record["format"] == "onnx" and
                                          info["precision"] == "int8" else "")  # as the quick check labels it
             gate = verdict(results[parent["name"]], results[record["name"]], label, parent["name"],
-                           info["speed_gate"]["min_speedup"], ctx.run.manifest["device"])
+                           info["speed_gate"]["min_speedup"], ctx.run.manifest["device"],
+                           runtime="tensorrt" if info.get("scheme") == "tensorrt" else None)
             gate["quick_check"] = info["speed_gate"].get("verdict")
             info["speed_gate"] = {**info["speed_gate"], **gate, "host": "this machine, fresh processes"}
             notes = {k: v for k, v in record["notes"].items() if k != "speed_gate"}

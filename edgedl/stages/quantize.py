@@ -130,6 +130,7 @@ class QuantizeStage(Stage):
             if c.on_gate_miss == "fail":
                 raise StageError(message + "; raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
+        self.runtime = "tensorrt" if best.scheme == "tensorrt" else None
         if c.speed_gate:
             info["speed_gate"] = self._speed_gate(parent, parent_path, best, sample, threads, work, quality,
                                                   prepared, calib if prepared is not None else None)
@@ -137,10 +138,17 @@ class QuantizeStage(Stage):
                 notes["speed_gate"] = info["speed_gate"]["verdict"]
         self._add(ctx, parent, best, info, notes)
 
+    def scheme(self, ctx) -> str:
+        """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes
+        symmetric Q/DQ only), else ``cpu``."""
+        if self.config.scheme != "auto":
+            return self.config.scheme
+        return "tensorrt" if "tensorrt" in [t.value for t in ctx.recipe.targets] else "cpu"
+
     # ---- INT8 search ----------------------------------------------------------------------
     def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict, sample, threads) -> Attempt:
         c = self.config
-        scheme = c.scheme if c.scheme != "auto" else "cpu"
+        scheme = self.scheme(ctx)
         names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
         attempts = []
         for name in names:
@@ -208,7 +216,7 @@ class QuantizeStage(Stage):
         gate = {"host": "this machine, ONNX Runtime CPU", "threads": threads, "fp32_p50_ms": float_ms,
                 "quantized_p50_ms": q_ms, "speedup": float_ms / q_ms}
         grouped = qo.grouped_conv_nodes(prepared) if prepared is not None else []
-        if float_ms / q_ms < self.config.min_speedup and grouped:
+        if float_ms / q_ms < self.config.min_speedup and grouped and self.runtime is None:
             # Depthwise/grouped convolutions often lack fast INT8 kernels: try them in float.
             retry = work / f"{best.scheme}-nogrouped.onnx"
             scheme = qo.SCHEMES[best.scheme]
@@ -224,7 +232,7 @@ class QuantizeStage(Stage):
                 gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
         label = f"int8 ({best.scheme})" if self.config.precision == "int8" else self.config.precision
         gate.update(speed_verdict(float_ms, q_ms, label, parent["name"], self.config.min_speedup, threads,
-                                  self.device), host="this machine, ONNX Runtime CPU")
+                                  self.device, self.runtime), host="this machine, ONNX Runtime CPU")
         if gate["passed"] is False:
             gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                              "quantized": op_profile(best.path, sample, threads)}

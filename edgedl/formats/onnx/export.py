@@ -47,6 +47,14 @@ def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bo
             raise StageError(f"ONNX export failed: {first}") from None
         finally:
             onnx_log.setLevel(level)
+    import onnx
+
+    written = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                    if o.domain in ("", "ai.onnx")), opset)
+    if written != opset:  # torch's exporter falls back to its own opset when its converter cannot go down
+        raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for (its version "
+                         f"converter cannot translate this model); set export_onnx.opset to {written}, or to a "
+                         "version your runtime supports that the exporter reaches")
 
 
 def check_input_shapes(model, wanted: dict[str, list[int]]) -> None:

@@ -2,7 +2,8 @@
 
 The only module that calls ``onnxruntime.quantization``. Schemes are named, typed settings rather
 than option strings: ``tensorrt`` is what TensorRT's explicit quantization expects (symmetric
-INT8 activations, per-channel symmetric weights); the ``cpu_*`` schemes are candidates for
+INT8 activations with zero point 0, per-channel symmetric weights, Q/DQ where TensorRT fuses it);
+the ``cpu_*`` schemes are candidates for
 ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are often faster.
 """
 
@@ -26,10 +27,20 @@ class Scheme:
     per_channel: bool
     symmetric_activations: bool
     reduce_range: bool = False
+    op_types: tuple[str, ...] | None = None  # None: every op ONNX Runtime can quantize
+    quantize_bias: bool = True  # TensorRT keeps biases in float (its DequantizeLinear takes no INT32)
+
+
+# TensorRT's explicit quantization fuses Q/DQ into the layer that follows: quantize the inputs of
+# weighted layers (Conv, ConvTranspose, Gemm, MatMul), the residual input of Add (so the add fuses
+# into the convolution before it) and pooling, which commutes with Q/DQ. Q/DQ around other ops
+# (Concat, Resize, activations) only adds reformatting: NVIDIA's Q/DQ placement recommendations.
+TENSORRT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool")
 
 
 SCHEMES = {
-    "tensorrt": Scheme("tensorrt", "int8", per_channel=True, symmetric_activations=True),
+    "tensorrt": Scheme("tensorrt", "int8", per_channel=True, symmetric_activations=True, op_types=TENSORRT_OPS,
+                       quantize_bias=False),
     "cpu_u8s8_per_tensor": Scheme("cpu_u8s8_per_tensor", "uint8", per_channel=False, symmetric_activations=False),
     "cpu_s8s8_per_channel": Scheme("cpu_s8s8_per_channel", "int8", per_channel=True, symmetric_activations=True),
 }
@@ -144,7 +155,8 @@ def quantize_static(
     # being merged, so only the last partial chunk would count (and a count divisible by the chunk
     # fails with "No data is collected"). The calibrator keeps two scalars per tensor and sample, so
     # all samples fit in memory at any input size.
-    extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
+             "QuantizeBias": scheme.quantize_bias}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     try:
@@ -154,6 +166,7 @@ def quantize_static(
             weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
             nodes_to_quantize=list(only) if only is not None else None,
             calibrate_method=methods[method], extra_options=extra,
+            op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
             calibration_cache_path=str(cache) if cache else None,
         )
     except Exception as exc:

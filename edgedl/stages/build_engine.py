@@ -1,0 +1,153 @@
+"""The ``build_engine`` stage (the ``tensorrt`` target): lint the ONNX for the device's TensorRT, write
+the build plan the device runs, and build the engine here when this machine is the device.
+
+TensorRT engines are built where they run: they do not move between GPU architectures or TensorRT
+versions. For a Jetson target the run directory gets ``tensorrt/``: the plan (JSON), and
+``build_on_device.sh`` with the ``edgedl build-engine`` and ``trtexec`` lines.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator
+
+from edgedl.errors import StageError
+from edgedl.stages.base import RunContext, Stage, StageConfig
+
+
+class BuildEngineConfig(StageConfig):
+    """Lint for TensorRT, write the on-device build plan, build the engine where this machine is the device."""
+
+    stage: Literal["build_engine"]
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="auto: the INT8 (Q/DQ) ONNX when quantize made one for TensorRT, else the fp32 ONNX")
+    tensorrt: Optional[str] = Field(None, description="TensorRT version to lint and plan for; default: the device "
+                                                      "profile's newest JetPack, else the latest 10.x")
+    dla_core: Optional[int] = Field(None, ge=0, description="build for this DLA core, with GPU fallback")
+    sparsity: bool = Field(False, description="let TensorRT use 2:4 sparse kernels (after a sparsify stage)")
+    batch: Optional[list[int]] = Field(None, description="[min, opt, max] of a dynamic batch axis; default 1")
+    workspace_mb: Optional[int] = Field(None, ge=1)
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    on_lint_error: Literal["fail", "warn"] = "fail"
+    build: Literal["auto", "never"] = Field(
+        "auto", description="auto: build here when TensorRT imports and the recipe's device is this machine")
+
+    @field_validator("batch")
+    @classmethod
+    def _three(cls, value):
+        if value is not None and (len(value) not in (1, 3) or min(value) < 1):
+            raise ValueError("batch is [min, opt, max] (or [n]), each at least 1")
+        return value
+
+
+class BuildEngineStage(Stage):
+    name = "build_engine"
+    Config = BuildEngineConfig
+    target = "tensorrt"
+
+    def run(self, ctx: RunContext) -> None:
+        from edgedl._fs import atomic_write_json, atomic_write_text, sha256_file
+        from edgedl.devices import get_profile
+        from edgedl.formats.tensorrt import plan as tp
+        from edgedl.formats.tensorrt.lint import Finding, lint
+        from edgedl.formats.tensorrt.versions import resolve
+
+        c = self.config
+        record = self._source(ctx)
+        onnx = ctx.run.artifact_path(record)
+        device = ctx.run.manifest["device"]
+        profile = get_profile(ctx.recipe.device) if ctx.recipe.device not in (None, "host") else None
+        trt = resolve(c.tensorrt, profile)
+        batch = tuple(c.batch * 3 if c.batch and len(c.batch) == 1 else c.batch) if c.batch else None
+        options = tp.BuildOptions(precision=c.precision if c.precision != "auto" else "auto", sparsity=c.sparsity,
+                                  dla_core=c.dla_core, batch=batch, workspace_mb=c.workspace_mb,
+                                  version_compatible=c.version_compatible, hardware_compatible=c.hardware_compatible)
+        from edgedl.formats.tensorrt.engine import prepare
+
+        model, precision, shapes = prepare(onnx, options, ctx.recipe.device)
+        report = lint(onnx, trt.version, profile=profile, dla=c.dla_core is not None,
+                      input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
+        errors = [Finding(**f) for f in report["findings"] if f["severity"] == "error"]
+        for f in report["findings"]:
+            if f["severity"] in ("warning", "gpu_fallback"):
+                ctx.log(f"tensorrt lint: {Finding(**f).line()}")
+        if errors:
+            lines = "; ".join(f.line() for f in errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
+            message = f"{record['name']} would not build with TensorRT {trt.version}: {lines}"
+            if c.on_lint_error == "fail":
+                raise StageError(message + "; see `edgedl inspect FILE --target tensorrt` for every finding")
+            ctx.run.manifest["notes"].append(message)
+        compute_capability = (profile.gpu.compute_capability if profile and profile.gpu else None)
+        folder = ctx.run.path / "tensorrt"
+        folder.mkdir(exist_ok=True)
+        plan = tp.make_plan(record["name"], options, precision, trt, shapes, device, report, sha256_file(onnx),
+                            compute_capability)
+        stem = record["name"].removesuffix(".onnx")
+        atomic_write_json(folder / f"{stem}.plan.json", plan)
+        atomic_write_text(folder / "build_on_device.sh", script(plan))
+        (folder / "build_on_device.sh").chmod(0o755)
+        built = self._build_here(ctx, onnx, options, device) if c.build == "auto" else None
+        ctx.run.manifest.setdefault("tensorrt", []).append(
+            {"onnx": record["name"], "plan": f"tensorrt/{stem}.plan.json", "script": "tensorrt/build_on_device.sh",
+             "precision": precision, "tensorrt": trt.as_dict(), "lint": report["counts"], "built_here": built})
+        ctx.run.save()
+        ctx.log(f"tensorrt: plan for {record['name']} ({precision}, TensorRT {trt.version}) in {folder.name}/; on the "
+                f"device run: {plan['commands']['trtexec']}")
+
+    def _source(self, ctx: RunContext) -> dict:
+        artifacts = [a for a in ctx.run.manifest["artifacts"] if a["format"] == "onnx"]
+        want = self.config.precision
+        quantized = [a for a in artifacts if a["precision"] == "int8"]
+        if want in ("auto", "int8") and quantized:
+            return quantized[-1]
+        if want == "int8":
+            raise StageError("build_engine precision int8 needs the quantize stage's INT8 ONNX: add a quantize stage "
+                             "(precision: int8) before build_engine")
+        fp16 = [a for a in artifacts if a["precision"] == "fp16"]
+        if want in ("auto", "fp16") and fp16 and not quantized:
+            return fp16[-1]
+        fp32 = [a for a in artifacts if a["precision"] == "fp32"]
+        if not fp32:
+            raise StageError("build_engine needs an ONNX artifact: put export_onnx before build_engine")
+        return fp32[-1]
+
+    def _build_here(self, ctx: RunContext, onnx, options, device: dict) -> dict | None:
+        """Build the engine when this machine is the device and has TensorRT; otherwise say why not."""
+        import importlib.util
+
+        if device.get("on_device") is False:
+            return {"built": False, "why": f"the recipe's device is {device['name']}, not this machine: build on the "
+                                          "device with tensorrt/build_on_device.sh"}
+        if importlib.util.find_spec("tensorrt") is None:
+            return {"built": False, "why": "TensorRT is not installed on this machine"}
+        from edgedl.formats.tensorrt.engine import build_engine
+        from edgedl.runtime import engine_guard
+
+        out = ctx.run.tempdir() / onnx.with_suffix(".engine").name
+        sidecar = build_engine(onnx, out, options, console=ctx.console)
+        engine_guard.add_trusted(out)  # built by this run on this machine: the user's own engine
+        ctx.run.add_artifact(out, name=out.name, format="tensorrt", precision=sidecar["precision"], stage=self.name,
+                             parent=onnx.name, sidecar={k: v for k, v in sidecar.items() if k not in
+                                                        ("edgedl_sidecar", "artifact", "sha256", "format", "precision",
+                                                         "cached")})
+        return {"built": True, "engine": out.name, "cached": sidecar["cached"]}
+
+
+def script(plan: dict) -> str:
+    """A shell script that builds the plan's engine on the device, from the run's artifacts folder."""
+    return "\n".join([
+        "#!/bin/sh",
+        f"# Build {plan['engine']} on the device (TensorRT {plan['tensorrt']['version']}, {plan['precision']}).",
+        "# TensorRT engines do not move between GPUs or TensorRT versions: run this where the engine will run.",
+        f"# Cache key of this build: {plan['cache_key']}",
+        "set -e",
+        'cd "$(dirname "$0")/../artifacts"',
+        "# With edgedl on the device (pip install 'edgedl[tensorrt]'; TensorRT itself comes with JetPack):",
+        plan["commands"]["edgedl"],
+        "# Or with trtexec alone (JetPack ships it in /usr/src/tensorrt/bin):",
+        "# " + plan["commands"]["trtexec"],
+        f"edgedl trust add {plan['engine']}",
+        "",
+    ])
