@@ -34,13 +34,13 @@ def quick_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def jetson_run(tmp_path_factory) -> Path:
-    """The bundled Jetson recipe (train, prune, INT8 for TensorRT, build plan, evaluate, benchmark) for
+    """The bundled Jetson recipe (train, prune, distill, INT8 for TensorRT, build plan, evaluate, benchmark) for
     jetson-orin-nano, through the CLI, shortened: 8x8 digits, 2 epochs, a 100x speed bar (which timings
     here must not judge), 2 benchmark rounds."""
     from edgedl.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "jetson"
-    overrides = ["data=digits", "stages.train.epochs=2", "stages.prune.finetune_epochs=1",
+    overrides = ["data=digits", "stages.train.epochs=2", "stages.prune.finetune_epochs=1", "stages.distill.epochs=1",
                  "stages.quantize.calibration_samples=64", "stages.quantize.min_speedup=100.0",
                  "stages.benchmark.runs=40", "stages.benchmark.warmup=2", "stages.benchmark.min_seconds=0",
                  "stages.benchmark.rounds=2"]

@@ -163,7 +163,7 @@ def test_a_cpu_scheme_int8_is_rejected_and_the_tensorrt_scheme_passes(tiny_conv_
 
 
 def test_dla_lint_lists_what_falls_back_to_the_gpu(jetson_run):
-    onnx_file = jetson_run / "artifacts" / "resnet8.pruned.fp32.onnx"
+    onnx_file = jetson_run / "artifacts" / "resnet8.distilled.fp32.onnx"
     orin = get_profile("jetson-agx-orin-64gb")
     report = lint(onnx_file, None, profile=orin, dla=True, input_shapes={"input": [1, 1, 8, 8]})
     assert report["tensorrt"]["table"] == "10.3" and report["passed"]
@@ -179,15 +179,15 @@ def test_dla_lint_lists_what_falls_back_to_the_gpu(jetson_run):
 
 def test_compress_for_a_jetson_writes_symmetric_int8_a_plan_and_the_trtexec_line(jetson_run):
     manifest = json.loads((jetson_run / "manifest.json").read_text())
-    int8 = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.pruned.int8.onnx")
+    int8 = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.distilled.int8.onnx")
     assert int8["quantization"]["scheme"] == "tensorrt"  # scheme auto, target tensorrt
     assert int8["quantization"]["speed_gate"]["passed"] is None
     (entry,) = manifest["tensorrt"]
-    assert entry["onnx"] == "resnet8.pruned.int8.onnx" and entry["precision"] == "int8"
+    assert entry["onnx"] == "resnet8.distilled.int8.onnx" and entry["precision"] == "int8"
     assert entry["tensorrt"]["version"] == "10.3" and entry["built_here"]["built"] is False
     plan = json.loads((jetson_run / entry["plan"]).read_text())
     assert plan["lint"]["passed"] and plan["cache_key"] and plan["onnx_sha256"] == int8["sha256"]
-    assert plan["commands"]["trtexec"] == ("trtexec --onnx=resnet8.pruned.int8.onnx --saveEngine=resnet8.pruned.int8.engine "
+    assert plan["commands"]["trtexec"] == ("trtexec --onnx=resnet8.distilled.int8.onnx --saveEngine=resnet8.distilled.int8.engine "
                                            "--stronglyTyped --minShapes=input:1x1x8x8 --optShapes=input:1x1x8x8 "
                                            "--maxShapes=input:1x1x8x8")
     script = (jetson_run / "tensorrt" / "build_on_device.sh").read_text()
@@ -246,7 +246,7 @@ def test_the_cache_key_changes_with_every_input_that_changes_the_engine():
 
 
 def test_bad_build_options_are_refused_before_any_work(tmp_path, jetson_run):
-    fp32 = jetson_run / "artifacts" / "resnet8.pruned.fp32.onnx"
+    fp32 = jetson_run / "artifacts" / "resnet8.distilled.fp32.onnx"
     with pytest.raises(UsageError, match="--batch 4,2,8: needs 1 <= MIN <= OPT <= MAX"):
         tp.BuildOptions(batch=(4, 2, 8))
     with pytest.raises(UsageError, match="must be MIN,OPT,MAX"):
@@ -259,11 +259,11 @@ def test_bad_build_options_are_refused_before_any_work(tmp_path, jetson_run):
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message shown where TensorRT is missing")
 def test_build_engine_without_tensorrt_fails_with_one_line(jetson_run):
-    code, out = run_cli(["build-engine", str(jetson_run / "artifacts" / "resnet8.pruned.int8.onnx")])
+    code, out = run_cli(["build-engine", str(jetson_run / "artifacts" / "resnet8.distilled.int8.onnx")])
     lines = [line for line in out.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1
     assert lines[0].startswith("error: TensorRT is not installed here: on a Jetson it comes with JetPack")
-    code, out = run_cli(["build-engine", str(jetson_run / "artifacts" / "resnet8.pruned.int8.onnx"), "--dry-run",
+    code, out = run_cli(["build-engine", str(jetson_run / "artifacts" / "resnet8.distilled.int8.onnx"), "--dry-run",
                          "--device", "jetson-orin-nano"])
     assert code == 0 and "trtexec: trtexec --onnx=" in out and "--stronglyTyped" in out
 
@@ -361,7 +361,7 @@ def test_build_engine_builds_caches_and_runs_on_this_gpu(jetson_run, tmp_path, m
     from edgedl import api
 
     monkeypatch.setenv("EDGEDL_TRUSTED_ENGINES", str(tmp_path / "trusted.txt"))
-    onnx_file = jetson_run / "artifacts" / "resnet8.pruned.int8.onnx"
+    onnx_file = jetson_run / "artifacts" / "resnet8.distilled.int8.onnx"
     out = tmp_path / "m.engine"
     first = api.build_engine(onnx_file, out, tp.BuildOptions(batch=(1, 1, 1)), cache=tmp_path / "cache")
     again = api.build_engine(onnx_file, tmp_path / "again.engine", tp.BuildOptions(batch=(1, 1, 1)),

@@ -45,7 +45,7 @@ def test_a_device_that_is_not_this_host_is_never_judged_here():
 def test_compress_for_a_jetson_labels_host_timings_and_the_table_agrees_with_the_verdict(jetson_run):
     manifest = json.loads((jetson_run / "manifest.json").read_text())
     a = {r["name"]: r for r in manifest["artifacts"]}
-    fp32, int8 = a["resnet8.pruned.fp32.onnx"], a["resnet8.pruned.int8.onnx"]
+    fp32, int8 = a["resnet8.distilled.fp32.onnx"], a["resnet8.distilled.int8.onnx"]
     gate = int8["quantization"]["speed_gate"]
     # the verdict is the ratio of the two p50s the table shows
     assert gate["fp32_p50_ms"] == fp32["metrics"]["latency_ms"]["p50"]
