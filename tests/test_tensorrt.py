@@ -138,6 +138,11 @@ def test_third_party_model_zoo_files_pass_every_version():
         for version in ("8.5", "10.3", "11"):
             report = lint(path, version)
             assert report["passed"], (path.name, version, report["findings"][:2])
+    # on an AGX Orin's DLA, SqueezeNet's weights (made by ConstantOfShape in this copy) fold away; its
+    # 13x13 global pool (DLA pools up to 8x8) and its 2-D softmax fall back to the GPU, nothing else
+    report = lint(LIGHT / "light_squeezenet.onnx", None, profile=get_profile("jetson-agx-orin-64gb"), dla=True)
+    falls = sorted((f["op"], f["node"]) for f in rules(report, "gpu_fallback")["dla_layer"])
+    assert [op for op, _ in falls] == ["GlobalAveragePool", "Softmax"] and report["passed"]
 
 
 def test_a_cpu_scheme_int8_is_rejected_and_the_tensorrt_scheme_passes(tiny_conv_onnx, tmp_path):

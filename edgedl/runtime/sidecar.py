@@ -11,6 +11,8 @@ from edgedl.errors import EdgedlError
 SIDECAR_SUFFIX = ".json"
 # 2: normalization records raw_range (the value range of raw inputs). 1 still reads.
 SIDECAR_VERSION = 2
+# The keys a sidecar has about its own file; a derived artifact (quantized, an engine) writes its own.
+SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:

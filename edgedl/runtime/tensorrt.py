@@ -19,14 +19,11 @@ TENSORRT_MISSING = ("TensorRT is not installed here: on a Jetson it comes with J
 
 
 def import_tensorrt():
+    """The ``tensorrt`` module, or one line saying where TensorRT comes from (no pip extra installs it)."""
     try:
         import tensorrt
     except ImportError:
-        from edgedl.errors import MissingDependencyError
-
-        err = MissingDependencyError("tensorrt", "tensorrt", "TensorRT")
-        err.args = (TENSORRT_MISSING,)
-        raise err from None
+        raise EdgedlError(TENSORRT_MISSING) from None
     return tensorrt
 
 

@@ -61,7 +61,7 @@ class BuildEngineStage(Stage):
         profile = get_profile(ctx.recipe.device) if ctx.recipe.device not in (None, "host") else None
         trt = resolve(c.tensorrt, profile)
         batch = tuple(c.batch * 3 if c.batch and len(c.batch) == 1 else c.batch) if c.batch else None
-        options = tp.BuildOptions(precision=c.precision if c.precision != "auto" else "auto", sparsity=c.sparsity,
+        options = tp.BuildOptions(precision=c.precision, sparsity=c.sparsity,
                                   dla_core=c.dla_core, batch=batch, workspace_mb=c.workspace_mb,
                                   version_compatible=c.version_compatible, hardware_compatible=c.hardware_compatible)
         from edgedl.formats.tensorrt.engine import prepare
@@ -124,14 +124,14 @@ class BuildEngineStage(Stage):
             return {"built": False, "why": "TensorRT is not installed on this machine"}
         from edgedl.formats.tensorrt.engine import build_engine
         from edgedl.runtime import engine_guard
+        from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS
 
         out = ctx.run.tempdir() / onnx.with_suffix(".engine").name
         sidecar = build_engine(onnx, out, options, console=ctx.console)
         engine_guard.add_trusted(out)  # built by this run on this machine: the user's own engine
+        body = {k: v for k, v in sidecar.items() if k not in SIDECAR_OWN_KEYS + ("cached",)}
         ctx.run.add_artifact(out, name=out.name, format="tensorrt", precision=sidecar["precision"], stage=self.name,
-                             parent=onnx.name, sidecar={k: v for k, v in sidecar.items() if k not in
-                                                        ("edgedl_sidecar", "artifact", "sha256", "format", "precision",
-                                                         "cached")})
+                             parent=onnx.name, sidecar=body)
         return {"built": True, "engine": out.name, "cached": sidecar["cached"]}
 
 

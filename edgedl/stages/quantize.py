@@ -27,10 +27,9 @@ from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
 from edgedl.formats.onnx.profile import op_profile
 from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
-from edgedl.runtime.sidecar import read_sidecar
+from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
-SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
 
 
 @dataclass

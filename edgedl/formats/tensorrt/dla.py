@@ -136,7 +136,7 @@ def _four_d(node, shapes) -> list[str]:
 def _weighted_matmul(node, shapes) -> list[str]:
     # A fully connected layer runs on DLA as a 1x1 convolution when its weights are constant and
     # its input keeps N, C, 1, 1: a Gemm after Flatten does; a MatMul of two activations does not.
-    if len(node.input) < 2 or node.input[1] not in shapes.get("__initializers__", ()):
+    if len(node.input) < 2 or node.input[1] not in shapes.get("__constants__", ()):
         return ["matrix product of two activations (DLA runs fully connected layers with constant weights)"]
     return []
 

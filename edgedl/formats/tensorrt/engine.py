@@ -15,8 +15,7 @@ from edgedl.errors import EdgedlError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.tensorrt import plan as tp
 from edgedl.formats.tensorrt.versions import resolve
-
-SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
+from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS
 
 
 def compress_hint(onnx: Path, device: str | None) -> str:

@@ -59,10 +59,11 @@ def _attr(node, name: str, default=None):
 class _Graph:
     """What the checks look up: constants by name, shapes, the producer of each tensor."""
 
-    def __init__(self, model, input_shapes: dict | None):
+    def __init__(self, model, input_shapes: dict | None, table: dict):
         from onnx import numpy_helper
 
         self.model = model
+        self.table = table  # the TensorRT version's op table
         self.initializers = {i.name: i for i in model.graph.initializer}
         self.constants = dict(self.initializers)
         for node in model.graph.node:
@@ -72,7 +73,6 @@ class _Graph:
                     self.constants[node.output[0]] = value
         self.value = lambda name: numpy_helper.to_array(self.constants[name]) if name in self.constants else None
         self.shapes = onnx_graph._shapes(model, input_shapes)
-        self.shapes["__initializers__"] = set(self.initializers)
         self.inputs = {v.name for v in onnx_graph.graph_inputs(model)}
         self.outputs = {v.name for v in model.graph.output}
 
@@ -96,13 +96,11 @@ def lint(path: str | os.PathLike, version: str | None = None, profile=None, dla:
     """
     trt = resolve(version, profile)
     model = model if model is not None else onnx_graph.load_graph(path)
-    g = _Graph(model, input_shapes)
-    g.table = trt.entry()
+    g = _Graph(model, input_shapes, trt.entry())
     findings: list[Finding] = []
     findings += _opset(model, trt)
-    table = trt.entry()
     for node in model.graph.node:
-        findings += _node(node, g, trt, table)
+        findings += _node(node, g, trt, g.table)
     findings += _inputs(g, trt, input_shapes or {}, dla)
     findings += _int64(g, trt)
     findings += _quantization(g, trt)
@@ -276,8 +274,14 @@ def _dla(g: _Graph, trt: TrtVersion, profile) -> list[Finding]:
     if trt.major >= 11:
         out.append(Finding("warning", "dla_tensorrt11", "TensorRT 11.0-11.3 have no DLA support; 11.4.1 restores it on "
                            "AGX Orin under JetPack 7.2.2 or later", "stay on the TensorRT 10.x of your JetPack for DLA"))
+    # TensorRT folds nodes whose inputs are all constants (weights a ConstantOfShape makes, shapes of
+    # static tensors): they become weights, not layers on either device.
+    constant = set(g.constants)
     for node in g.model.graph.node:
-        problems = dla_rules.node_problems(node, g.shapes)
+        if all(not name or name in constant for name in node.input):
+            constant.update(node.output)
+            continue
+        problems = dla_rules.node_problems(node, {**g.shapes, "__constants__": constant})
         if problems:
             out.append(Finding("gpu_fallback", "dla_layer", "; ".join(problems), "the node runs on the GPU (allowed with "
                                "GPU fallback; each DLA-GPU switch costs a copy); restructure it to stay on the DLA",
