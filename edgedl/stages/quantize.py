@@ -31,7 +31,6 @@ from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
-
 @dataclass
 class Attempt:
     """One quantized candidate and how it fared."""
