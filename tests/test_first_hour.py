@@ -71,7 +71,7 @@ def test_latency_study_from_the_readme_calibrates_on_what_random_data_has(tmp_pa
     """`edgedl compress --model resnet8 --data random:... --prune 0.5 --quantize int8` used to fail
     asking for 256 calibration samples from 64."""
     recipe = recipe_from_flags("resnet8", "random:1x8x8", prune=0.5, quantize="int8")
-    # the benchmark stage is the quickstart fixture's to test; benchmarks/readme_224.py runs the whole line
+    # the benchmark stage is the quickstart fixture's to test; benchmarks/readme_commands.py runs the whole line
     recipe.stages = [s for s in recipe.stages if s.stage != "benchmark"]
     result = api.compress(recipe, out=tmp_path / "run", progress=False)
     assert result.status == "complete"

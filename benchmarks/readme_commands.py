@@ -1,10 +1,11 @@
-"""The README's 224x224 command lines, run exactly as written (plus --out), with their figures.
+"""The README's heavy `edgedl compress` lines, run exactly as written (plus --out), with their figures.
 
-    .venv/bin/python benchmarks/readme_224.py [--out benchmarks/.work/readme]
+    .venv/bin/python benchmarks/readme_commands.py [--out benchmarks/.work/readme] [--only SUBSTRING]
 
-Runs, through the installed `edgedl` command:
-    edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8
-and prints its exit status, wall time and the manifest's figures for every artifact.
+Runs each line of COMMANDS through the installed `edgedl` command and prints its exit status, wall
+time and the manifest's figures for every artifact. The test suite runs the same lines on a
+smaller budget (tests/test_cli.py: the quickstart with one benchmark round instead of three;
+tests/conftest.py jetson_run: the Jetson recipe shortened); this script runs them as a user does.
 """
 
 from __future__ import annotations
@@ -17,16 +18,21 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ["edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8"]
+COMMANDS = ["edgedl compress recipes/quickstart.yaml",
+            "edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8",
+            "edgedl compress recipes/jetson-orin-nano.yaml"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/.work/readme"))
+    parser.add_argument("--only", default="", help="run only the lines containing this text")
     args = parser.parse_args()
     edgedl = Path(sys.executable).with_name("edgedl")
     failed = 0
     for i, line in enumerate(COMMANDS):
+        if args.only not in line:
+            continue
         out = args.out / f"run{i}"
         argv = [str(edgedl), *shlex.split(line)[1:], "--out", str(out), "--force", "--quiet"]
         start = time.perf_counter()
