@@ -470,22 +470,10 @@ def plan_engine(onnx: str | Path, out: str | Path | None = None, options=None, d
                 tensorrt: str | None = None) -> dict:
     """The TensorRT build plan of an ONNX file, without TensorRT: the lint for the version the device
     (or ``tensorrt``) means, the ``edgedl build-engine`` and ``trtexec`` lines and the cache key."""
-    from edgedl._fs import sha256_file
-    from edgedl.formats.tensorrt import plan as tp
-    from edgedl.formats.tensorrt.engine import prepare
-    from edgedl.formats.tensorrt.lint import lint
-    from edgedl.formats.tensorrt.versions import resolve
+    from edgedl.formats.tensorrt.engine import plan
+    from edgedl.formats.tensorrt.plan import BuildOptions
 
-    options = options or tp.BuildOptions()
-    profile = get_profile(device) if device not in (None, "host") else None
-    trt = resolve(tensorrt, profile)
-    model, precision, shapes = prepare(onnx, options, device)
-    report = lint(onnx, trt.version, profile=profile, dla=options.dla_core is not None,
-                  input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
-    cc = profile.gpu.compute_capability if profile and profile.gpu else None
-    engine = str(out) if out else None
-    return tp.make_plan(str(onnx), options, precision, trt, shapes, resolve_device(device), report, sha256_file(onnx),
-                        cc, engine)
+    return plan(onnx, options or BuildOptions(), device, tensorrt, engine=str(out) if out else None)
 
 
 def build_engine(onnx: str | Path, out: str | Path | None = None, options=None, device: str | None = None,

@@ -48,42 +48,31 @@ class BuildEngineStage(Stage):
     target = "tensorrt"
 
     def run(self, ctx: RunContext) -> None:
-        from edgedl._fs import atomic_write_json, atomic_write_text, sha256_file
-        from edgedl.devices import get_profile
+        from edgedl._fs import atomic_write_json, atomic_write_text
         from edgedl.formats.tensorrt import plan as tp
-        from edgedl.formats.tensorrt.lint import Finding, lint
-        from edgedl.formats.tensorrt.versions import resolve
+        from edgedl.formats.tensorrt.engine import plan as make_plan, rejection
+        from edgedl.formats.tensorrt.lint import Finding
 
         c = self.config
         record = self._source(ctx)
         onnx = ctx.run.artifact_path(record)
         device = ctx.run.manifest["device"]
-        profile = get_profile(ctx.recipe.device) if ctx.recipe.device not in (None, "host") else None
-        trt = resolve(c.tensorrt, profile)
         batch = tuple(c.batch * 3 if c.batch and len(c.batch) == 1 else c.batch) if c.batch else None
         options = tp.BuildOptions(precision=c.precision, sparsity=c.sparsity,
                                   dla_core=c.dla_core, batch=batch, workspace_mb=c.workspace_mb,
                                   version_compatible=c.version_compatible, hardware_compatible=c.hardware_compatible)
-        from edgedl.formats.tensorrt.engine import prepare
-
-        model, precision, shapes = prepare(onnx, options, ctx.recipe.device)
-        report = lint(onnx, trt.version, profile=profile, dla=c.dla_core is not None,
-                      input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
-        errors = [Finding(**f) for f in report["findings"] if f["severity"] == "error"]
-        for f in report["findings"]:
+        plan = make_plan(onnx, options, ctx.recipe.device, c.tensorrt, onnx_name=record["name"])
+        findings, version, precision = plan["lint"]["findings"], plan["tensorrt"]["version"], plan["precision"]
+        for f in findings:
             if f["severity"] in ("warning", "gpu_fallback"):
                 ctx.log(f"tensorrt lint: {Finding(**f).line()}")
-        if errors:
-            lines = "; ".join(f.line() for f in errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else "")
-            message = f"{record['name']} would not build with TensorRT {trt.version}: {lines}"
+        rejected = rejection(record["name"], version, findings)
+        if rejected:
             if c.on_lint_error == "fail":
-                raise StageError(message + "; see `edgedl inspect FILE --target tensorrt` for every finding")
-            ctx.run.manifest["notes"].append(message)
-        compute_capability = (profile.gpu.compute_capability if profile and profile.gpu else None)
+                raise StageError(rejected + "; see `edgedl inspect FILE --target tensorrt` for every finding")
+            ctx.run.manifest["notes"].append(rejected)
         folder = ctx.run.path / "tensorrt"
         folder.mkdir(exist_ok=True)
-        plan = tp.make_plan(record["name"], options, precision, trt, shapes, device, report, sha256_file(onnx),
-                            compute_capability)
         stem = record["name"].removesuffix(".onnx")
         atomic_write_json(folder / f"{stem}.plan.json", plan)
         atomic_write_text(folder / "build_on_device.sh", script(plan))
@@ -91,9 +80,9 @@ class BuildEngineStage(Stage):
         built = self._build_here(ctx, onnx, options, device) if c.build == "auto" else None
         ctx.run.manifest.setdefault("tensorrt", []).append(
             {"onnx": record["name"], "plan": f"tensorrt/{stem}.plan.json", "script": "tensorrt/build_on_device.sh",
-             "precision": precision, "tensorrt": trt.as_dict(), "lint": report["counts"], "built_here": built})
+             "precision": precision, "tensorrt": plan["tensorrt"], "lint": plan["lint"]["counts"], "built_here": built})
         ctx.run.save()
-        ctx.log(f"tensorrt: plan for {record['name']} ({precision}, TensorRT {trt.version}) in {folder.name}/; on the "
+        ctx.log(f"tensorrt: plan for {record['name']} ({precision}, TensorRT {version}) in {folder.name}/; on the "
                 f"device run: {plan['commands']['trtexec']}")
 
     def _source(self, ctx: RunContext) -> dict:

@@ -15,13 +15,7 @@ from pathlib import Path
 from edgedl.errors import EdgedlError, MissingDependencyError
 from edgedl.formats.tensorrt.plan import BuildOptions, Profile, typing_mode
 from edgedl.formats.tensorrt.versions import TrtVersion
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module, or one line saying where TensorRT comes from."""
-    from edgedl.runtime.tensorrt import import_tensorrt as load
-
-    return load()
+from edgedl.runtime.tensorrt import import_tensorrt
 
 
 def import_polygraphy():
@@ -119,10 +113,3 @@ def build(args: dict) -> bytes:
             pass
         detail = "; ".join(errors) if errors else (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise EdgedlError(f"TensorRT could not build {Path(args['network']['path']).name}: {detail}") from None
-
-
-def device_facts() -> dict:
-    """The TensorRT version, GPU name and compute capability of this machine (needs TensorRT and cuda-python)."""
-    from edgedl.runtime.tensorrt import running_facts
-
-    return running_facts()

@@ -41,6 +41,35 @@ def prepare(onnx: str | Path, options: tp.BuildOptions, device: str | None = Non
     return model, precision, tp.profile_for(inputs, options.batch)
 
 
+def plan(onnx: str | Path, options: tp.BuildOptions, device: str | None = None, tensorrt: str | None = None,
+         onnx_name: str | None = None, engine: str | None = None) -> dict:
+    """The build plan of ``onnx`` for a device, without TensorRT: the lint for the TensorRT version the
+    device (or ``tensorrt``) means, the ``edgedl build-engine`` and ``trtexec`` lines, the cache key."""
+    from edgedl._fs import sha256_file
+    from edgedl.devices import get_profile, resolve_device
+    from edgedl.formats.tensorrt.lint import lint
+
+    profile = get_profile(device) if device not in (None, "host") else None
+    trt = resolve(tensorrt, profile)
+    model, precision, shapes = prepare(onnx, options, device)
+    report = lint(onnx, trt.version, profile=profile, dla=options.dla_core is not None,
+                  input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
+    cc = profile.gpu.compute_capability if profile and profile.gpu else None
+    return tp.make_plan(onnx_name or str(onnx), options, precision, trt, shapes, resolve_device(device), report,
+                        sha256_file(onnx), cc, engine)
+
+
+def rejection(name: str, version: str, findings: list[dict]) -> str | None:
+    """One line naming the first lint errors (the parser would reject the file), or None."""
+    from edgedl.formats.tensorrt.lint import Finding
+
+    errors = [Finding(**f) for f in findings if f["severity"] == "error"]
+    if not errors:
+        return None
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"TensorRT {version}'s ONNX parser would reject {name}: " + " | ".join(f.line() for f in errors[:5]) + more
+
+
 def cache_dir(path: str | Path | None = None) -> Path:
     import os
 
@@ -59,8 +88,9 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     from edgedl._fs import atomic_write_bytes, sha256_file
     from edgedl.artifacts import write_sidecar
     from edgedl.formats.tensorrt import build as tb
-    from edgedl.formats.tensorrt.lint import Finding, lint
+    from edgedl.formats.tensorrt.lint import lint
     from edgedl.runtime.sidecar import read_sidecar
+    from edgedl.runtime.tensorrt import running_facts
 
     options = options or tp.BuildOptions()
     onnx = Path(onnx)
@@ -68,14 +98,13 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
     model, precision, profile = prepare(onnx, options, device)
-    facts = tb.device_facts()  # imports TensorRT: one line naming where it comes from when it is missing
+    facts = running_facts()  # imports TensorRT: one line naming where it comes from when it is missing
     trt = resolve(facts["tensorrt"])
     shapes = {name: s[2] for name, s in profile.shapes.items()}
     report = lint(onnx, facts["tensorrt"], dla=options.dla_core is not None, input_shapes=shapes, model=model)
-    errors = [Finding(**f) for f in report["findings"] if f["severity"] == "error"]
-    if errors:
-        raise EdgedlError(f"TensorRT {facts['tensorrt']}'s ONNX parser would reject {onnx.name}: "
-                          + " | ".join(f.line() for f in errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
+    rejected = rejection(onnx.name, facts["tensorrt"], report["findings"])
+    if rejected:
+        raise EdgedlError(rejected)
     onnx_sha = sha256_file(onnx)
     key = tp.cache_key(onnx_sha, facts["tensorrt"], facts["compute_capability"], precision, options, profile)
     cached = cache_dir(cache) / f"{key[:32]}.engine"
@@ -117,9 +146,9 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 def engine_record(engine: Path, onnx: Path, onnx_sha: str, facts: dict, options: tp.BuildOptions, profile: tp.Profile,
                   key: str, report: dict) -> dict:
     """What an engine's sidecar says beyond the ONNX's: how and where it was built, and its I/O."""
-    from edgedl.formats.tensorrt.build import import_tensorrt
+    from edgedl.runtime.tensorrt import import_tensorrt
 
-    trt = import_tensorrt()
+    trt = import_tensorrt()  # the engine is read back once: its I/O, and proof that it deserializes
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     deserialized = runtime.deserialize_cuda_engine(engine.read_bytes())
     io = []
