@@ -9,6 +9,8 @@ ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are ofte
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -160,15 +162,18 @@ def quantize_static(
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     try:
-        q.quantize_static(
-            str(src), str(dst), reader_cls(calibration), quant_format=q.QuantFormat.QDQ,
-            per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
-            weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
-            nodes_to_quantize=list(only) if only is not None else None,
-            calibrate_method=methods[method], extra_options=extra,
-            op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
-            calibration_cache_path=str(cache) if cache else None,
-        )
+        # The entropy and percentile calibrators print their progress on stdout: keep the CLI's
+        # output (and --quiet) to edgedl's own lines, as the exporter's are.
+        with contextlib.redirect_stdout(io.StringIO()):
+            q.quantize_static(
+                str(src), str(dst), reader_cls(calibration), quant_format=q.QuantFormat.QDQ,
+                per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
+                weight_type=q.QuantType.QInt8, nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(only) if only is not None else None,
+                calibrate_method=methods[method], extra_options=extra,
+                op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
+                calibration_cache_path=str(cache) if cache else None,
+            )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
