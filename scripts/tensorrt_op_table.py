@@ -2,7 +2,8 @@
 
     git clone https://github.com/onnx/onnx-tensorrt && python scripts/tensorrt_op_table.py onnx-tensorrt
 
-The tables for 8.5, 8.6 and 10.1 are read from the ``8.5-GA``, ``8.6-GA`` and ``10.1-GA`` tags. No
+The tables for 8.2 (JetPack 4.6), 8.5, 8.6 and 10.1 are read from the ``8.2-GA``, ``8.5-GA``, ``8.6-GA``
+and ``10.1-GA`` tags. No
 operators.md was tagged for 10.3, 10.15 or 11, so those three are derived here, each change tied to
 the onnx-tensorrt changelog entry (or the 10.15 operators.md) that states it; edit the PATCHES when a
 newer table is published. Restrictions are kept as the upstream text, which ``lint.py`` reads to
@@ -19,9 +20,9 @@ from pathlib import Path
 import yaml
 
 OUT = Path(__file__).resolve().parents[1] / "edgedl" / "formats" / "tensorrt" / "onnx_ops.yaml"
-TAGS = {"8.5": "8.5-GA", "8.6": "8.6-GA", "10.1": "10.1-GA"}
+TAGS = {"8.2": "8.2-GA", "8.5": "8.5-GA", "8.6": "8.6-GA", "10.1": "10.1-GA"}
 ROW = re.compile(r"^\|\s*([A-Za-z0-9]+)\s*\|\s*(Y|N)[^|]*\|?\s*([^|]*)\|?\s*(.*?)\s*\|?\s*$")
-OPSET = {"8.5": [7, 17], "8.6": [7, 17], "10.1": [9, 20]}  # "up to Opset 17"; 8.x parses from opset 7
+OPSET = {"8.2": [7, 13], "8.5": [7, 17], "8.6": [7, 17], "10.1": [9, 20]}  # "up to Opset 17"; 8.x parses from opset 7
 
 # What changed after 10.1, from onnx-tensorrt's docs/Changelog.md (10.2 to 10.15) and the 10.15
 # operators.md ("opset 9 to opset 24").
