@@ -10,7 +10,6 @@ that a recorded tree can stand in for a device.
 from __future__ import annotations
 
 import platform
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
@@ -18,6 +17,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgedl.errors import UsageError
+from edgedl.runtime.platform import l4t_release
 
 Runtime = Literal["onnxruntime", "litert", "tensorrt", "torch"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8", "int4", "fp4"]
@@ -86,11 +86,27 @@ class SoftwareRelease(_Strict):
     l4t: Optional[str] = None
     tensorrt: Optional[str] = None
     cuda: Optional[str] = None
+    python: Optional[str] = None  # the Ubuntu's Python: JetPack's TensorRT bindings are built for it alone
+    note: Optional[str] = None
 
 
 class Software(_Sourced):
     jetpack: dict[str, SoftwareRelease] = {}
+    default: Optional[str] = None  # the JetPack edgedl plans for when no TensorRT version is given
     note: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _default_is_listed(self):
+        if self.default is not None and self.default not in self.jetpack:
+            raise ValueError(f"default JetPack '{self.default}' is not among {sorted(self.jetpack)}")
+        return self
+
+    def release(self) -> tuple[str, SoftwareRelease] | None:
+        """The default JetPack (else the newest listed) and what it ships."""
+        if not self.jetpack:
+            return None
+        name = self.default or max(self.jetpack, key=lambda v: tuple(int(p) for p in v.split(".")))
+        return name, self.jetpack[name]
 
 
 class Rail(_Strict):
@@ -217,8 +233,8 @@ def get_profile(name: str) -> DeviceProfile:
 # ---- detection ------------------------------------------------------------------------------
 
 # L4T release -> JetPack (NVIDIA's JetPack archive); the first prefix that matches wins.
-_JETPACK_BY_L4T = (("36.4.3", "6.2"), ("36.4", "6.1"), ("36.3", "6.0"), ("35.", "5.1"), ("32.", "4.6"),
-                   ("38.", "7"))
+_JETPACK_BY_L4T = (("39.", "7.2"), ("38.4", "7.1"), ("38.2", "7.0"), ("38.", "7"), ("36.4.3", "6.2"),
+                   ("36.4.4", "6.2.1"), ("36.4", "6.1"), ("36.3", "6.0"), ("35.", "5.1"), ("32.", "4.6"))
 
 
 def _read(root: Path, rel: str) -> Optional[str]:
@@ -226,13 +242,6 @@ def _read(root: Path, rel: str) -> Optional[str]:
         return (root / rel).read_text(encoding="utf-8", errors="replace").replace("\x00", "").strip()
     except OSError:
         return None
-
-
-def l4t_release(root: str | Path = "/") -> Optional[str]:
-    """L4T version from /etc/nv_tegra_release ('# R36 (release), REVISION: 4.3, ...' -> '36.4.3')."""
-    text = _read(Path(root), "etc/nv_tegra_release")
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text or "")
-    return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
 def jetpack_for(l4t: Optional[str]) -> Optional[str]:

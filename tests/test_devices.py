@@ -52,8 +52,9 @@ def test_every_profile_validates_and_names_its_sources(path):
 
 def test_jetpack_versions_fix_tensorrt():
     nano = devices.get_profile("jetson-orin-nano").software.jetpack
-    assert nano["6.1"].tensorrt == nano["6.2"].tensorrt == "10.3" and nano["6.0"].tensorrt == "8.6"
-    assert devices.get_profile("jetson-xavier-nx").software.jetpack["5.1"].tensorrt == "8.5"
+    assert nano["6.1"].tensorrt == nano["6.2"].tensorrt == "10.3" and nano["6.0"].tensorrt == "8.6.2"
+    assert devices.get_profile("jetson-xavier-nx").software.jetpack["5.1"].tensorrt == "8.5.2"
+    assert devices.get_profile("jetson-orin-nano").software.release()[0] == "6.2"  # the default, not the newest (7.2)
 
 
 @pytest.mark.parametrize("patch, message", [

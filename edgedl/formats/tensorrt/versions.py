@@ -37,8 +37,12 @@ class TrtVersion:
     why: str  # where the version came from
 
     @property
+    def key(self) -> tuple[int, ...]:
+        return _key(self.version)
+
+    @property
     def major(self) -> int:
-        return _key(self.version)[0]
+        return self.key[0]
 
     @property
     def strongly_typed_only(self) -> bool:
@@ -49,6 +53,44 @@ class TrtVersion:
     def has_strong_typing(self) -> bool:
         """Strongly typed networks exist from TensorRT 9.0 (NetworkDefinitionCreationFlag.STRONGLY_TYPED)."""
         return self.major >= 9
+
+    @property
+    def has_compatibility_modes(self) -> bool:
+        """Version- and hardware-compatible engines exist from 8.6: ``BuilderFlag.VERSION_COMPATIBLE``,
+        ``HardwareCompatibilityLevel`` and trtexec's ``--versionCompatible`` and
+        ``--hardwareCompatibilityLevel`` (none of them in 8.5's headers, bindings or trtexec)."""
+        return self.key >= (8, 6)
+
+    @property
+    def parser_flags_for_compatibility(self) -> list[str]:
+        """ONNX parser flags a version- or hardware-compatible build needs. 8.6's parser has
+        NATIVE_INSTANCENORM off by default and says the flag "is required when building
+        version-compatible or hardware-compatible engines" (NvOnnxParser.h, 8.6-GA); from 10.0 it is on."""
+        return ["NATIVE_INSTANCENORM"] if (8, 6) <= self.key < (10,) else []
+
+    @property
+    def has_memory_pools(self) -> bool:
+        """trtexec's ``--memPoolSize`` (and ``set_memory_pool_limit``) arrived in 8.4; 8.2 has ``--workspace``."""
+        return self.key >= (8, 4)
+
+    @property
+    def runs_edgedl_runtime(self) -> bool:
+        """edgedl's runner uses name-based I/O (``set_input_shape``, ``execute_async_v3``): TensorRT 8.5 and later."""
+        return self.key >= (8, 5)
+
+    def dla_missing(self) -> str | None:
+        """Why this TensorRT builds nothing for a DLA, or None where it does.
+
+        NVIDIA's "Working with DLA" (11.4.1): 10.7 was the last 10.x release with DLA, 11.0 to 11.3 had
+        none, 11.4.0 only on Windows on ARM, and 11.4.1 supports it on Jetson AGX Orin under JetPack 7.2.2
+        or later (not on Thor).
+        """
+        if (10, 8) <= self.key < (11,):
+            return f"TensorRT {self.version} has no DLA support (10.7 was the last 10.x release with DLA)"
+        if (11,) <= self.key < (11, 4, 1):
+            return (f"TensorRT {self.version} has no DLA support on Jetson (11.0 to 11.3 had none; 11.4.1 brings it "
+                    "back on AGX Orin under JetPack 7.2.2 or later)")
+        return None
 
     def entry(self) -> dict:
         return tables()[self.table]
@@ -61,19 +103,47 @@ class TrtVersion:
 
 def resolve(requested: str | None, profile=None) -> TrtVersion:
     """The TensorRT version a target means: ``requested`` ("10.3", "10", "11"), else the version the
-    device profile's newest JetPack ships, else the latest 10.x table.
+    device profile's default JetPack ships, else the latest 10.x table.
 
     Raises:
-        UsageError: a version edgedl has no table for (older than 8.5, or a malformed string).
+        UsageError: a version edgedl has no table for (older than 8.2, or a malformed string), or a
+            device profile with no TensorRT.
     """
-    if requested is None and profile is not None and profile.software and profile.software.jetpack:
-        jetpack = max(profile.software.jetpack, key=_key)
-        trt = profile.software.jetpack[jetpack].tensorrt
-        if trt:
-            return _nearest(trt, f"JetPack {jetpack} on {profile.title} ships TensorRT {trt}")
+    if profile is not None:
+        require_tensorrt(profile)
+    release = profile.software.release() if profile is not None and profile.software else None
+    if requested is None and release and release[1].tensorrt:
+        jetpack, shipped = release
+        return _nearest(shipped.tensorrt, f"JetPack {jetpack} on {profile.title} ships TensorRT {shipped.tensorrt}")
     if requested is None:
         return _nearest(LATEST_10, "no version given and no device profile fixes one: the latest 10.x table")
     return _nearest(requested, "asked for")
+
+
+def require_tensorrt(profile) -> None:
+    """Refuse a device without TensorRT in one line that names the devices that have it."""
+    if "tensorrt" in profile.runtimes:
+        return
+    from edgedl.devices import list_profiles
+
+    having = [p.name for p in list_profiles() if "tensorrt" in p.runtimes]
+    targets = [t for r, t in (("onnxruntime", "onnx"), ("litert", "tflite")) if r in profile.runtimes]
+    raise UsageError(f"{profile.title} has no TensorRT (it runs {', '.join(profile.runtimes)}): the tensorrt target "
+                     f"is for {', '.join(having)}" + (f"; target {' or '.join(targets)} for this device" if targets else ""))
+
+
+def edgedl_on_device(release, trt: TrtVersion) -> str | None:
+    """Why ``edgedl build-engine`` and edgedl's runtime cannot run on a JetPack release, or None.
+
+    edgedl needs Python 3.10 (JetPack's TensorRT bindings exist for its own Python only) and TensorRT's
+    name-based I/O (8.5).
+    """
+    if release is not None and release.python and _key(release.python) < (3, 10):
+        return (f"edgedl needs Python 3.10 and this JetPack's TensorRT bindings are for its Python {release.python}: "
+                "build with the trtexec line")
+    if not trt.runs_edgedl_runtime:
+        return f"edgedl's runtime needs TensorRT 8.5 or later (name-based I/O); {trt.version} runs trtexec engines"
+    return None
 
 
 def _nearest(version: str, why: str) -> TrtVersion:
@@ -90,7 +160,7 @@ def _nearest(version: str, why: str) -> TrtVersion:
     older = [k for k in known if _key(k)[0] == wanted[0] and _key(k) <= wanted]
     if not older:
         raise UsageError(f"edgedl has no op table for TensorRT {version}; known versions: {', '.join(known)} "
-                         "(TensorRT older than 8.5 is not supported)")
+                         "(TensorRT older than 8.2 is not supported)")
     table = older[-1]
     if _key(table) != wanted[: len(_key(table))] or len(wanted) < len(_key(table)):
         why += f"; no {version} table: the nearest older one, {table}"
