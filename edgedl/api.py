@@ -137,6 +137,11 @@ def compress(
         raise UsageError("overrides apply to recipe files; edit the Recipe object instead")
     check_trust(recipe, trust_model_code or not from_file)
     stages = [stage_for(cfg) for cfg in recipe.stages]  # unknown stages fail before any work
+    constraints: dict = {}
+    for stage in stages:
+        constraints.update(stage.constraints(recipe))
+    for stage in stages:
+        stage.check(recipe, constraints)
     inputs = _check_model_file(recipe, stages, trust_model_code)
     device = resolve_device(recipe.device)
     out = Path(out) if out else default_run_dir(recipe)
@@ -151,7 +156,7 @@ def compress(
         run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
                                      "run: its weights are random, so accuracy is meaningless")
     ctx = RunContext(recipe=recipe, run=run, dataset=dataset, model=model, console=console, progress=progress,
-                     trust_model_code=trust_model_code)
+                     trust_model_code=trust_model_code, constraints=constraints)
     status = "failed"
     try:
         for index, stage in enumerate(stages):
@@ -489,7 +494,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options=None, 
     if trust:
         from edgedl.runtime.engine_guard import add_trusted
 
-        add_trusted(Path(out) if out else Path(onnx).with_suffix(".engine"))
+        add_trusted(sidecar["path"])
     return sidecar
 
 

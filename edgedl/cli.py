@@ -143,7 +143,7 @@ DEVICE = click.option("--device", metavar="NAME",
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--backend", help="Runtime backend (default: from the file): onnxruntime, litert, torch.")
 @click.option("--compute", help="Compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT); "
-                                "cuda, cuda-fp16 (torch checkpoints).")
+                                "cuda, cuda-fp16 (torch checkpoints); gpu, dla:N (TensorRT engines).")
 @click.option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 4,5 (big or LITTLE cores).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input with dynamic dimensions (repeatable).")
@@ -375,6 +375,7 @@ def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Read and update this timing cache file.")
 @click.option("--version-compatible", is_flag=True, help="Build an engine later TensorRT versions can run (8.6+).")
 @click.option("--hardware-compatible", is_flag=True, help="Build for every Ampere-or-later GPU (not on Jetson).")
+@click.option("--no-tf32", is_flag=True, help="Keep FP32 layers in full FP32 (TensorRT's default allows TF32).")
 @click.option("--tensorrt", "trt_version", metavar="VERSION", help="With --dry-run: the TensorRT version to plan for.")
 @DEVICE
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Engine cache (default ~/.cache/edgedl/engines).")
@@ -382,7 +383,7 @@ def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
 @click.option("--no-trust", is_flag=True, help="Do not pin the built engine in the trust file.")
 @click.option("--dry-run", is_flag=True, help="Lint and print the plan (edgedl and trtexec lines); build nothing.")
 def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, timing_cache, version_compatible,
-                 hardware_compatible, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
+                 hardware_compatible, no_tf32, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
     """Build a TensorRT engine from an ONNX file, on this device, through Polygraphy.
 
     \b
@@ -394,14 +395,22 @@ def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, 
 
     options = BuildOptions(precision=precision, sparsity=sparsity, dla_core=dla_core, batch=parse_batch(batch),
                            workspace_mb=workspace_mb, timing_cache=timing_cache, version_compatible=version_compatible,
-                           hardware_compatible=hardware_compatible)
+                           hardware_compatible=hardware_compatible, tf32=not no_tf32)
     if dry_run:
         plan = api.plan_engine(onnx, out, options, device=device, tensorrt=trt_version)
         console = _console()
-        _print_lint(console, {**plan["lint"], "tensorrt": plan["tensorrt"], "dla": dla_core is not None})
-        click.echo(f"edgedl: {plan['commands']['edgedl']}")
+        passed = _print_lint(console, {**plan["lint"], "tensorrt": plan["tensorrt"], "dla": dla_core is not None})
+        software = plan["device_software"]
+        if software:
+            click.echo(f"device: JetPack {software['jetpack'] or '?'} (CUDA {software['cuda'] or '?'}, Python "
+                       f"{software['python'] or '?'}, {software['platform'] or 'platform unknown'})"
+                       + (f"; on it: pip install '{software['cuda_python']}'" if software["cuda_python"]
+                          and not plan["edgedl_cannot_run"] else ""))
+        click.echo(f"edgedl: {plan['commands']['edgedl'] or 'cannot run there: ' + plan['edgedl_cannot_run']}")
         click.echo(f"trtexec: {plan['commands']['trtexec']}")
         click.echo(f"cache key: {plan['cache_key']}")
+        if not passed:
+            sys.exit(1)  # TensorRT's parser would reject the file: do not ship it
         return
     if trt_version:
         raise click.UsageError("--tensorrt applies to --dry-run; a build uses the TensorRT installed here")
@@ -433,12 +442,14 @@ def trust_add(engines, trust_file) -> None:
 @trust.command("list")
 @click.option("--file", "trust_file", type=click.Path(dir_okay=False, path_type=Path), help="Trust file to read.")
 def trust_list(trust_file) -> None:
-    """The pinned engine digests."""
-    from edgedl.runtime.engine_guard import read_trusted, trust_file as where
+    """The pinned engines: file name, sha256 and what their sidecars said when they were pinned."""
+    from edgedl.runtime.engine_guard import list_trusted, trust_file as where
 
-    for digest in sorted(read_trusted(trust_file)):
-        click.echo(digest)
-    click.echo(f"({where(trust_file)})", err=True)
+    pins = list_trusted(trust_file)
+    for pin in pins:
+        click.echo(f"{pin['name'] or '(no name)'}  {pin['sha256'][:16]}...  {pin['facts'] or '(pinned without facts)'}")
+    click.echo(f"{len(pins)} engine(s) pinned in {where(trust_file)}" if pins else
+               f"no engines pinned in {where(trust_file)} (edgedl trust add ENGINE pins one)", err=True)
 
 
 @cli.group()

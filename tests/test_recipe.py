@@ -29,7 +29,7 @@ def test_strings_expand_to_specs_and_defaults_fill_in():
     r = validate_recipe(base())
     assert r.model.spec == "resnet8" and r.model.kwargs == {} and r.data.spec == "digits"
     assert [s.stage for s in r.stages] == ["train", "export_onnx", "evaluate"]
-    assert r.stages[0].epochs == 2 and r.stages[0].lr == 3e-3 and r.stages[1].opset == 18
+    assert r.stages[0].epochs == 2 and r.stages[0].lr == 3e-3 and r.stages[1].opset is None
     assert [t.value for t in r.targets] == ["onnx"]
 
 

@@ -56,16 +56,18 @@ def x_info(name="x", shape=(1, 3, 8, 8)):
 # ---- versions and tables ----------------------------------------------------------------------
 
 def test_the_op_tables_cover_every_version_and_a_device_picks_its_jetpacks_tensorrt():
-    assert sorted(tables(), key=lambda v: tuple(map(int, v.split(".")))) == ["8.5", "8.6", "10.3", "10.15", "11"]
+    assert sorted(tables(), key=lambda v: tuple(map(int, v.split(".")))) == ["8.2", "8.5", "8.6", "10.3", "10.15", "11"]
     assert tables()["8.5"]["opset"] == [7, 17] and tables()["10.15"]["opset"] == [9, 24]
+    assert tables()["8.2"]["opset"] == [7, 13] and "Hardmax" not in tables()["8.2"]["supported"]  # Jetson Nano
     assert "Hardmax" in tables()["8.6"]["unsupported"] and "Hardmax" in tables()["10.3"]["supported"]
     assert "Attention" in tables()["10.15"]["supported"] and "Attention" not in tables()["10.3"]["supported"]
     assert resolve(None, get_profile("jetson-orin-nano")).table == "10.3"  # JetPack 6.2
     assert resolve(None, get_profile("jetson-xavier-nx")).table == "8.5"  # JetPack 5.1
+    assert resolve(None, get_profile("jetson-nano")).version == "8.2.1"  # JetPack 4.6
     assert resolve(None).table == "10.15" and resolve("10").table == "10.15" and resolve("11.4.1").table == "11"
     seven = resolve("10.7")
     assert seven.table == "10.3" and "nearest older" in seven.why
-    with pytest.raises(UsageError, match="TensorRT older than 8.5"):
+    with pytest.raises(UsageError, match="TensorRT older than 8.2"):
         resolve("7.1")
     with pytest.raises(UsageError, match="not a version"):
         resolve("ten")
@@ -119,9 +121,11 @@ def test_restrictions_apply_where_that_versions_table_states_them(tmp_path):
     assert lint(relu, "10.3")["passed"]
 
 
-def test_the_export_stage_refuses_an_opset_the_exporter_did_not_write(tmp_path):
-    """torch's exporter keeps its own opset when its converter cannot go down (a global pool's
-    ReduceMean at 17); a file labelled 17 that is 18 would pass for TensorRT 8.x and fail there."""
+def test_the_export_goes_down_to_the_opset_asked_for_or_says_why_not(tmp_path):
+    """torch's exporter keeps its own opset 18 when its converter cannot go down (a global pool's
+    ReduceMean); edgedl takes the file down with ONNX's version converter (17: TensorRT 8.5), checks it,
+    and refuses where that converter has no path (13: TensorRT 8.2) rather than mislabel the file."""
+    import onnxruntime as ort
     import torch
     from torch import nn
 
@@ -129,8 +133,18 @@ def test_the_export_stage_refuses_an_opset_the_exporter_did_not_write(tmp_path):
     from edgedl.formats.onnx.export import export_onnx
 
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
-    with pytest.raises(StageError, match="exporter wrote opset 18, not the opset 17 asked for"):
-        export_onnx(model, np.zeros((2, 1, 8, 8), np.float32), tmp_path / "m.onnx", 17, True, "logits")
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    export_onnx(model, x, tmp_path / "m17.onnx", 17, True, "logits")
+    written = onnx.load(str(tmp_path / "m17.onnx"))
+    assert [o.version for o in written.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    reduce = next(n for n in written.graph.node if n.op_type == "ReduceMean")
+    assert [a.name for a in reduce.attribute if a.name == "noop_with_empty_axes"] == []  # not an opset-17 attribute
+    got = ort.InferenceSession(str(tmp_path / "m17.onnx")).run(None, {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-5)
+    with pytest.raises(StageError, match="exporter wrote opset 18, not the opset 13 asked for, and ONNX's version "
+                                         "converter cannot take this model down"):
+        export_onnx(model, x, tmp_path / "m13.onnx", 13, True, "logits")
 
 
 def test_third_party_model_zoo_files_pass_every_version():
@@ -203,16 +217,50 @@ def test_compress_for_a_jetson_writes_symmetric_int8_a_plan_and_the_trtexec_line
 
 
 def test_a_lint_error_stops_the_run_before_the_plan(tmp_path):
+    """A user's ONNX with an op TensorRT 8.5 (Xavier NX's JetPack 5.1) lacks: the run fails in build_engine,
+    keeps the imported file, and writes no plan."""
+    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("Gemm", ["flat", "w", "b"], ["z"]),
+             helper.make_node("Hardmax", ["z"], ["logits"], name="pick")]
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 10])],
+                              [onnx.numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w"),
+                               onnx.numpy_helper.from_array(np.zeros(10, np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(tmp_path / "hard.onnx"))
     recipe = tmp_path / "r.yaml"
     recipe.write_text(json.dumps({
-        "model": "mlp", "data": "digits", "device": "jetson-xavier-nx", "targets": ["tensorrt"],
-        "stages": [{"stage": "train", "epochs": 1}, {"stage": "export_onnx", "opset": 18}, {"stage": "build_engine"}]}))
+        "model": str(tmp_path / "hard.onnx"), "data": "digits", "device": "jetson-xavier-nx", "targets": ["tensorrt"],
+        "stages": [{"stage": "export_onnx"}, {"stage": "build_engine"}]}))
     code, _ = run_cli(["compress", str(recipe), "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 1
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     failed = manifest["stages"][-1]
-    assert failed["stage"] == "build_engine" and "opset 18 is outside TensorRT 8.5's range" in failed["error"]
-    assert not (tmp_path / "run" / "tensorrt").exists() and (tmp_path / "run" / "artifacts" / "mlp.fp32.onnx").exists()
+    assert failed["stage"] == "build_engine" and "pick (Hardmax)" in failed["error"] and "8.5" in failed["error"]
+    assert not (tmp_path / "run" / "tensorrt").exists() and (tmp_path / "run" / "artifacts" / "hard.fp32.onnx").exists()
+
+
+def test_an_opset_the_devices_tensorrt_rejects_is_refused_before_any_work(tmp_path):
+    """Xavier NX's TensorRT 8.5 parses opsets 7-17: a recipe that fixes 18 is refused at once (no run
+    directory, exit 2); one that fixes none gets 17 (the export stage's default 18, capped)."""
+    stages = [{"stage": "train", "epochs": 1}, {"stage": "export_onnx", "opset": 18}, {"stage": "build_engine"}]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"model": "mlp", "data": "digits", "device": "jetson-xavier-nx",
+                                  "targets": ["tensorrt"], "stages": stages}))
+    code, out = run_cli(["compress", str(recipe), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert "stages.export_onnx.opset=18: TensorRT 8.5.2" in out and "opsets 7 to 17" in out and "takes 17" in out
+    del stages[1]["opset"]
+    recipe.write_text(json.dumps({"model": "mlp", "data": "digits", "device": "jetson-xavier-nx",
+                                  "targets": ["tensorrt"], "stages": stages}))
+    code, out = run_cli(["compress", str(recipe), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0, out
+    model = onnx.load(str(tmp_path / "run" / "artifacts" / "mlp.fp32.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    plan = json.loads(next((tmp_path / "run" / "tensorrt").glob("*.plan.json")).read_text())
+    assert plan["lint"]["passed"] and plan["tensorrt"]["version"] == "8.5.2"
+    assert plan["commands"]["edgedl"] is None and "Python 3.8" in plan["edgedl_cannot_run"]  # JetPack 5's Python
+    script = (tmp_path / "run" / "tensorrt" / "build_on_device.sh").read_text()
+    assert "\ntrtexec --onnx=mlp.fp32.onnx --saveEngine=mlp.fp32.engine" in script and "edgedl build-engine" not in script
 
 
 # ---- plans, commands, cache key ---------------------------------------------------------------
@@ -282,21 +330,26 @@ def test_build_options_map_onto_polygraphys_real_loaders():
     p = tp.Profile({"input": ([1, 3, 8, 8], [4, 3, 8, 8], [8, 3, 8, 8])}, ["input"])
     opts = tp.BuildOptions(dla_core=1, sparsity=True, workspace_mb=256, timing_cache="t.cache", version_compatible=True)
     args = tb.loader_args("m.onnx", opts, "int8", resolve("10.3"), p)
-    assert args["network"] == {"path": "m.onnx", "strongly_typed": True}
-    assert args["config"] == {"sparse_weights": True, "load_timing_cache": "t.cache", "version_compatible": True,
-                              "use_dla": True, "allow_gpu_fallback": True}
+    # INT8 for a DLA: weakly typed with the INT8 and FP16 flags (layers outside Q/DQ run FP16 on the DLA)
+    assert args["network"] == {"path": "m.onnx", "strongly_typed": None, "parser_flags": []}
+    assert args["config"] == {"tf32": True, "fp16": True, "int8": True, "sparse_weights": True,
+                              "load_timing_cache": "t.cache", "version_compatible": True, "use_dla": True,
+                              "allow_gpu_fallback": True}
     assert args["postprocess"] == {"dla_core": 1, "workspace_bytes": 256 * 2**20, "hardware_compatibility": None}
     engine = tb.loaders(args)  # real Polygraphy objects; TensorRT is imported only when they run
     assert isinstance(engine, EngineBytesFromNetwork)
     network, config = engine._network, engine._config
-    assert isinstance(network, NetworkFromOnnxPath) and network.strongly_typed is True
+    assert isinstance(network, NetworkFromOnnxPath) and not network.strongly_typed and not network.flags
     assert isinstance(config, PostprocessConfig)
     created = config._config
     assert isinstance(created, CreateConfig) and created.sparse_weights and created.use_dla and created.allow_gpu_fallback
+    assert created.tf32 and created.int8 and created.fp16  # TF32 on, as trtexec's default: the plan's two lines agree
+    gpu = tb.loader_args("m.onnx", tp.BuildOptions(), "int8", resolve("10.3"), p)
+    assert gpu["network"]["strongly_typed"] is True and "int8" not in gpu["config"]
     (profile,) = created.profiles
     assert tuple(profile["input"].min) == (1, 3, 8, 8) and tuple(profile["input"].max) == (8, 3, 8, 8)
     old = tb.loader_args("m.onnx", tp.BuildOptions(), "int8", resolve("8.6"), p)
-    assert old["config"] == {"int8": True} and old["network"]["strongly_typed"] is None  # 8.x: the INT8 flag
+    assert old["config"] == {"tf32": True, "int8": True} and old["network"]["strongly_typed"] is None  # 8.x: INT8 flag
 
 
 # ---- the portability guard --------------------------------------------------------------------

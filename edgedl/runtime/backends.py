@@ -42,5 +42,5 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True),
     # An engine is native code for one GPU and TensorRT version: loading it passes engine_guard first.
     Backend("tensorrt", "edgedl.runtime.tensorrt:TensorRTRunner", "tensorrt", (".engine", ".plan", ".trt"), "tensorrt",
-            ("gpu",), inspect="edgedl.runtime.tensorrt:summarize", runs_code=False),
+            ("gpu", "dla:0", "dla:1"), inspect="edgedl.runtime.tensorrt:summarize", runs_code=False),
 )}

@@ -110,11 +110,66 @@ class Stream:
 
 
 def gpu_facts(index: int = 0) -> dict:
-    """Name and compute capability of GPU ``index`` (``{"gpu": None, ...}`` without a GPU)."""
+    """Name and compute capability of GPU ``index``.
+
+    Raises:
+        EdgedlError: CUDA cannot read the GPU; the line says which cuda-python is installed, the CUDA
+            the driver supports, and the range to install when the two majors differ (an unknown compute
+            capability must never reach the engine guard).
+    """
     rt = cudart()
     err, prop = rt.cudaGetDeviceProperties(index)
     if int(err) != 0:
-        return {"gpu": None, "compute_capability": None}
+        raise EdgedlError(f"CUDA cannot read GPU {index} ({_error_name(rt, err)}): {binding_hint(rt)}")
     name = prop.name
     name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
     return {"gpu": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}
+
+
+def _error_name(rt, err) -> str:
+    try:
+        name = rt.cudaGetErrorName(err)[1]
+    except Exception:  # a binding that cannot even name its error
+        return str(err)
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def binding_hint(rt) -> str:
+    """What to check when CUDA calls fail: cuda-python's major against the driver's CUDA."""
+    from importlib import metadata
+
+    installed = None
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            installed = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        err, version = rt.cudaDriverGetVersion()
+        driver = f"{int(version) // 1000}.{int(version) % 1000 // 10}" if int(err) == 0 and int(version) else None
+    except Exception:
+        driver = None
+    if installed and driver and int(installed.split(".")[0]) != int(driver.split(".")[0]):
+        return (f"cuda-python {installed} is built for CUDA {installed.split('.')[0]} and this driver runs CUDA {driver}: "
+                f"pip install '{cuda_python_spec(driver)}'")
+    return (f"cuda-python {installed or '(version unknown)'}, driver CUDA {driver or 'unknown'}; check that a GPU is "
+            "visible (nvidia-smi, or tegrastats on a Jetson) and that cuda-python's major matches the driver's CUDA")
+
+
+def cuda_python_spec(cuda: str | None, python: str | None = None) -> str | None:
+    """The cuda-python range that works with a device's CUDA, or None where no wheel does.
+
+    cuda-python shares its major version with the CUDA toolkit and supports any minor of that major
+    (cuda-bindings' support policy); 13.0 dropped the ``cuda.cudart`` module and needs CUDA 13. Python
+    3.8 (JetPack 5) has aarch64 wheels up to 11.8.2 only; nothing was built for CUDA 10 or Python 3.6.
+    """
+    if not cuda:
+        return None
+    major = int(cuda.split(".")[0])
+    py = tuple(int(p) for p in python.split(".")) if python else None
+    if major < 11 or (py and py < (3, 8)):
+        return None
+    if major == 11:
+        return "cuda-python>=11.8,<11.8.3" if py and py < (3, 9) else "cuda-python>=11.8,<12"
+    return f"cuda-python>={major}.0,<{major + 1}"

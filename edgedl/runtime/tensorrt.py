@@ -28,10 +28,46 @@ def import_tensorrt():
 
 
 def running_facts() -> dict:
-    """This device's TensorRT version, GPU name and compute capability."""
+    """This device's TensorRT version, GPU name and compute capability, platform and DLA cores."""
     from edgedl.runtime import cuda_mem
+    from edgedl.runtime.platform import this_platform
 
-    return {"tensorrt": import_tensorrt().__version__, **cuda_mem.gpu_facts()}
+    trt = import_tensorrt()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    return {"tensorrt": trt.__version__, **cuda_mem.gpu_facts(), **this_platform(),
+            "dla_cores": int(getattr(runtime, "num_DLA_cores", 0) or 0)}
+
+
+def deserialize(trt, data: bytes, version_compatible: bool, dla_core: int | None, logger=None):
+    """Deserialize a pinned engine as its build requires; returns (runtime, engine or None).
+
+    A version-compatible plan carries its own lean runtime, which TensorRT runs only after
+    ``engine_host_code_allowed`` (NVIDIA's version-compatibility guide; trtexec does the same on load):
+    set for such engines alone, after the trust pin was checked. ``DLA_core`` on the runtime picks the
+    core the engine runs on (the build's core is only where it was built for).
+    """
+    runtime = trt.Runtime(logger or trt.Logger(trt.Logger.WARNING))
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)
+    return runtime, runtime.deserialize_cuda_engine(data)
+
+
+def dla_core_for(compute: str | None, sidecar: dict | None) -> int | None:
+    """The DLA core an engine runs on: ``compute="dla:N"`` (or ``dlaN``) picks one, else the core it was
+    built for (None: the GPU). Two engines built for core 0 share the two DLAs with ``dla:1`` on one."""
+    built = (sidecar or {}).get("dla_core")
+    if compute in (None, "gpu", "cuda"):
+        return built
+    text = str(compute).lower().replace("dla:", "dla")
+    if text.startswith("dla") and text[3:].isdigit():
+        if built is None:
+            raise EdgedlError(f"compute={compute}: this engine was built for the GPU, not a DLA; build it with "
+                              "edgedl build-engine --dla N")
+        return int(text[3:])
+    raise EdgedlError(f"unknown compute unit '{compute}' for TensorRT; use gpu, or dla:N for an engine built for a "
+                      "DLA")
 
 
 class TensorRTRunner(Runner):
@@ -44,18 +80,16 @@ class TensorRTRunner(Runner):
         from edgedl._fs import sha256_file
         from edgedl.runtime import cuda_mem, engine_guard
 
-        if self.compute not in (None, "gpu", "cuda"):
-            raise EdgedlError(f"unknown compute unit '{self.compute}' for TensorRT; an engine runs on the GPU "
-                              "(its DLA layers on the DLA core it was built for)")
+        dla_core = dla_core_for(self.compute, self.sidecar)
         digest = sha256_file(self.path)
         trusted = self.trusted_engines
         # Origin and integrity first: they need no TensorRT, and an unpinned file is refused everywhere.
         engine_guard.check_origin(self.path, self.sidecar, digest, trusted, self.trust_model_code)
         trt = import_tensorrt()
-        engine_guard.check(self.path, self.sidecar, digest, running_facts(), trusted, self.trust_model_code)
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine_guard.check(self.path, self.sidecar, digest, running_facts(), trusted, self.trust_model_code, dla_core)
+        built = (self.sidecar or {}).get("tensorrt") or {}
+        self._runtime, self._engine = deserialize(trt, self.path.read_bytes(), bool(built.get("version_compatible")),
+                                                  dla_core)
         if self._engine is None:
             raise EdgedlError(f"TensorRT could not deserialize {self.path.name}; rebuild it on this device with "
                               "edgedl build-engine")

@@ -45,6 +45,10 @@ class RunContext:
     console: Any = None
     progress: bool = True
     trust_model_code: bool = False  # the user said to run code that files of this run name
+    constraints: dict = None  # what the recipe's targets ask of artifacts (Stage.constraints), merged
+
+    def __post_init__(self):
+        self.constraints = dict(self.constraints or {})
 
     @property
     def stem(self) -> str:
@@ -137,6 +141,14 @@ class Stage:
 
     def __init__(self, config: Any):
         self.config = config
+
+    def constraints(self, recipe: "Recipe") -> dict:
+        """What this stage's target asks of the other stages' artifacts, e.g. ``{"onnx_opset": (low,
+        high, why)}``; merged into ``RunContext.constraints`` before any work."""
+        return {}
+
+    def check(self, recipe: "Recipe", constraints: dict) -> None:
+        """Refuse (UsageError) what this stage would refuse later, before any data or model is loaded."""
 
     def run(self, ctx: RunContext) -> None:  # pragma: no cover - contract
         raise NotImplementedError

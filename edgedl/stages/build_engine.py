@@ -29,7 +29,8 @@ class BuildEngineConfig(StageConfig):
     batch: Optional[list[int]] = Field(None, description="[min, opt, max] of a dynamic batch axis; default 1")
     workspace_mb: Optional[int] = Field(None, ge=1)
     version_compatible: bool = False
-    hardware_compatible: bool = False
+    hardware_compatible: bool = Field(False, description="ampere+ engines: discrete Ampere or newer GPUs, not Jetson")
+    tf32: bool = Field(True, description="let FP32 layers use TF32 (TensorRT's and trtexec's default)")
     on_lint_error: Literal["fail", "warn"] = "fail"
     build: Literal["auto", "never"] = Field(
         "auto", description="auto: build here when TensorRT imports and the recipe's device is this machine")
@@ -47,9 +48,30 @@ class BuildEngineStage(Stage):
     Config = BuildEngineConfig
     target = "tensorrt"
 
+    def options(self):
+        from edgedl.formats.tensorrt import plan as tp
+
+        c = self.config
+        batch = tuple(c.batch * 3 if len(c.batch) == 1 else c.batch) if c.batch else None
+        return tp.BuildOptions(precision=c.precision, sparsity=c.sparsity, dla_core=c.dla_core, batch=batch,
+                               workspace_mb=c.workspace_mb, version_compatible=c.version_compatible,
+                               hardware_compatible=c.hardware_compatible, tf32=c.tf32)
+
+    def constraints(self, recipe) -> dict:
+        from edgedl.formats.tensorrt.engine import target
+
+        _, trt, _ = target(recipe.device, self.config.tensorrt)
+        low, high = trt.entry()["opset"]
+        return {"onnx_opset": (low, high, f"TensorRT {trt.version} ({trt.why})")}
+
+    def check(self, recipe, constraints: dict) -> None:
+        """The device has TensorRT, and its TensorRT and hardware build what the options ask."""
+        from edgedl.formats.tensorrt.engine import target
+
+        target(recipe.device, self.config.tensorrt, self.options())
+
     def run(self, ctx: RunContext) -> None:
         from edgedl._fs import atomic_write_json, atomic_write_text
-        from edgedl.formats.tensorrt import plan as tp
         from edgedl.formats.tensorrt.engine import plan as make_plan, rejection
         from edgedl.formats.tensorrt.lint import Finding
 
@@ -57,10 +79,7 @@ class BuildEngineStage(Stage):
         record = self._source(ctx)
         onnx = ctx.run.artifact_path(record)
         device = ctx.run.manifest["device"]
-        batch = tuple(c.batch * 3 if c.batch and len(c.batch) == 1 else c.batch) if c.batch else None
-        options = tp.BuildOptions(precision=c.precision, sparsity=c.sparsity,
-                                  dla_core=c.dla_core, batch=batch, workspace_mb=c.workspace_mb,
-                                  version_compatible=c.version_compatible, hardware_compatible=c.hardware_compatible)
+        options = self.options()
         plan = make_plan(onnx, options, ctx.recipe.device, c.tensorrt, onnx_name=record["name"])
         findings, version, precision = plan["lint"]["findings"], plan["tensorrt"]["version"], plan["precision"]
         for f in findings:
@@ -77,7 +96,7 @@ class BuildEngineStage(Stage):
         atomic_write_json(folder / f"{stem}.plan.json", plan)
         atomic_write_text(folder / "build_on_device.sh", script(plan))
         (folder / "build_on_device.sh").chmod(0o755)
-        built = self._build_here(ctx, onnx, options, device) if c.build == "auto" else None
+        built = self._build_here(ctx, onnx, plan["engine"], options, device) if c.build == "auto" else None
         ctx.run.manifest.setdefault("tensorrt", []).append(
             {"onnx": record["name"], "plan": f"tensorrt/{stem}.plan.json", "script": "tensorrt/build_on_device.sh",
              "precision": precision, "tensorrt": plan["tensorrt"], "lint": plan["lint"]["counts"], "built_here": built})
@@ -102,7 +121,7 @@ class BuildEngineStage(Stage):
             raise StageError("build_engine needs an ONNX artifact: put export_onnx before build_engine")
         return fp32[-1]
 
-    def _build_here(self, ctx: RunContext, onnx, options, device: dict) -> dict | None:
+    def _build_here(self, ctx: RunContext, onnx, engine: str, options, device: dict) -> dict | None:
         """Build the engine when this machine is the device and has TensorRT; otherwise say why not."""
         import importlib.util
 
@@ -115,25 +134,40 @@ class BuildEngineStage(Stage):
         from edgedl.runtime import engine_guard
         from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS
 
-        out = ctx.run.tempdir() / onnx.with_suffix(".engine").name
+        out = ctx.run.tempdir() / engine
         sidecar = build_engine(onnx, out, options, console=ctx.console)
         engine_guard.add_trusted(out)  # built by this run on this machine: the user's own engine
-        body = {k: v for k, v in sidecar.items() if k not in SIDECAR_OWN_KEYS + ("cached",)}
+        body = {k: v for k, v in sidecar.items() if k not in SIDECAR_OWN_KEYS + ("cached", "path")}
         ctx.run.add_artifact(out, name=out.name, format="tensorrt", precision=sidecar["precision"], stage=self.name,
                              parent=onnx.name, sidecar=body)
         return {"built": True, "engine": out.name, "cached": sidecar["cached"]}
 
 
 def script(plan: dict) -> str:
-    """A shell script that builds the plan's engine on the device, from the run's artifacts folder."""
-    return "\n".join([
+    """A shell script that builds the plan's engine on the device, from the run's artifacts folder.
+
+    Where edgedl cannot run on the device (JetPack 4 and 5 ship Python 3.6 and 3.8), trtexec builds it.
+    """
+    software = plan.get("device_software") or {}
+    head = [
         "#!/bin/sh",
         f"# Build {plan['engine']} on the device (TensorRT {plan['tensorrt']['version']}, {plan['precision']}).",
-        "# TensorRT engines do not move between GPUs or TensorRT versions: run this where the engine will run.",
+        "# TensorRT engines do not move between GPUs, platforms or TensorRT versions: run this where the engine will run.",
         f"# Cache key of this build: {plan['cache_key']}",
         "set -e",
         'cd "$(dirname "$0")/../artifacts"',
-        "# With edgedl on the device (pip install 'edgedl[tensorrt]'; TensorRT itself comes with JetPack):",
+    ]
+    if plan["commands"]["edgedl"] is None:
+        return "\n".join(head + [
+            f"# edgedl cannot run on this device: {plan['edgedl_cannot_run']}.",
+            "# trtexec comes with JetPack (/usr/src/tensorrt/bin):",
+            plan["commands"]["trtexec"],
+            "",
+        ])
+    pip = f"pip install 'edgedl[tensorrt]' '{software['cuda_python']}'" if software.get("cuda_python") \
+        else "pip install 'edgedl[tensorrt]'"
+    return "\n".join(head + [
+        f"# With edgedl on the device ({pip}; TensorRT itself comes with JetPack):",
         plan["commands"]["edgedl"],
         "# Or with trtexec alone (JetPack ships it in /usr/src/tensorrt/bin):",
         "# " + plan["commands"]["trtexec"],

@@ -4,23 +4,27 @@ brought in as the fp32 artifact."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, runner_tensors
-from edgedl.errors import StageError
+from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx.export import export_onnx, fix_dimensions
 from edgedl.stages.base import RunContext, Stage, StageConfig
+
+
+DEFAULT_OPSET = 18
 
 
 class ExportOnnxConfig(StageConfig):
     """Export the current model to ONNX (fp32) and check it against torch."""
 
     stage: Literal["export_onnx"]
-    opset: int = Field(18, ge=13, le=23)
+    opset: Optional[int] = Field(None, ge=13, le=23, description=f"default: {DEFAULT_OPSET}, or the highest the "
+                                                                    "recipe's TensorRT parses when that is lower")
     dynamic_batch: bool = True
     parity_atol: float = Field(1e-4, gt=0, description="max abs difference allowed vs torch")
 
@@ -35,6 +39,20 @@ class ExportOnnxStage(Stage):
     name = "export_onnx"
     Config = ExportOnnxConfig
     target = "onnx"
+
+    def check(self, recipe, constraints: dict) -> None:
+        limit, opset = constraints.get("onnx_opset"), self.config.opset
+        if limit and opset is not None and not limit[0] <= opset <= limit[1]:
+            low, high, why = limit
+            raise UsageError(f"stages.export_onnx.opset={opset}: {why} parses ONNX opsets {low} to {high}; set one in "
+                             f"that range, or drop the field and edgedl takes {min(DEFAULT_OPSET, high)}")
+
+    def opset(self, ctx: RunContext) -> int:
+        """The opset asked for, else 18, or the highest the target's TensorRT parses when lower."""
+        if self.config.opset is not None:
+            return self.config.opset
+        limit = ctx.constraints.get("onnx_opset")
+        return min(DEFAULT_OPSET, limit[1]) if limit else DEFAULT_OPSET
 
     def run(self, ctx: RunContext) -> None:
         if ctx.model is None:  # the model came as an ONNX file
@@ -56,7 +74,8 @@ class ExportOnnxStage(Stage):
         feed = samples if c.dynamic_batch else samples[:1]
         output_name = "logits" if ctx.dataset.num_classes else "output"
         tmp = ctx.run.tempdir() / f"{parent.rsplit('.', 1)[0]}.fp32.onnx"
-        export_onnx(module, feed[:2], tmp, c.opset, c.dynamic_batch, output_name)
+        opset = self.opset(ctx)
+        export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
 
         import edgedl.runtime as rt
 
@@ -72,7 +91,7 @@ class ExportOnnxStage(Stage):
                 "translates differently; rerun with --debug and check the exporter warnings"
             )
         extra_sidecar = {"sparsity": {k: sparsity[k] for k in ("pattern", "layers")}} if sparsity else {}
-        add_onnx_artifact(ctx, tmp, parent=parent, opset=c.opset, known_layout=True,
+        add_onnx_artifact(ctx, tmp, parent=parent, opset=opset, known_layout=True,
                           source={"model": ctx.recipe.model.spec, "artifact": parent},
                           extra={"parity": {"reference": "torch", **parity}}, **extra_sidecar)
         ctx.log(f"exported {tmp.name}: parity max|diff| {parity['max_abs_diff']:.2e}, "

@@ -23,9 +23,12 @@ def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bo
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
     # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)
+    # onnxscript's version converter logs a traceback when it cannot go down to the opset asked
+    # for; edgedl takes the file down itself (down_convert) and says so when it cannot.
+    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript.version_converter")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL if log.name.startswith("onnxscript") else logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         try:
@@ -46,15 +49,50 @@ def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bo
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StageError(f"ONNX export failed: {first}") from None
         finally:
-            onnx_log.setLevel(level)
+            for log, level in zip(logs, levels):
+                log.setLevel(level)
     import onnx
 
     written = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                     if o.domain in ("", "ai.onnx")), opset)
     if written != opset:  # torch's exporter falls back to its own opset when its converter cannot go down
-        raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for (its version "
-                         f"converter cannot translate this model); set export_onnx.opset to {written}, or to a "
-                         "version your runtime supports that the exporter reaches")
+        why = down_convert(path, opset) if written > opset else "the exporter went up"
+        if why:
+            raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for, and ONNX's "
+                             f"version converter cannot take this model down ({why}); set export_onnx.opset to "
+                             f"{written}, or to a version your runtime supports that the exporter reaches")
+
+
+# Attributes an ONNX version adds with a default that keeps the older behaviour; ONNX's version
+# converter leaves them on a node it takes down (ReduceMean 18 -> 17 keeps noop_with_empty_axes).
+NEWER_ATTRIBUTES = {("ReduceMax", 18): "noop_with_empty_axes", ("ReduceMin", 18): "noop_with_empty_axes",
+                    ("ReduceMean", 18): "noop_with_empty_axes", ("ReduceProd", 18): "noop_with_empty_axes",
+                    ("ReduceL1", 18): "noop_with_empty_axes", ("ReduceL2", 18): "noop_with_empty_axes",
+                    ("ReduceLogSum", 18): "noop_with_empty_axes", ("ReduceLogSumExp", 18): "noop_with_empty_axes",
+                    ("ReduceSumSquare", 18): "noop_with_empty_axes"}
+
+
+def down_convert(path, opset: int) -> str | None:
+    """Take the ONNX file at ``path`` down to ``opset`` with ONNX's version converter, in place, and
+    check the result; returns why it could not (the file is then unchanged), or None. The export stage
+    checks the converted file against torch afterwards, as every export."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    try:
+        converted = version_converter.convert_version(model, opset)
+        for node in converted.graph.node:
+            name = NEWER_ATTRIBUTES.get((node.op_type, 18))
+            if name and opset < 18:
+                keep = [a for a in node.attribute if not (a.name == name and a.i == 0)]
+                del node.attribute[:]
+                node.attribute.extend(keep)
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as exc:  # the converter raises RuntimeError, the checker ValidationError
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+    onnx.save(converted, str(path))
+    return None
 
 
 def check_input_shapes(model, wanted: dict[str, list[int]]) -> None:

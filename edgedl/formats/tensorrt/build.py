@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from edgedl.errors import EdgedlError, MissingDependencyError
-from edgedl.formats.tensorrt.plan import BuildOptions, Profile, typing_mode
+from edgedl.formats.tensorrt.plan import BuildOptions, Profile, parser_flags, typing_mode
 from edgedl.formats.tensorrt.versions import TrtVersion
 from edgedl.runtime.tensorrt import import_tensorrt
 
@@ -28,9 +28,14 @@ def import_polygraphy():
 
 def loader_args(onnx: str | os.PathLike, options: BuildOptions, precision: str, trt: TrtVersion,
                 profile: Profile, save_timing_cache: str | None = None) -> dict:
-    """The Polygraphy loader arguments for a build, as plain data (tested without TensorRT)."""
-    mode = typing_mode(precision, trt)
+    """The Polygraphy loader arguments for a build, as plain data (tested without TensorRT).
+
+    TF32 is passed as asked (Polygraphy's CreateConfig clears it unless ``tf32=True``; TensorRT and
+    trtexec keep it on), so the edgedl and trtexec lines of a plan build the same engine.
+    """
+    mode = typing_mode(precision, trt, options.dla_core is not None)
     config = {
+        "tf32": options.tf32 or None,
         "fp16": "fp16" in mode["flags"] or None,
         "int8": "int8" in mode["flags"] or None,
         "sparse_weights": options.sparsity or None,
@@ -40,7 +45,10 @@ def loader_args(onnx: str | os.PathLike, options: BuildOptions, precision: str, 
         "allow_gpu_fallback": options.dla_core is not None or None,
     }
     return {
-        "network": {"path": str(onnx), "strongly_typed": mode["strongly_typed"] or None},
+        # Names of trt.OnnxParserFlag to set; Polygraphy replaces the parser's flags with the list, so
+        # it is passed only where the version's defaults lack one (8.6's NATIVE_INSTANCENORM).
+        "network": {"path": str(onnx), "strongly_typed": mode["strongly_typed"] or None,
+                    "parser_flags": parser_flags(options, trt)},
         "config": {k: v for k, v in config.items() if v is not None},
         "profile": {name: [tuple(s) for s in shapes] for name, shapes in profile.shapes.items()},
         # Set on the IBuilderConfig at build time: they need TensorRT's enums.
@@ -54,7 +62,12 @@ def loader_args(onnx: str | os.PathLike, options: BuildOptions, precision: str, 
 def loaders(args: dict):
     """Polygraphy loaders for ``args``: a callable that returns the serialized engine."""
     poly = import_polygraphy()
-    network = poly.NetworkFromOnnxPath(args["network"]["path"], strongly_typed=args["network"].get("strongly_typed"))
+    flags = args["network"].get("parser_flags")
+    if flags:  # the enum needs TensorRT, which a build with such flags has
+        trt = import_tensorrt()
+        flags = [getattr(trt.OnnxParserFlag, name) for name in flags]
+    network = poly.NetworkFromOnnxPath(args["network"]["path"], flags=flags or None,
+                                       strongly_typed=args["network"].get("strongly_typed"))
     profiles = []
     if args["profile"]:
         profile = poly.Profile()

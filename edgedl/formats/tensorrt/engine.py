@@ -19,10 +19,36 @@ from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS
 
 
 def compress_hint(onnx: Path, device: str | None) -> str:
-    sidecar_model = onnx.name.split(".")[0]
-    return (f"edgedl compress --model {sidecar_model}.pt --data DATA --quantize int8 --targets tensorrt"
-            + (f" --device {device}" if device else "") + " (or quantize this ONNX: edgedl compress --model "
-            f"{onnx} --data DATA --quantize int8 --targets tensorrt)")
+    """The compress command that writes the Q/DQ ONNX of the model ``onnx`` was exported from: the
+    checkpoint its sidecar names (next to it in a run), and the run's data when its manifest says."""
+    import json
+
+    from edgedl.runtime.sidecar import read_sidecar
+
+    source = ((read_sidecar(onnx) or {}).get("source") or {}).get("artifact")
+    model = onnx.parent / source if source and (onnx.parent / source).is_file() else None
+    data = "DATA"
+    manifest = onnx.parent.parent / "manifest.json"
+    if model is not None and manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))["recipe"]["data"]["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    tail = " --quantize int8 --targets tensorrt" + (f" --device {device}" if device else "")
+    onnx_route = f"edgedl compress --model {onnx} --data {data}{tail}"
+    if model is None:
+        return onnx_route
+    return f"edgedl compress --model {model} --data {data}{tail} (or quantize this ONNX as it is: {onnx_route})"
+
+
+def engine_path(onnx: Path, precision: str) -> Path:
+    """Where an engine of ``onnx`` goes by default: beside it, named by the precision it is built in
+    (``x.fp32.onnx`` built in FP16 is ``x.fp16.engine``)."""
+    stem = onnx.name[: -len(onnx.suffix)] if onnx.suffix else onnx.name
+    head, _, last = stem.rpartition(".")
+    if head and last in ("fp32", "fp16", "int8", "bf16"):
+        stem = head
+    return onnx.with_name(f"{stem}.{precision}.engine")
 
 
 def prepare(onnx: str | Path, options: tp.BuildOptions, device: str | None = None):
@@ -41,22 +67,65 @@ def prepare(onnx: str | Path, options: tp.BuildOptions, device: str | None = Non
     return model, precision, tp.profile_for(inputs, options.batch)
 
 
+def target(device: str | None, tensorrt: str | None = None, options: tp.BuildOptions | None = None):
+    """What a plan is for, checked before any file is read: (profile, TensorRT version, JetPack release).
+
+    Raises:
+        UsageError: a device without TensorRT, or build options its TensorRT or hardware cannot build.
+    """
+    from edgedl.devices import get_profile
+
+    profile = get_profile(device) if device not in (None, "host") else None
+    trt = resolve(tensorrt, profile)
+    release = profile.software.release() if profile is not None and profile.software else None
+    if release and tensorrt is not None:  # the JetPack that ships the TensorRT asked for, if the profile has one
+        wanted = trt.key[:2]
+        release = next(((name, r) for name, r in profile.software.jetpack.items()
+                        if r.tensorrt and tuple(int(p) for p in r.tensorrt.split("."))[:2] == wanted), None)
+    if options is not None:
+        tp.check_options(options, trt, profile)
+    return profile, trt, release
+
+
 def plan(onnx: str | Path, options: tp.BuildOptions, device: str | None = None, tensorrt: str | None = None,
          onnx_name: str | None = None, engine: str | None = None) -> dict:
     """The build plan of ``onnx`` for a device, without TensorRT: the lint for the TensorRT version the
     device (or ``tensorrt``) means, the ``edgedl build-engine`` and ``trtexec`` lines, the cache key."""
     from edgedl._fs import sha256_file
-    from edgedl.devices import get_profile, resolve_device
+    from edgedl.devices import resolve_device
     from edgedl.formats.tensorrt.lint import lint
 
-    profile = get_profile(device) if device not in (None, "host") else None
-    trt = resolve(tensorrt, profile)
+    profile, trt, release = target(device, tensorrt, options)
     model, precision, shapes = prepare(onnx, options, device)
+    if profile is not None and precision not in profile.precisions:
+        raise UsageError(f"{profile.title} does not run {precision} (it runs {', '.join(profile.precisions)}): "
+                         f"build {Path(onnx).name} in one of those")
     report = lint(onnx, trt.version, profile=profile, dla=options.dla_core is not None,
-                  input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model)
+                  input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model, precision=precision)
     cc = profile.gpu.compute_capability if profile and profile.gpu else None
+    if engine is None:  # beside the ONNX: in a run, the name (the script runs in artifacts/); else the path
+        engine = engine_path(Path(onnx_name), precision).name if onnx_name else str(engine_path(Path(onnx), precision))
     return tp.make_plan(onnx_name or str(onnx), options, precision, trt, shapes, resolve_device(device), report,
-                        sha256_file(onnx), cc, engine)
+                        sha256_file(onnx), cc, engine, device_software=device_software(profile, release, trt))
+
+
+def device_software(profile, release, trt) -> dict | None:
+    """What the device side of a plan needs: its platform, CUDA, Python and cuda-python, and whether
+    edgedl itself can build and run there."""
+    from edgedl.formats.tensorrt.versions import edgedl_on_device
+    from edgedl.runtime.cuda_mem import cuda_python_spec
+    from edgedl.runtime.platform import platform_name
+
+    if profile is None:
+        return None
+    name, shipped = release if release else (None, None)
+    l4t = shipped.l4t if shipped else None
+    return {"jetpack": name, "l4t": l4t, "cuda": shipped.cuda if shipped else None,
+            "python": shipped.python if shipped else None,
+            "platform": (None if profile.kind == "jetson" and not l4t  # a Jetson's platform follows its JetPack
+                         else platform_name(profile.arch, l4t if profile.kind == "jetson" else None)),
+            "cuda_python": cuda_python_spec(shipped.cuda, shipped.python) if shipped else None,
+            "edgedl_cannot_run": edgedl_on_device(shipped, trt)}
 
 
 def rejection(name: str, version: str, findings: list[dict]) -> str | None:
@@ -87,6 +156,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     """
     from edgedl._fs import atomic_write_bytes, sha256_file
     from edgedl.artifacts import write_sidecar
+    from edgedl.devices import get_profile
     from edgedl.formats.tensorrt import build as tb
     from edgedl.formats.tensorrt.lint import lint
     from edgedl.runtime.sidecar import read_sidecar
@@ -94,26 +164,31 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 
     options = options or tp.BuildOptions()
     onnx = Path(onnx)
-    out = Path(out) if out else onnx.with_suffix(".engine")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    model, precision, profile = prepare(onnx, options, device)
+    if out is not None and not Path(out).parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    profile = get_profile(device) if device not in (None, "host") else None
+    model, precision, profile_shapes = prepare(onnx, options, device)
+    out = Path(out) if out else engine_path(onnx, precision)
     facts = running_facts()  # imports TensorRT: one line naming where it comes from when it is missing
     trt = resolve(facts["tensorrt"])
-    shapes = {name: s[2] for name, s in profile.shapes.items()}
-    report = lint(onnx, facts["tensorrt"], dla=options.dla_core is not None, input_shapes=shapes, model=model)
+    tp.check_options(options, trt, profile, on_jetson=facts["jetson"])
+    if options.dla_core is not None and options.dla_core >= facts["dla_cores"]:
+        raise UsageError(f"--dla {options.dla_core}: this device has {facts['dla_cores'] or 'no'} DLA core(s)")
+    shapes = {name: s[2] for name, s in profile_shapes.shapes.items()}
+    report = lint(onnx, facts["tensorrt"], dla=options.dla_core is not None, input_shapes=shapes, model=model,
+                  precision=precision)
     rejected = rejection(onnx.name, facts["tensorrt"], report["findings"])
     if rejected:
         raise EdgedlError(rejected)
     onnx_sha = sha256_file(onnx)
-    key = tp.cache_key(onnx_sha, facts["tensorrt"], facts["compute_capability"], precision, options, profile)
+    key = tp.cache_key(onnx_sha, facts["tensorrt"], facts["compute_capability"], precision, options, profile_shapes)
     cached = cache_dir(cache) / f"{key[:32]}.engine"
     if use_cache and cached.is_file() and (read_sidecar(cached) or {}).get("cache_key") == key:
         if cached.resolve() != out.resolve():
             shutil.copyfile(cached, out.with_name(out.name + ".part"))
             out.with_name(out.name + ".part").replace(out)
         body = {k: v for k, v in read_sidecar(cached).items() if k not in SIDECAR_OWN_KEYS}
-        return {**write_sidecar(out, "tensorrt", precision, body), "cached": True}
+        return {**write_sidecar(out, "tensorrt", precision, body), "cached": True, "path": str(out)}
     source = onnx
     work = None
     if precision == "fp16" and trt.strongly_typed_only:  # no FP16 flag in 11: build a float16 ONNX strongly typed
@@ -125,32 +200,40 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
         source = work / onnx.name
         convert_fp16(onnx, source)
     try:
-        args = tb.loader_args(source, options, precision, trt, profile)
+        args = tb.loader_args(source, options, precision, trt, profile_shapes)
         if console is not None:
             console.print(f"building {out.name} with TensorRT {facts['tensorrt']} on {facts['gpu']} ({precision})")
         engine = tb.build(args)
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+    record = engine_record(engine, onnx, onnx_sha, facts, options, profile_shapes, key, report,
+                           tp.parser_flags(options, trt))  # reads the engine back before anything is written
     atomic_write_bytes(out, engine)
     body = {k: v for k, v in (read_sidecar(onnx) or {}).items() if k not in SIDECAR_OWN_KEYS}
-    body.update(engine_record(out, onnx, onnx_sha, facts, options, profile, key, report))
+    body.update(record)
     sidecar = write_sidecar(out, "tensorrt", precision, body)
     if use_cache:
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cached, engine)
         write_sidecar(cached, "tensorrt", precision, body)
-    return {**sidecar, "cached": False}
+    return {**sidecar, "cached": False, "path": str(out)}
 
 
-def engine_record(engine: Path, onnx: Path, onnx_sha: str, facts: dict, options: tp.BuildOptions, profile: tp.Profile,
-                  key: str, report: dict) -> dict:
-    """What an engine's sidecar says beyond the ONNX's: how and where it was built, and its I/O."""
-    from edgedl.runtime.tensorrt import import_tensorrt
+def engine_record(engine: bytes, onnx: Path, onnx_sha: str, facts: dict, options: tp.BuildOptions,
+                  profile: tp.Profile, key: str, report: dict, parser_flags: list[str]) -> dict:
+    """What an engine's sidecar says beyond the ONNX's: how and where it was built, and its I/O.
 
-    trt = import_tensorrt()  # the engine is read back once: its I/O, and proof that it deserializes
-    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-    deserialized = runtime.deserialize_cuda_engine(engine.read_bytes())
+    The engine is deserialized once, as the runtime will (host code allowed for a version-compatible
+    plan, the DLA core set): its I/O, and proof that it loads.
+    """
+    from edgedl.runtime.tensorrt import deserialize, import_tensorrt
+
+    trt = import_tensorrt()
+    _, deserialized = deserialize(trt, engine, options.version_compatible, options.dla_core)
+    if deserialized is None:
+        raise EdgedlError(f"TensorRT built an engine of {onnx.name} that it cannot deserialize; rerun with --no-cache "
+                          "and report it to NVIDIA with the ONNX")
     io = []
     for i in range(deserialized.num_io_tensors):
         name = deserialized.get_tensor_name(i)
@@ -160,8 +243,10 @@ def engine_record(engine: Path, onnx: Path, onnx_sha: str, facts: dict, options:
                    "dtype": str(trt.nptype(deserialized.get_tensor_dtype(name)).__name__)})
     return {
         "tensorrt": {"version": facts["tensorrt"], "version_compatible": options.version_compatible,
-                     "hardware_compatibility": "ampere+" if options.hardware_compatible else None},
+                     "hardware_compatibility": "ampere+" if options.hardware_compatible else None,
+                     "tf32": options.tf32, "parser_flags": parser_flags},
         "gpu": {"name": facts["gpu"], "compute_capability": facts["compute_capability"]},
+        "platform": {k: facts[k] for k in ("platform", "jetson", "l4t")},
         "dla_core": options.dla_core,
         "sparsity": options.sparsity,
         "profile": {k: [list(x) for x in v] for k, v in profile.shapes.items()},

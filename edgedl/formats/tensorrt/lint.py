@@ -75,13 +75,18 @@ class _Graph:
         self.shapes = onnx_graph._shapes(model, input_shapes)
         self.inputs = {v.name for v in onnx_graph.graph_inputs(model)}
         self.outputs = {v.name for v in model.graph.output}
+        self.producer = {out: node for node in model.graph.node for out in node.output}
+        self.consumers: dict[str, list] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
 
     def is_constant(self, name: str) -> bool:
         return name in self.constants
 
 
 def lint(path: str | os.PathLike, version: str | None = None, profile=None, dla: bool = False,
-         input_shapes: dict | None = None, model=None) -> dict:
+         input_shapes: dict | None = None, model=None, precision: str | None = None) -> dict:
     """Lint an ONNX file for TensorRT.
 
     Args:
@@ -89,6 +94,8 @@ def lint(path: str | os.PathLike, version: str | None = None, profile=None, dla:
         profile: a device profile (fixes the default version; DLA checks need one with a DLA).
         dla: also report the nodes that would fall back from the DLA to the GPU.
         input_shapes: fixed input shapes ({name: [1, 3, 224, 224]}): a fixed input needs no profile.
+        precision: the precision the engine is built in (default: int8 for a Q/DQ file, else fp16 with
+            ``dla``): with ``dla``, decides where layers outside Q/DQ pairs run.
 
     Returns:
         A dict with ``tensorrt`` (the version and table used), ``findings`` (dicts), ``counts`` per
@@ -105,7 +112,7 @@ def lint(path: str | os.PathLike, version: str | None = None, profile=None, dla:
     findings += _int64(g, trt)
     findings += _quantization(g, trt)
     if dla:
-        findings += _dla(g, trt, profile)
+        findings += _dla(g, trt, profile, precision or ("int8" if _has_qdq(model) else "fp16"))
     counts = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
     return {"path": str(path), "tensorrt": trt.as_dict(), "dla": dla, "findings": [asdict(f) for f in findings],
             "counts": counts, "passed": counts["error"] == 0}
@@ -212,7 +219,73 @@ def _qdq(node, name: str, g: _Graph, trt: TrtVersion) -> list[Finding]:
         out.append(Finding("error", "qdq_uint8", "UINT8 Q/DQ inside the network; TensorRT takes UINT8 only as a "
                            "network input or output, and quantizes to INT8", "re-quantize with signed INT8 activations "
                            "(scheme tensorrt)", name, node.op_type))
+    return out + _qdq_scale(node, name, g, trt)
+
+
+def _qdq_scale(node, name: str, g: _Graph, trt: TrtVersion) -> list[Finding]:
+    """The scale rules of TensorRT's Q/DQ layers (NvInfer.h, IQuantizeLayer/IDequantizeLayer, and the
+    parser's QuantDequantLinearHelper): a build-time constant before 10.13, all positive, float32 on 8.x
+    (which reads the bytes as float32), and per-axis only for weights, along the output-channel axis."""
+    op, scale_name = node.op_type, node.input[1] if len(node.input) > 1 else ""
+    if not g.is_constant(scale_name):
+        if trt.key < (10, 13):
+            return [Finding("error", "qdq_scale_constant", f"the scale is computed at run time; TensorRT {trt.version} "
+                            "needs a build-time constant scale", "fold it to a constant (polygraphy surgeon sanitize "
+                            "--fold-constants) or quantize with static scales", name, op)]
+        return []
+    scale = g.value(scale_name)
+    out = []
+    if np.any(~(scale > 0)):
+        out.append(Finding("error", "qdq_scale_positive", f"a scale is {float(np.min(scale)):g}; TensorRT's parser "
+                           "needs every scale positive (\"Scale coefficients must all be positive\")",
+                           "recalibrate: a zero scale comes from a tensor that was constant in calibration", name, op))
+    if trt.major < 9 and scale.dtype != np.float32:
+        out.append(Finding("error", "qdq_scale_type", f"a {scale.dtype.name} scale; TensorRT {trt.version}'s parser "
+                           "reads scales as float32", "write float32 scales (quantize the float32 model)", name, op))
+    if scale.size <= 1:
+        return out
+    if not _rooted_at_constant(node.input[0], g):
+        return out + [Finding("error", "qdq_per_axis_activation", f"per-axis quantization ({scale.size} scales) of an "
+                              "activation; TensorRT quantizes activations per tensor, weights per channel",
+                              "quantize activations per tensor (scheme tensorrt does)", name, op)]
+    axis = _attr(node, "axis")
+    if axis is None and trt.major < 10:
+        out.append(Finding("warning", "qdq_axis_implicit", f"per-axis scales with no `axis` attribute: ONNX means axis "
+                           f"1, TensorRT {trt.version}'s parser reads axis 0", "write the axis explicitly", name, op))
+    want = _output_channel_axis(node, g)
+    got = 1 if axis is None else axis
+    if want is not None and got not in want:
+        out.append(Finding("error", "qdq_per_axis_axis", f"weights quantized along axis {got}; TensorRT quantizes "
+                           f"weights per output channel (axis {want[0]} here)", "quantize the weights along their "
+                           "output-channel axis (scheme tensorrt does)", name, op))
     return out
+
+
+def _rooted_at_constant(tensor: str, g: _Graph) -> bool:
+    """A weight: a constant, or a Q/DQ chain that starts at one."""
+    seen = 0
+    while not g.is_constant(tensor) and seen < 4:
+        producer = g.producer.get(tensor)
+        if producer is None or producer.op_type not in ("QuantizeLinear", "DequantizeLinear", "Identity"):
+            return False
+        tensor, seen = producer.input[0], seen + 1
+    return g.is_constant(tensor)
+
+
+def _output_channel_axis(node, g: _Graph) -> tuple[int, ...] | None:
+    """The output-channel axis of the weight a Q/DQ feeds (None: not a layer whose axis is known)."""
+    for consumer in g.consumers.get(node.output[0], []):
+        if consumer.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return _output_channel_axis(consumer, g)
+        index = list(consumer.input).index(node.output[0])
+        if consumer.op_type == "Conv" and index == 1:
+            return (0,)
+        if consumer.op_type == "Gemm" and index == 1:
+            return (0,) if _attr(consumer, "transB", 0) else (1,)
+        if consumer.op_type == "MatMul" and index == 1:
+            rank = len(g.shapes.get(node.output[0]) or [0, 0])
+            return (rank - 1, -1)
+    return None  # ConvTranspose's axis is not settled in NVIDIA's documents: not judged
 
 
 def _inputs(g: _Graph, trt: TrtVersion, input_shapes: dict, dla: bool) -> list[Finding]:
@@ -265,18 +338,30 @@ def _quantization(g: _Graph, trt: TrtVersion) -> list[Finding]:
     return out
 
 
-def _dla(g: _Graph, trt: TrtVersion, profile) -> list[Finding]:
+def _has_qdq(model) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def _dla(g: _Graph, trt: TrtVersion, profile, precision: str) -> list[Finding]:
     out = []
     accelerators = [a for a in (getattr(profile, "accelerators", None) or []) if a.kind == "dla"]
     if profile is not None and not accelerators:
         out.append(Finding("error", "no_dla", f"{profile.title} has no DLA", "drop --dla (the GPU runs every layer)"))
         return out
-    if trt.major >= 11:
-        out.append(Finding("warning", "dla_tensorrt11", "TensorRT 11.0-11.3 have no DLA support; 11.4.1 restores it on "
-                           "AGX Orin under JetPack 7.2.2 or later", "stay on the TensorRT 10.x of your JetPack for DLA"))
+    missing = trt.dla_missing()
+    if missing:
+        return [Finding("error", "dla_unavailable", missing, "build for the GPU, or with a TensorRT that has DLA (JetPack "
+                        "6's 10.3, or 11.4.1 on AGX Orin under JetPack 7.2.2)")]
+    quantized = precision == "int8" and _has_qdq(g.model)
+    if quantized and trt.major < 10:
+        out.append(Finding("warning", "dla_qdq_8x", f"Q/DQ (explicit) INT8 on the DLA of TensorRT {trt.version}: NVIDIA "
+                           "stated in 2022 that DLA did not take Q/DQ yet (NVIDIA/TensorRT#2222), so its layers may "
+                           "run on the GPU", "check the placement on the device (trtexec --verbose); NVIDIA's "
+                           "qdq-translator turns the Q/DQ file into a calibration cache for an implicit INT8 DLA build"))
     # TensorRT folds nodes whose inputs are all constants (weights a ConstantOfShape makes, shapes of
     # static tensors): they become weights, not layers on either device.
     constant = set(g.constants)
+    fp_outside: list[str] = []
     for node in g.model.graph.node:
         if all(not name or name in constant for name in node.input):
             constant.update(node.output)
@@ -286,7 +371,27 @@ def _dla(g: _Graph, trt: TrtVersion, profile) -> list[Finding]:
             out.append(Finding("gpu_fallback", "dla_layer", "; ".join(problems), "the node runs on the GPU (allowed with "
                                "GPU fallback; each DLA-GPU switch costs a copy); restructure it to stay on the DLA",
                                node.name or node.output[0], node.op_type))
+        elif problems is not None and quantized and not _in_int8(node, g):
+            fp_outside.append(node.name or node.output[0])
+            if trt.strongly_typed_only:
+                out.append(Finding("gpu_fallback", "dla_fp32_outside_qdq", "outside a Q/DQ pair it is FP32, which the "
+                                   "DLA does not run (FP16 and INT8 only)", "type it float16 in the ONNX (TensorRT "
+                                   f"{trt.major} has no FP16 flag; NVIDIA's modelopt.onnx.autocast --target_dla does it)",
+                                   node.name or node.output[0], node.op_type))
+    if fp_outside and not trt.strongly_typed_only:
+        shown = ", ".join(fp_outside[:5]) + (f" and {len(fp_outside) - 5} more" if len(fp_outside) > 5 else "")
+        out.append(Finding("info", "dla_fp16_outside_qdq", f"{len(fp_outside)} layer(s) outside Q/DQ pairs ({shown}) "
+                           "would be FP32, which the DLA does not run", "the build sets FP16 as well as INT8 (trtexec "
+                           "--int8 --fp16, weakly typed), so they run FP16 on the DLA instead of falling back"))
     return out
+
+
+def _in_int8(node, g: _Graph) -> bool:
+    """Whether TensorRT runs ``node`` in INT8: it reads a dequantized tensor, or its result is quantized
+    (an activation or residual add fuses into the quantized layer before it)."""
+    reads = any(getattr(g.producer.get(name), "op_type", None) == "DequantizeLinear" for name in node.input)
+    feeds = any(c.op_type == "QuantizeLinear" for out in node.output for c in g.consumers.get(out, []))
+    return reads or feeds
 
 
 def summarize(path: str | os.PathLike, spec: str, profile=None, dla: bool = False,

@@ -30,6 +30,9 @@ class BuildOptions:
     timing_cache: str | None = None
     version_compatible: bool = False
     hardware_compatible: bool = False  # TensorRT's "ampere+" level
+    # TF32 for FP32 layers: TensorRT's and trtexec's default (on unless --noTF32); Polygraphy clears it
+    # unless asked, so edgedl passes it on both lines and the two build the same engine.
+    tf32: bool = True
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -128,13 +131,20 @@ def resolve_precision(options: BuildOptions, model_precision: str, onnx_name: st
     return precision
 
 
-def typing_mode(precision: str, trt: TrtVersion) -> dict:
+def typing_mode(precision: str, trt: TrtVersion, dla: bool = False) -> dict:
     """How a precision is asked of a TensorRT version.
 
     INT8 comes from Q/DQ nodes: strongly typed from 9.0 on, the INT8 flag before. FP16 uses the FP16
     builder flag where the version has it (before 11), and a float16 ONNX built strongly typed on 11.
+    A DLA runs FP16 and INT8 only: before 11, INT8 for a DLA is built weakly typed with the INT8 and
+    FP16 flags, so that the layers outside Q/DQ pairs run FP16 on the DLA instead of falling back to
+    the GPU in FP32 (the route of NVIDIA's DLA samples and qdq-translator); 11 has no flags, and
+    those layers stay FP32 on the GPU unless the ONNX itself types them float16.
     """
     if precision == "int8":
+        if dla and not trt.strongly_typed_only:
+            return {"strongly_typed": False, "flags": ["int8", "fp16"],
+                    "onnx": "as is (Q/DQ; layers outside Q/DQ pairs in FP16 on the DLA)"}
         if trt.has_strong_typing:
             return {"strongly_typed": True, "flags": [], "onnx": "as is (Q/DQ)"}
         return {"strongly_typed": False, "flags": ["int8"], "onnx": "as is (Q/DQ)"}
@@ -145,6 +155,41 @@ def typing_mode(precision: str, trt: TrtVersion) -> dict:
     return {"strongly_typed": trt.has_strong_typing, "flags": [], "onnx": "as is"}
 
 
+def check_options(options: BuildOptions, trt: TrtVersion, profile=None, on_jetson: bool = False) -> None:
+    """Refuse, in one line and before anything is written, what this TensorRT or device cannot build.
+
+    Args:
+        profile: the device profile the engine is for (None: unknown, or this machine).
+        on_jetson: the build runs on a Jetson (this machine, when no profile says what the engine is for).
+
+    Raises:
+        UsageError: a flag the version lacks, hardware compatibility on a Jetson, a DLA the version or
+            the device does not have.
+    """
+    asked = [flag for flag, on in (("--version-compatible", options.version_compatible),
+                                   ("--hardware-compatible", options.hardware_compatible)) if on]
+    if asked and not trt.has_compatibility_modes:
+        raise UsageError(f"{' and '.join(asked)}: TensorRT {trt.version} has no version- or hardware-compatible "
+                         "engines (they arrived in 8.6); drop the flag and build on the device that runs the engine")
+    jetson = (profile is not None and profile.kind == "jetson") or on_jetson
+    if options.hardware_compatible and jetson:
+        where = profile.title if profile is not None else "this Jetson"
+        raise UsageError(f"--hardware-compatible: hardware-compatibility levels apply to engines built on Ampere or "
+                         f"newer discrete GPUs, not on JetPack ({where}); build on the Jetson that runs the engine")
+    if options.dla_core is not None:
+        missing = trt.dla_missing()
+        if missing:
+            raise UsageError(f"--dla {options.dla_core}: {missing}; build for the GPU, or for a TensorRT with DLA")
+        if profile is not None:
+            dlas = sum(a.count for a in profile.accelerators if a.kind == "dla")
+            if not dlas:
+                raise UsageError(f"--dla {options.dla_core}: {profile.title} has no DLA; drop --dla (the GPU runs "
+                                 "every layer)")
+            if options.dla_core >= dlas:
+                raise UsageError(f"--dla {options.dla_core}: {profile.title} has {dlas} DLA core(s), numbered 0 to "
+                                 f"{dlas - 1}")
+
+
 def trtexec_command(onnx: str, engine: str, options: BuildOptions, precision: str, trt: TrtVersion,
                     profile: Profile) -> list[str]:
     """The trtexec line that builds the same engine (JetPack ships it in /usr/src/tensorrt/bin).
@@ -152,7 +197,7 @@ def trtexec_command(onnx: str, engine: str, options: BuildOptions, precision: st
     On TensorRT 11, FP16 of a float32 ONNX has no flag: the line names the float16 ONNX that
     ``edgedl build-engine`` would convert to (``fp16_onnx_name``), which the plan says how to make.
     """
-    mode = typing_mode(precision, trt)
+    mode = typing_mode(precision, trt, options.dla_core is not None)
     if mode["onnx"].startswith("converted"):
         onnx = fp16_onnx_name(onnx)
     cmd = ["trtexec", f"--onnx={onnx}", f"--saveEngine={engine}"]
@@ -167,10 +212,14 @@ def trtexec_command(onnx: str, engine: str, options: BuildOptions, precision: st
         cmd += [f"--useDLACore={options.dla_core}", "--allowGPUFallback"]
     if options.sparsity:
         cmd.append("--sparsity=enable")
-    if options.workspace_mb:
-        cmd.append(f"--memPoolSize=workspace:{options.workspace_mb}")
+    if options.workspace_mb:  # 8.2's trtexec has --workspace (MB); --memPoolSize came in 8.4
+        cmd.append(f"--memPoolSize=workspace:{options.workspace_mb}" if trt.has_memory_pools
+                   else f"--workspace={options.workspace_mb}")
+    if not options.tf32:
+        cmd.append("--noTF32")
     if options.timing_cache:
         cmd.append(f"--timingCacheFile={options.timing_cache}")
+    # 8.6's trtexec sets the parser's NATIVE_INSTANCENORM itself for these (sampleEngines.cpp), 10.x by default
     if options.version_compatible:
         cmd.append("--versionCompatible")
     if options.hardware_compatible:
@@ -199,6 +248,8 @@ def build_engine_command(onnx: str, engine: str, options: BuildOptions) -> list[
         cmd.append("--version-compatible")
     if options.hardware_compatible:
         cmd.append("--hardware-compatible")
+    if not options.tf32:
+        cmd.append("--no-tf32")
     return cmd
 
 
@@ -210,7 +261,7 @@ def cache_key(onnx_sha256: str, tensorrt_version: str, compute_capability: str |
             "precision": precision, "dla_core": options.dla_core, "sparsity": options.sparsity,
             "profile": {k: [list(x) for x in v] for k, v in sorted(profile.shapes.items())},
             "workspace_mb": options.workspace_mb, "version_compatible": options.version_compatible,
-            "hardware_compatible": options.hardware_compatible}
+            "hardware_compatible": options.hardware_compatible, "tf32": options.tf32}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -220,33 +271,51 @@ def shell(cmd: list[str]) -> str:
 
 def make_plan(onnx_name: str, options: BuildOptions, precision: str, trt: TrtVersion, profile: Profile,
               device: dict | None, lint: dict, onnx_sha256: str, compute_capability: str | None,
-              engine: str | None = None) -> dict:
-    """The build plan a Jetson runs: the ONNX name, both command lines, the cache key and the lint."""
+              engine: str | None = None, device_software: dict | None = None) -> dict:
+    """The build plan a Jetson runs: the ONNX name, both command lines, the cache key and the lint.
+
+    ``device_software`` (the target's JetPack, CUDA, Python, cuda-python and platform) says whether the
+    ``edgedl build-engine`` line can run there at all; where it cannot, ``commands.edgedl`` is None and
+    the trtexec line is the way.
+    """
     engine = engine or Path(onnx_name).with_suffix("").name + ".engine"
+    mode = typing_mode(precision, trt, options.dla_core is not None)
+    software = device_software or {}
+    cannot = software.get("edgedl_cannot_run")
     plan = {
-        "edgedl_build_plan": 1,
+        "edgedl_build_plan": 2,
         "onnx": onnx_name,
         "onnx_sha256": onnx_sha256,
         "engine": engine,
         "tensorrt": trt.as_dict(),
         "device": device,
+        "device_software": device_software,
         "precision": precision,
-        "typing": typing_mode(precision, trt),
+        "typing": mode,
+        "parser_flags": parser_flags(options, trt),
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(options).items()},
         "profile": {k: [list(x) for x in v] for k, v in profile.shapes.items()},
         "cache_key": cache_key(onnx_sha256, trt.version, compute_capability, precision, options, profile),
         "cache_key_inputs": "sha256 of the ONNX, TensorRT version, compute capability, precision, DLA core, "
-                            "sparsity, profile shapes, workspace and compatibility flags",
+                            "sparsity, profile shapes, workspace, TF32 and compatibility flags",
         "commands": {
-            "edgedl": shell(build_engine_command(onnx_name, engine, options)),
+            "edgedl": None if cannot else shell(build_engine_command(onnx_name, engine, options)),
             "trtexec": shell(trtexec_command(onnx_name, engine, options, precision, trt, profile)),
         },
+        "edgedl_cannot_run": cannot,
         "lint": {"passed": lint["passed"], "counts": lint["counts"], "findings": lint["findings"]},
         "trtexec_needs": (f"{fp16_onnx_name(onnx_name)}: TensorRT {trt.version} has no FP16 flag; make the float16 "
                           "ONNX with a quantize stage (precision: fp16), or use the edgedl line, which converts it"
-                          if typing_mode(precision, trt)["onnx"].startswith("converted") else None),
+                          if mode["onnx"].startswith("converted") else None),
         "run_on_device": ("copy the .onnx and its .json sidecar to the device, run one of the commands there "
-                          "(TensorRT engines do not move between GPUs or TensorRT versions), then pin the engine: "
-                          f"edgedl trust add {engine}"),
+                          "(TensorRT engines do not move between GPUs, platforms or TensorRT versions)"
+                          + ("" if cannot else f", then pin the engine: edgedl trust add {engine}")
+                          + (f"; edgedl on the device needs {software['cuda_python']} for CUDA {software['cuda']}"
+                             if software.get("cuda_python") and not cannot else "")),
     }
     return plan
+
+
+def parser_flags(options: BuildOptions, trt: TrtVersion) -> list[str]:
+    """The ONNX parser flags a build sets beyond the version's defaults (names of ``trt.OnnxParserFlag``)."""
+    return trt.parser_flags_for_compatibility if options.version_compatible or options.hardware_compatible else []
