@@ -20,7 +20,7 @@ from pathlib import Path
 
 COMMANDS = ["edgedl compress recipes/quickstart.yaml",
             "edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8",
-            "edgedl compress recipes/jetson-orin-nano.yaml"]
+            "edgedl compress recipes/jetson-orin-nano.yaml --out runs/jetson-orin-nano"]
 
 
 def main() -> None:
