@@ -65,10 +65,13 @@ class BuildEngineStage(Stage):
         return {"onnx_opset": (low, high, f"TensorRT {trt.version} ({trt.why})")}
 
     def check(self, recipe, constraints: dict) -> None:
-        """The device has TensorRT, and its TensorRT and hardware build what the options ask."""
-        from edgedl.formats.tensorrt.engine import target
+        """The device has TensorRT, its TensorRT and hardware build what the options ask, and it runs the
+        precision (auto: INT8 when a quantize stage writes it)."""
+        from edgedl.formats.tensorrt.engine import check_precision, target
 
-        target(recipe.device, self.config.tensorrt, self.options())
+        profile, _, _ = target(recipe.device, self.config.tensorrt, self.options())
+        if self.config.precision == "auto" and any(s.stage == "quantize" and s.precision == "int8" for s in recipe.stages):
+            check_precision("int8", profile, "quantize to fp16 (--quantize fp16, or stages.quantize.precision=fp16)")
 
     def run(self, ctx: RunContext) -> None:
         from edgedl._fs import atomic_write_json, atomic_write_text

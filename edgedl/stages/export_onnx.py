@@ -75,7 +75,7 @@ class ExportOnnxStage(Stage):
         output_name = "logits" if ctx.dataset.num_classes else "output"
         tmp = ctx.run.tempdir() / f"{parent.rsplit('.', 1)[0]}.fp32.onnx"
         opset = self.opset(ctx)
-        export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
+        route = export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
 
         import edgedl.runtime as rt
 
@@ -91,11 +91,12 @@ class ExportOnnxStage(Stage):
                 "translates differently; rerun with --debug and check the exporter warnings"
             )
         extra_sidecar = {"sparsity": {k: sparsity[k] for k in ("pattern", "layers")}} if sparsity else {}
+        extra = {"parity": {"reference": "torch", **parity}, **({"export_route": route} if route else {})}
         add_onnx_artifact(ctx, tmp, parent=parent, opset=opset, known_layout=True,
                           source={"model": ctx.recipe.model.spec, "artifact": parent},
-                          extra={"parity": {"reference": "torch", **parity}}, **extra_sidecar)
-        ctx.log(f"exported {tmp.name}: parity max|diff| {parity['max_abs_diff']:.2e}, "
-                f"top-1 agreement {parity['top1_agreement']:.3f}")
+                          extra=extra, **extra_sidecar)
+        ctx.log(f"exported {tmp.name} (opset {opset}): parity max|diff| {parity['max_abs_diff']:.2e}, "
+                f"top-1 agreement {parity['top1_agreement']:.3f}" + (f"; {route}" if route else ""))
 
 
 def import_onnx(ctx: RunContext, source: Path) -> None:

@@ -15,67 +15,86 @@ from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 
 
-def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> None:
-    """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB)."""
+def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> str | None:
+    """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB).
+
+    torch's torch.export-based exporter writes opset 18 when its own converter cannot go lower (a
+    global pool's ReduceMean, on opset 17 for TensorRT 8.5). Then ONNX's version converter takes the
+    file down; where it has no path (opset 13 for TensorRT 8.2), torch's TorchScript-based exporter
+    (deprecated in torch, still shipped) writes the opset asked for. The export stage checks every
+    file against torch either way.
+
+    Returns:
+        None, or a note saying how the file reached ``opset`` when torch's default exporter did not.
+    """
+    _export(module, example, path, opset, dynamic_batch, output_name, dynamo=True)
+    written = _opset(path, opset)
+    if written == opset:
+        return None
+    why = down_convert(path, opset) if written > opset else f"the exporter went up to {written}"
+    if why is None:
+        return f"torch's exporter wrote opset {written}; ONNX's version converter took it down to {opset}"
+    try:
+        _export(module, example, path, opset, dynamic_batch, output_name, dynamo=False)
+    except StageError as exc:
+        raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for; ONNX's version "
+                         f"converter cannot take this model down ({why}), and torch's TorchScript exporter failed "
+                         f"too ({exc}); set export_onnx.opset to {written}, or to a version your runtime supports "
+                         "that the exporter reaches") from None
+    if _opset(path, opset) != opset:
+        raise StageError(f"no exporter wrote opset {opset} for this model; set export_onnx.opset to {written}")
+    return (f"exported by torch's TorchScript-based exporter (deprecated in torch): its torch.export-based exporter "
+            f"writes opset {written} for this model, and ONNX's version converter cannot take it to {opset} ({why})")
+
+
+def _opset(path, default: int) -> int:
+    import onnx
+
+    return next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                 if o.domain in ("", "ai.onnx")), default)
+
+
+def _export(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str,
+            dynamo: bool) -> None:
     import torch
 
     module.eval()
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    if dynamo:
+        dynamic = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None,
+                   "external_data": False, "optimize": True}
+    else:
+        dynamic = {"dynamic_axes": {"input": {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None}
     # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
     # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
     # onnxscript's version converter logs a traceback when it cannot go down to the opset asked
-    # for; edgedl takes the file down itself (down_convert) and says so when it cannot.
+    # for; edgedl takes the file down itself (export_onnx) and says so when it cannot.
     logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript.version_converter")]
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL if log.name.startswith("onnxscript") else logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            torch.onnx.export(
-                module,
-                (torch.from_numpy(example),),
-                str(path),
-                input_names=["input"],
-                output_names=[output_name],
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-                optimize=True,
-                verbose=False,
-            )
+            torch.onnx.export(module, (torch.from_numpy(example),), str(path), input_names=["input"],
+                              output_names=[output_name], opset_version=opset, dynamo=dynamo, verbose=False, **dynamic)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StageError(f"ONNX export failed: {first}") from None
         finally:
             for log, level in zip(logs, levels):
                 log.setLevel(level)
-    import onnx
-
-    written = next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-                    if o.domain in ("", "ai.onnx")), opset)
-    if written != opset:  # torch's exporter falls back to its own opset when its converter cannot go down
-        why = down_convert(path, opset) if written > opset else "the exporter went up"
-        if why:
-            raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for, and ONNX's "
-                             f"version converter cannot take this model down ({why}); set export_onnx.opset to "
-                             f"{written}, or to a version your runtime supports that the exporter reaches")
 
 
-# Attributes an ONNX version adds with a default that keeps the older behaviour; ONNX's version
-# converter leaves them on a node it takes down (ReduceMean 18 -> 17 keeps noop_with_empty_axes).
-NEWER_ATTRIBUTES = {("ReduceMax", 18): "noop_with_empty_axes", ("ReduceMin", 18): "noop_with_empty_axes",
-                    ("ReduceMean", 18): "noop_with_empty_axes", ("ReduceProd", 18): "noop_with_empty_axes",
-                    ("ReduceL1", 18): "noop_with_empty_axes", ("ReduceL2", 18): "noop_with_empty_axes",
-                    ("ReduceLogSum", 18): "noop_with_empty_axes", ("ReduceLogSumExp", 18): "noop_with_empty_axes",
-                    ("ReduceSumSquare", 18): "noop_with_empty_axes"}
+# Reduce ops whose opset-18 form adds noop_with_empty_axes (default 0: the older behaviour); ONNX's
+# version converter leaves the attribute on a node it takes down to 17, which the checker refuses.
+REDUCE_18 = {"ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+             "ReduceLogSumExp", "ReduceSumSquare"}
 
 
 def down_convert(path, opset: int) -> str | None:
     """Take the ONNX file at ``path`` down to ``opset`` with ONNX's version converter, in place, and
-    check the result; returns why it could not (the file is then unchanged), or None. The export stage
-    checks the converted file against torch afterwards, as every export."""
+    check the result; returns why it could not (the file is then unchanged), or None."""
     import onnx
     from onnx import version_converter
 
@@ -83,9 +102,8 @@ def down_convert(path, opset: int) -> str | None:
     try:
         converted = version_converter.convert_version(model, opset)
         for node in converted.graph.node:
-            name = NEWER_ATTRIBUTES.get((node.op_type, 18))
-            if name and opset < 18:
-                keep = [a for a in node.attribute if not (a.name == name and a.i == 0)]
+            if node.op_type in REDUCE_18 and opset < 18:
+                keep = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]
                 del node.attribute[:]
                 node.attribute.extend(keep)
         onnx.checker.check_model(converted, full_check=True)

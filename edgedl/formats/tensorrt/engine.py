@@ -84,7 +84,14 @@ def target(device: str | None, tensorrt: str | None = None, options: tp.BuildOpt
                         if r.tensorrt and tuple(int(p) for p in r.tensorrt.split("."))[:2] == wanted), None)
     if options is not None:
         tp.check_options(options, trt, profile)
+        check_precision(options.precision, profile)
     return profile, trt, release
+
+
+def check_precision(precision: str | None, profile, fix: str = "build in one of those") -> None:
+    """Refuse a precision the device does not run (the Jetson Nano's Maxwell GPU has no INT8)."""
+    if profile is not None and precision not in (None, "auto") and precision not in profile.precisions:
+        raise UsageError(f"{profile.title} does not run {precision} (it runs {', '.join(profile.precisions)}): {fix}")
 
 
 def plan(onnx: str | Path, options: tp.BuildOptions, device: str | None = None, tensorrt: str | None = None,
@@ -97,9 +104,7 @@ def plan(onnx: str | Path, options: tp.BuildOptions, device: str | None = None, 
 
     profile, trt, release = target(device, tensorrt, options)
     model, precision, shapes = prepare(onnx, options, device)
-    if profile is not None and precision not in profile.precisions:
-        raise UsageError(f"{profile.title} does not run {precision} (it runs {', '.join(profile.precisions)}): "
-                         f"build {Path(onnx).name} in one of those")
+    check_precision(precision, profile)  # auto: what the file holds
     report = lint(onnx, trt.version, profile=profile, dla=options.dla_core is not None,
                   input_shapes={k: v[2] for k, v in shapes.shapes.items()}, model=model, precision=precision)
     cc = profile.gpu.compute_capability if profile and profile.gpu else None
