@@ -375,7 +375,8 @@ def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Read and update this timing cache file.")
 @click.option("--version-compatible", is_flag=True, help="Build an engine later TensorRT versions can run (8.6+).")
 @click.option("--hardware-compatible", is_flag=True, help="Build for every Ampere-or-later GPU (not on Jetson).")
-@click.option("--no-tf32", is_flag=True, help="Keep FP32 layers in full FP32 (TensorRT's default allows TF32).")
+@click.option("--tf32/--no-tf32", default=None,
+              help="Let FP32 layers use TF32 (default: off for --precision fp32, on for fp16 and int8 builds).")
 @click.option("--tensorrt", "trt_version", metavar="VERSION", help="With --dry-run: the TensorRT version to plan for.")
 @DEVICE
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Engine cache (default ~/.cache/edgedl/engines).")
@@ -383,7 +384,7 @@ def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
 @click.option("--no-trust", is_flag=True, help="Do not pin the built engine in the trust file.")
 @click.option("--dry-run", is_flag=True, help="Lint and print the plan (edgedl and trtexec lines); build nothing.")
 def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, timing_cache, version_compatible,
-                 hardware_compatible, no_tf32, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
+                 hardware_compatible, tf32, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
     """Build a TensorRT engine from an ONNX file, on this device, through Polygraphy.
 
     \b
@@ -395,18 +396,21 @@ def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, 
 
     options = BuildOptions(precision=precision, sparsity=sparsity, dla_core=dla_core, batch=parse_batch(batch),
                            workspace_mb=workspace_mb, timing_cache=timing_cache, version_compatible=version_compatible,
-                           hardware_compatible=hardware_compatible, tf32=not no_tf32)
+                           hardware_compatible=hardware_compatible, tf32=tf32)
     if dry_run:
         plan = api.plan_engine(onnx, out, options, device=device, tensorrt=trt_version)
         console = _console()
         passed = _print_lint(console, {**plan["lint"], "tensorrt": plan["tensorrt"], "dla": dla_core is not None})
         software = plan["device_software"]
-        if software:
-            click.echo(f"device: JetPack {software['jetpack'] or '?'} (CUDA {software['cuda'] or '?'}, Python "
-                       f"{software['python'] or '?'}, {software['platform'] or 'platform unknown'})"
-                       + (f"; on it: pip install '{software['cuda_python']}'" if software["cuda_python"]
-                          and not plan["edgedl_cannot_run"] else ""))
-        click.echo(f"edgedl: {plan['commands']['edgedl'] or 'cannot run there: ' + plan['edgedl_cannot_run']}")
+        if software and software["jetpack"]:
+            click.echo(f"device: JetPack {software['jetpack']} (CUDA {software['cuda']}, Python {software['python']}, "
+                       f"{software['platform']})" + (f"; on it: pip install '{software['cuda_python']}'"
+                                                     if software["cuda_python"] and not plan["edgedl_cannot_run"] else ""))
+        elif software:
+            click.echo(f"device: {software['platform'] or 'TensorRT platform unknown'}"
+                       + (f" ({software['note']})" if software["note"] else ""))
+        click.echo(f"edgedl: {plan['commands']['edgedl'] or 'cannot run there (' + plan['edgedl_cannot_run'] + ')'}"
+                   + ("" if plan["commands"]["edgedl"] else ": build with the trtexec line"))
         click.echo(f"trtexec: {plan['commands']['trtexec']}")
         click.echo(f"cache key: {plan['cache_key']}")
         if not passed:

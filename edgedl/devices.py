@@ -9,7 +9,7 @@ that a recorded tree can stand in for a device.
 
 from __future__ import annotations
 
-import platform
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
@@ -17,7 +17,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgedl.errors import UsageError
-from edgedl.runtime.platform import l4t_release
+from edgedl.runtime.platform import l4t_release, machine as cpu_machine, version_key
 
 Runtime = Literal["onnxruntime", "litert", "tensorrt", "torch"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8", "int4", "fp4"]
@@ -97,6 +97,11 @@ class Software(_Sourced):
 
     @model_validator(mode="after")
     def _default_is_listed(self):
+        for name, release in self.jetpack.items():
+            for field, value in (("jetpack", name), ("tensorrt", release.tensorrt), ("cuda", release.cuda),
+                                 ("python", release.python), ("l4t", release.l4t)):
+                if value is not None and not re.fullmatch(r"\d+(\.\d+)*", value):
+                    raise ValueError(f"jetpack {name}: {field} '{value}' is not a version number")
         if self.default is not None and self.default not in self.jetpack:
             raise ValueError(f"default JetPack '{self.default}' is not among {sorted(self.jetpack)}")
         return self
@@ -105,7 +110,7 @@ class Software(_Sourced):
         """The default JetPack (else the newest listed) and what it ships."""
         if not self.jetpack:
             return None
-        name = self.default or max(self.jetpack, key=lambda v: tuple(int(p) for p in v.split(".")))
+        name = self.default or max(self.jetpack, key=version_key)
         return name, self.jetpack[name]
 
 
@@ -233,8 +238,9 @@ def get_profile(name: str) -> DeviceProfile:
 # ---- detection ------------------------------------------------------------------------------
 
 # L4T release -> JetPack (NVIDIA's JetPack archive); the first prefix that matches wins.
-_JETPACK_BY_L4T = (("39.", "7.2"), ("38.4", "7.1"), ("38.2", "7.0"), ("38.", "7"), ("36.4.3", "6.2"),
-                   ("36.4.4", "6.2.1"), ("36.4", "6.1"), ("36.3", "6.0"), ("35.", "5.1"), ("32.", "4.6"))
+_JETPACK_BY_L4T = (("39.", "7.2"), ("38.4", "7.1"), ("38.2", "7.0"), ("38.", "7"), ("36.4.0", "6.1"),
+                   ("36.4.3", "6.2"), ("36.4.4", "6.2.1"), ("36.4.", "6.2.x"), ("36.4", "6.1"), ("36.3", "6.0"), ("35.", "5.1"),
+                   ("32.", "4.6"))
 
 
 def _read(root: Path, rel: str) -> Optional[str]:
@@ -270,13 +276,6 @@ def nvml_names() -> list[str]:
         pynvml.nvmlShutdown()
 
 
-def _machine(root: Path) -> str:
-    if root == Path("/"):
-        return platform.machine()
-    cpuinfo = _read(root, "proc/cpuinfo") or ""
-    return "aarch64" if "CPU implementer" in cpuinfo else "x86_64" if "vendor_id" in cpuinfo else platform.machine()
-
-
 def detect(root: str | Path = "/", use_nvml: bool = True) -> dict:
     """The profile that fits this machine (or the tree under ``root``), and what it was read from.
 
@@ -286,7 +285,7 @@ def detect(root: str | Path = "/", use_nvml: bool = True) -> dict:
     model = _read(root, "proc/device-tree/model") or _read(root, "sys/firmware/devicetree/base/model")
     names = nvml_names() if use_nvml and root == Path("/") else []
     l4t = l4t_release(root)
-    machine = _machine(root)
+    machine = cpu_machine(root)
     from_tree = root == Path("/") or (root / "proc/cpuinfo").exists()
     seen = {"device_tree_model": model, "l4t": l4t, "jetpack": jetpack_for(l4t), "nvml": names or None,
             "machine": machine if from_tree else f"{machine} (this host's: the tree has no proc/cpuinfo)"}

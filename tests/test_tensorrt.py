@@ -145,7 +145,7 @@ def test_the_export_reaches_the_opset_the_target_parses(tmp_path):
         assert [o.version for o in written.opset_import if o.domain in ("", "ai.onnx")] == [opset]
         got = ort.InferenceSession(str(path)).run(None, {"input": x})[0]
         np.testing.assert_allclose(got, want, atol=1e-5)
-    assert "ONNX's version converter took it down to 17" in routes[17]
+    assert "ONNX's version converter took it to 17" in routes[17]
     assert "TorchScript-based exporter" in routes[13] and "Reshape" in routes[13]
 
 

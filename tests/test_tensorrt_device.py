@@ -78,7 +78,7 @@ def small_onnx(tmp_path_factory) -> Path:
 
 EXPECTED = {  # profile: (JetPack, TensorRT, CUDA, cuda-python, whether edgedl runs there)
     "jetson-nano": ("4.6", "8.2.1", "10.2", None, False),
-    "jetson-xavier-nx": ("5.1", "8.5.2", "11.4", "cuda-python>=11.8,<11.8.3", False),
+    "jetson-xavier-nx": ("5.1", "8.5.2", "11.4", None, False),
     "jetson-orin-nano": ("6.2", "10.3", "12.6", "cuda-python>=12.0,<13", True),
     "jetson-orin-nx-16gb": ("6.2", "10.3", "12.6", "cuda-python>=12.0,<13", True),
     "jetson-agx-orin-64gb": ("6.2", "10.3", "12.6", "cuda-python>=12.0,<13", True),
@@ -92,12 +92,11 @@ def test_every_jetson_profile_says_which_tensorrt_cuda_and_cuda_python_it_takes(
         profile = get_profile(name)
         default, release = profile.software.release()
         assert (default, release.tensorrt, release.cuda) == (jetpack, trt, cuda), name
-        assert cuda_python_spec(release.cuda, release.python) == spec, name
+        assert cuda_python_spec(release.cuda) == spec, name
         assert (edgedl_on_device(release, resolve(None, profile)) is None) == runs, name
         assert resolve(None, profile).version == trt
-    # cuda-python 13 dropped cuda.cudart and needs CUDA 13: never offered for JetPack 5 or 6
-    assert cuda_python_spec("12.2", "3.10") == "cuda-python>=12.0,<13" and cuda_python_spec("11.4", "3.9") == \
-        "cuda-python>=11.8,<12"
+    # cuda-python 13 dropped cuda.cudart and needs CUDA 13: never offered for JetPack 6 (CUDA 12.2 or 12.6)
+    assert cuda_python_spec("12.2") == "cuda-python>=12.0,<13" and cuda_python_spec("13.2") == "cuda-python>=13.0,<14"
     agx = get_profile("jetson-agx-orin-64gb").software.jetpack
     assert agx["7.2.2"].tensorrt == "11.4.1" and agx["7.2"].tensorrt == "10.16"
 
@@ -119,6 +118,37 @@ def test_a_dry_run_for_each_jetson_prints_a_trtexec_line_its_tensorrt_accepts(de
         assert "cannot run there" in edgedl_line and "trtexec line" in edgedl_line
     if version.startswith("8.2"):
         assert "--workspace=256" in line  # --memPoolSize came in 8.4
+
+
+def test_a_tensorrt_version_asked_for_picks_the_jetpack_that_ships_it(small_onnx):
+    from edgedl.formats.tensorrt.engine import target
+
+    agx = "jetson-agx-orin-64gb"
+    assert target(agx, None)[2][0] == "6.2" and target(agx, "10.3")[2][0] == "6.2"  # the default, not 6.1
+    assert target(agx, "8.6")[2][0] == "6.0" and target(agx, "11.4.1")[2][0] == "7.2.2"
+    assert target("jetson-xavier-nx", "10.3")[2] is None  # no Xavier JetPack ships 10.3
+    # a major version alone stands for its newest table, and has that version's abilities
+    assert resolve("10").version == "10.15" and resolve("10").dla_missing() and resolve("8").has_compatibility_modes
+    code, out = run_cli(["build-engine", str(small_onnx), "--dry-run", "--device", "jetson-xavier-nx", "--tensorrt",
+                         "10.3", "--precision", "fp16"])
+    assert code == 0 and "no JetPack in edgedl's jetson-xavier-nx profile ships TensorRT 10.3" in out
+    code, out = run_cli(["build-engine", str(small_onnx), "--dry-run", "--device", "nvidia-h100", "--precision", "fp16"])
+    assert code == 0 and "device: x86_64\n" in out and "JetPack" not in out
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_option_gives_a_trtexec_line_its_version_takes(version):
+    """INT8 and FP16, with and without a DLA, TF32 off, a workspace, a timing cache, sparsity and (from
+    8.6) version compatibility: no flag the version's trtexec lacks."""
+    trt = resolve(version)
+    p = tp.Profile({"input": ([1, 1, 8, 8], [2, 1, 8, 8], [4, 1, 8, 8])}, ["input"])
+    for precision in ("int8", "fp16", "fp32"):
+        for dla in (None, 0):
+            options = tp.BuildOptions(dla_core=dla, tf32=False, workspace_mb=64, timing_cache="t.cache", sparsity=True,
+                                      version_compatible=trt.has_compatibility_modes)
+            line = tp.trtexec_command("m.onnx", "m.engine", options, precision, trt, p)
+            assert not accepted(line, version), (version, precision, dla, accepted(line, version))
+            assert "--noTF32" in line
 
 
 def test_a_dry_run_whose_lint_rejects_the_file_exits_1(jetson_run):
@@ -181,21 +211,25 @@ def test_the_parser_flag_reaches_polygraphys_network_loader(monkeypatch):
 
 
 def test_tf32_is_the_same_on_both_command_lines_and_in_the_cache_key():
-    """Polygraphy's CreateConfig clears TF32 unless tf32=True; trtexec keeps it unless --noTF32."""
+    """Polygraphy's CreateConfig clears TF32 unless tf32=True; trtexec keeps it unless --noTF32. edgedl
+    decides once (default: off for an fp32 engine, on for fp16 and int8 builds) and says it on both."""
     pytest.importorskip("polygraphy", reason="polygraphy is installed with edgedl[tensorrt-plan]")
     from edgedl.formats.tensorrt import build as tb
 
     p = tp.Profile({"input": ([1, 1, 8, 8],) * 3})
-    on, off = tp.BuildOptions(), tp.BuildOptions(tf32=False)
     for version in VERSIONS:
         trt = resolve(version)
-        assert "--noTF32" not in tp.trtexec_command("m.onnx", "m.engine", on, "fp32", trt, p)
-        assert "--noTF32" in tp.trtexec_command("m.onnx", "m.engine", off, "fp32", trt, p)
-        assert tb.loaders(tb.loader_args("m.onnx", on, "fp32", trt, p))._config.tf32 is True
-        assert not tb.loaders(tb.loader_args("m.onnx", off, "fp32", trt, p))._config.tf32
-    assert "--no-tf32" in tp.build_engine_command("m.onnx", "m.engine", off)
-    key = lambda o: tp.cache_key("a" * 64, "10.3", "8.7", "fp32", o, p)  # noqa: E731
-    assert key(on) != key(off)
+        for options, precision, tf32 in ((tp.BuildOptions(), "fp32", False), (tp.BuildOptions(), "fp16", True),
+                                         (tp.BuildOptions(tf32=True), "fp32", True),
+                                         (tp.BuildOptions(tf32=False), "int8", False)):
+            line = tp.trtexec_command("m.onnx", "m.engine", options, precision, trt, p)
+            assert ("--noTF32" not in line) == tf32, (version, options, precision)
+            assert bool(tb.loaders(tb.loader_args("m.onnx", options, precision, trt, p))._config.tf32) == tf32
+    assert tp.build_engine_command("m.onnx", "m.engine", tp.BuildOptions(tf32=False))[-1] == "--no-tf32"
+    assert "--tf32" not in tp.build_engine_command("m.onnx", "m.engine", tp.BuildOptions())  # the default says itself
+    key = lambda o, precision="fp16": tp.cache_key("a" * 64, "10.3", "8.7", precision, o, p)  # noqa: E731
+    assert key(tp.BuildOptions()) != key(tp.BuildOptions(tf32=False))
+    assert key(tp.BuildOptions(), "fp32") == tp.cache_key("a" * 64, "10.3", "8.7", "fp32", tp.BuildOptions(tf32=False), p)
 
 
 def test_int8_for_a_dla_is_built_so_that_layers_outside_qdq_stay_on_the_dla():
@@ -321,7 +355,10 @@ def test_the_guard_never_passes_an_unknown_compute_capability():
 def test_the_guard_refuses_across_platforms_and_full_versions():
     jetson, sbsa = {"platform": "aarch64-jetson"}, {"platform": "aarch64-sbsa"}
     assert "aarch64-sbsa" in guard.platform_fits(jetson, sbsa) and guard.platform_fits(jetson, jetson) is None
-    assert guard.platform_fits({"platform": "x86_64"}, jetson)
+    assert guard.platform_fits({"platform": "x86_64"}, jetson) == ("it was built on the x86_64 build of TensorRT and "
+                                                                   "this device runs aarch64-jetson")
+    assert guard.hardware_fits("8.7", "8.7", "ampere+", jetson=True) == "hardware-compatible engines do not run on JetPack"
+    assert guard.hardware_fits("8.6", "8.9", "ampere+") is None
     assert "this device runs 10.3.0.30" in guard.version_fits("10.3.0.26", "10.3.0.30", False)  # the build number too
     assert guard.version_fits("10.3.0.30", "10.3.0.30", False) is None
     assert "8.0 or later" in guard.hardware_fits("7.5", "8.6", "ampere+")  # built on Turing: no ampere+ engine
@@ -329,7 +366,7 @@ def test_the_guard_refuses_across_platforms_and_full_versions():
 
 def test_a_dla_engine_is_refused_on_a_device_without_that_dla():
     """AGX Orin to Orin Nano: same compute capability, same TensorRT, no DLA."""
-    assert "has no DLA" in guard.dla_fits(0, None, 0)
+    assert guard.dla_fits(0, None, 0) == "this device has no DLA (the engine is for DLA core 0)"
     assert "DLA core 1 does not exist" in guard.dla_fits(0, 1, 1)
     assert guard.dla_fits(0, 1, 2) is None and guard.dla_fits(None, None, 0) is None
 
@@ -381,18 +418,27 @@ def test_a_version_compatible_engine_is_deserialized_with_host_code_allowed(tmp_
     assert loaded is not None and [c[0] for c in runtime.calls] == ["deserialize_cuda_engine"]  # never without need
 
 
-def test_the_build_reads_its_version_compatible_engine_back_before_writing_it(tmp_path, on_a_jetson):
-    """build-engine --version-compatible deserializes what it built to record its I/O: with host code allowed."""
-    from edgedl.formats.tensorrt.engine import engine_record
+def test_the_build_reads_its_version_compatible_engine_back_before_writing_it(tmp_path, on_a_jetson, monkeypatch,
+                                                                               small_onnx):
+    """build-engine --version-compatible deserializes what it built (its I/O, and proof that it loads) with
+    host code allowed; an engine that does not deserialize leaves no file and no cache entry. TensorRT's
+    build itself (Polygraphy's loaders) is replaced by the plan's bytes: it needs a GPU."""
+    from edgedl.formats.tensorrt import build as tb
+    from edgedl.formats.tensorrt.engine import build_engine
 
     double = on_a_jetson("10.3.0.30", version_compatible_plans=True)
-    facts = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7", "platform": "aarch64-jetson",
-             "jetson": True, "l4t": "36.4.3"}
-    record = engine_record(b"plan", Path("m.onnx"), "a" * 64, facts, tp.BuildOptions(version_compatible=True),
-                           tp.Profile({"input": ([1, 1, 8, 8],) * 3}), "k" * 64, {"counts": {}}, [])
+    monkeypatch.setattr(tb, "build", lambda args: b"a version-compatible plan")
+    out, cache = tmp_path / "m.engine", tmp_path / "cache"
+    sidecar = build_engine(small_onnx, out, tp.BuildOptions(version_compatible=True, precision="fp16"), cache=cache)
     assert double.runtimes[-1].calls[0] == ("engine_host_code_allowed", True)
-    assert record["tensorrt"]["version_compatible"] and record["platform"]["platform"] == "aarch64-jetson"
-    assert [t["name"] for t in record["io"]] == ["input", "logits"]
+    assert out.read_bytes() == b"a version-compatible plan" and sidecar["tensorrt"]["version_compatible"]
+    assert sidecar["tensorrt"]["tf32"] is True and sidecar["tensorrt"]["parser_flags"] == []  # 10.3: on by default
+    assert sidecar["platform"] == {"platform": "aarch64-jetson", "jetson": True, "l4t": "36.4.3"}
+    assert [t["name"] for t in sidecar["io"]] == ["input", "logits"] and len(list(cache.glob("*.engine"))) == 1
+    # the same plan bytes without the version-compatible flag: TensorRT refuses them, nothing is written
+    with pytest.raises(EdgedlError, match="cannot deserialize"):
+        build_engine(small_onnx, tmp_path / "n.engine", tp.BuildOptions(precision="fp16"), cache=tmp_path / "c2")
+    assert not (tmp_path / "n.engine").exists() and not (tmp_path / "c2").exists()
 
 
 def test_the_runner_sets_the_dla_core_on_the_runtime_and_refuses_a_missing_dla(tmp_path, on_a_jetson):
@@ -408,7 +454,7 @@ def test_the_runner_sets_the_dla_core_on_the_runtime_and_refuses_a_missing_dla(t
     with pytest.raises(EdgedlError, match="DLA core 2 does not exist"):
         rt.load(engine, trusted_engines=[digest], compute="dla:2")
     on_a_jetson(dla_cores=0)  # an Orin Nano: same GPU, same TensorRT, no DLA
-    with pytest.raises(EdgedlError, match="built for DLA core 0 and this device has no DLA"):
+    with pytest.raises(EdgedlError, match=r"this device has no DLA \(the engine is for DLA core 0\)"):
         rt.load(engine, trusted_engines=[digest])
     gpu_engine = built_engine(tmp_path)
     with pytest.raises(EdgedlError, match="built for the GPU, not a DLA"):
@@ -522,3 +568,20 @@ def test_the_tensorrt_commands_in_the_readme_and_docs_run_as_written(jetson_run)
     for line in sorted(lines):
         code, out = run_cli([arg.replace("runs/jetson-orin-nano", str(jetson_run)) for arg in shlex.split(line)[1:]])
         assert code == (1 if "jetson-xavier-nx" in line else 0), (line, out[-500:])
+
+
+def test_the_platform_is_read_from_a_recorded_tree(tmp_path):
+    """A tree written by the test stands for a Jetson (no Jetson here): its release file, device tree
+    and cpuinfo decide the platform; a container that sees the device tree but no release file is a
+    Jetson whose platform is unknown (JetPack 6 and 7 both run Orin, on different TensorRT builds)."""
+    from edgedl.runtime.platform import this_platform
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "proc" / "device-tree").mkdir(parents=True)
+    (tmp_path / "proc" / "cpuinfo").write_text("processor : 0\nCPU implementer : 0x41\n")
+    (tmp_path / "proc" / "device-tree" / "compatible").write_bytes(b"nvidia,p3768-0000+p3767-0005\x00nvidia,tegra234\x00")
+    assert this_platform(tmp_path) == {"platform": None, "jetson": True, "l4t": None}
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n")
+    assert this_platform(tmp_path) == {"platform": "aarch64-jetson", "jetson": True, "l4t": "36.4.3"}
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic\n")
+    assert this_platform(tmp_path)["platform"] == "aarch64-sbsa"

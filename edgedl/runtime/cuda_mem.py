@@ -11,6 +11,7 @@ import ctypes
 import numpy as np
 
 from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.runtime.platform import version_key
 
 
 def cudart():
@@ -150,26 +151,23 @@ def binding_hint(rt) -> str:
         driver = f"{int(version) // 1000}.{int(version) % 1000 // 10}" if int(err) == 0 and int(version) else None
     except Exception:
         driver = None
-    if installed and driver and int(installed.split(".")[0]) != int(driver.split(".")[0]):
+    if driver and version_key(driver)[0] < 12:
+        return f"this driver runs CUDA {driver}, and edgedl's TensorRT backend needs CUDA 12 or later (JetPack 6 or later)"
+    if installed and driver and version_key(installed)[0] != version_key(driver)[0]:
         return (f"cuda-python {installed} is built for CUDA {installed.split('.')[0]} and this driver runs CUDA {driver}: "
                 f"pip install '{cuda_python_spec(driver)}'")
     return (f"cuda-python {installed or '(version unknown)'}, driver CUDA {driver or 'unknown'}; check that a GPU is "
             "visible (nvidia-smi, or tegrastats on a Jetson) and that cuda-python's major matches the driver's CUDA")
 
 
-def cuda_python_spec(cuda: str | None, python: str | None = None) -> str | None:
-    """The cuda-python range that works with a device's CUDA, or None where no wheel does.
+def cuda_python_spec(cuda: str | None) -> str | None:
+    """The cuda-python range for a device's CUDA, or None where edgedl's TensorRT backend has none.
 
     cuda-python shares its major version with the CUDA toolkit and supports any minor of that major
-    (cuda-bindings' support policy); 13.0 dropped the ``cuda.cudart`` module and needs CUDA 13. Python
-    3.8 (JetPack 5) has aarch64 wheels up to 11.8.2 only; nothing was built for CUDA 10 or Python 3.6.
+    (cuda-bindings' support policy); 13.0 dropped the ``cuda.cudart`` module and needs CUDA 13.
+    edgedl[tensorrt] takes cuda-python 12 or later, so CUDA 11 and older (JetPack 4 and 5) get none.
     """
-    if not cuda:
+    major = version_key(cuda)[:1]
+    if not major or major[0] < 12:
         return None
-    major = int(cuda.split(".")[0])
-    py = tuple(int(p) for p in python.split(".")) if python else None
-    if major < 11 or (py and py < (3, 8)):
-        return None
-    if major == 11:
-        return "cuda-python>=11.8,<11.8.3" if py and py < (3, 9) else "cuda-python>=11.8,<12"
-    return f"cuda-python>={major}.0,<{major + 1}"
+    return f"cuda-python>={major[0]}.0,<{major[0] + 1}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edgedl.errors import EdgedlError, TrustError, UsageError
+from edgedl.runtime.platform import version_key
 
 TRUST_ENV = "EDGEDL_TRUSTED_ENGINES"
 
@@ -100,10 +101,6 @@ def add_trusted(engine: str | os.PathLike, path: str | os.PathLike | None = None
     return digest, file
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in str(text).split(".") if p.isdigit())
-
-
 def version_fits(built: str, running: str, version_compatible: bool) -> str | None:
     """Why an engine built with TensorRT ``built`` cannot run on ``running``, or None.
 
@@ -112,7 +109,7 @@ def version_fits(built: str, running: str, version_compatible: bool) -> str | No
     must match. With it (built on 8.6 or later), a newer runtime of the same major runs it, and across
     majors only 8 -> 10 and 10 -> 11.
     """
-    b, r = _version(built), _version(running)
+    b, r = version_key(built), version_key(running)
     if not b or not r:
         return f"the TensorRT version it was built with ({built or 'unknown'}) cannot be compared with {running}"
     if not version_compatible:
@@ -127,7 +124,7 @@ def version_fits(built: str, running: str, version_compatible: bool) -> str | No
     return None
 
 
-def hardware_fits(built_cc: str | None, running_cc: str | None, level: str | None) -> str | None:
+def hardware_fits(built_cc: str | None, running_cc: str | None, level: str | None, jetson: bool = False) -> str | None:
     """Why an engine built for compute capability ``built_cc`` cannot run on ``running_cc``, or None.
 
     An unknown compute capability on either side never passes: it is what a broken CUDA binding
@@ -138,11 +135,13 @@ def hardware_fits(built_cc: str | None, running_cc: str | None, level: str | Non
     if not running_cc:
         return "this device's compute capability could not be read (is cuda-python built for this device's CUDA?)"
     if level == "ampere+":
-        if _version(built_cc) < (8, 0):
+        if jetson:
+            return "hardware-compatible engines do not run on JetPack"
+        if version_key(built_cc) < (8, 0):
             return f"a hardware-compatible engine must be built on compute capability 8.0 or later; it was {built_cc}"
-        return None if _version(running_cc) >= (8, 0) else f"hardware-compatible (ampere+) engines need compute " \
+        return None if version_key(running_cc) >= (8, 0) else f"hardware-compatible (ampere+) engines need compute " \
                                                           f"capability 8.0 or later; this GPU is {running_cc}"
-    if _version(built_cc) != _version(running_cc):
+    if version_key(built_cc) != version_key(running_cc):
         return f"it was built for compute capability {built_cc} and this GPU is {running_cc}"
     return None
 
@@ -164,7 +163,7 @@ def dla_fits(built_core: int | None, run_core: int | None, dla_cores: int | None
     if built_core is None:
         return None
     if not dla_cores:
-        return f"it was built for DLA core {built_core} and this device has no DLA"
+        return f"this device has no DLA (the engine is for DLA core {built_core})"
     core = built_core if run_core is None else run_core
     if core >= dla_cores:
         return f"DLA core {core} does not exist here (this device has {dla_cores}, numbered from 0)"
@@ -218,11 +217,9 @@ def check(path: Path, sidecar: dict | None, digest: str, running: dict, trusted:
     level = trt.get("hardware_compatibility")
     reasons = [version_fits(trt.get("version", ""), running["tensorrt"], bool(trt.get("version_compatible"))),
                hardware_fits((sidecar.get("gpu") or {}).get("compute_capability"), running.get("compute_capability"),
-                             level),
+                             level, bool(running.get("jetson"))),
                platform_fits(sidecar.get("platform"), running),
                dla_fits(sidecar.get("dla_core"), dla_core, running.get("dla_cores"))]
-    if level and running.get("jetson"):
-        reasons.append("hardware-compatible engines do not run on JetPack")
     reasons = [r for r in reasons if r]
     if reasons:
         gpu = (sidecar.get("gpu") or {}).get("name") or "another GPU"

@@ -14,8 +14,9 @@ import numpy as np
 from edgedl.errors import EdgedlError
 from edgedl.runtime.base import Runner, TensorInfo
 
-TENSORRT_MISSING = ("TensorRT is not installed here: on a Jetson it comes with JetPack (python3-libnvinfer), "
-                    "elsewhere from NVIDIA's index (pip install tensorrt --extra-index-url https://pypi.nvidia.com)")
+TENSORRT_MISSING = ("TensorRT is not installed here: on a Jetson it comes with JetPack (python3-libnvinfer, in the "
+                    "system Python: make a venv with --system-site-packages), elsewhere from NVIDIA's index (pip "
+                    "install tensorrt --extra-index-url https://pypi.nvidia.com)")
 
 
 def import_tensorrt():
@@ -33,9 +34,9 @@ def running_facts() -> dict:
     from edgedl.runtime.platform import this_platform
 
     trt = import_tensorrt()
+    gpu = cuda_mem.gpu_facts()  # first: a CUDA that cannot reach the GPU is named here, in one line
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-    return {"tensorrt": trt.__version__, **cuda_mem.gpu_facts(), **this_platform(),
-            "dla_cores": int(getattr(runtime, "num_DLA_cores", 0) or 0)}
+    return {"tensorrt": trt.__version__, **gpu, **this_platform(), "dla_cores": int(getattr(runtime, "num_DLA_cores", 0))}
 
 
 def deserialize(trt, data: bytes, version_compatible: bool, dla_core: int | None, logger=None):

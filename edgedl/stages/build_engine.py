@@ -30,7 +30,8 @@ class BuildEngineConfig(StageConfig):
     workspace_mb: Optional[int] = Field(None, ge=1)
     version_compatible: bool = False
     hardware_compatible: bool = Field(False, description="ampere+ engines: discrete Ampere or newer GPUs, not Jetson")
-    tf32: bool = Field(True, description="let FP32 layers use TF32 (TensorRT's and trtexec's default)")
+    tf32: Optional[bool] = Field(None, description="let FP32 layers use TF32; default: off for an fp32 build, on "
+                                                   "for fp16 and int8 builds (TensorRT's default)")
     on_lint_error: Literal["fail", "warn"] = "fail"
     build: Literal["auto", "never"] = Field(
         "auto", description="auto: build here when TensorRT imports and the recipe's device is this machine")
@@ -163,17 +164,20 @@ def script(plan: dict) -> str:
     if plan["commands"]["edgedl"] is None:
         return "\n".join(head + [
             f"# edgedl cannot run on this device: {plan['edgedl_cannot_run']}.",
-            "# trtexec comes with JetPack (/usr/src/tensorrt/bin):",
+            "# trtexec comes with JetPack (/usr/src/tensorrt/bin); run the engine with trtexec --loadEngine or your "
+            "own TensorRT code.",
             plan["commands"]["trtexec"],
             "",
         ])
     pip = f"pip install 'edgedl[tensorrt]' '{software['cuda_python']}'" if software.get("cuda_python") \
         else "pip install 'edgedl[tensorrt]'"
     return "\n".join(head + [
-        f"# With edgedl on the device ({pip}; TensorRT itself comes with JetPack):",
+        "# With edgedl on the device: JetPack's TensorRT is in the system Python, so make the venv with",
+        f"#   python3 -m venv --system-site-packages venv && . venv/bin/activate && {pip}",
+        "# build-engine pins the engine it builds in the device's trust file (edgedl trust list shows it).",
         plan["commands"]["edgedl"],
-        "# Or with trtexec alone (JetPack ships it in /usr/src/tensorrt/bin):",
+        "# Or with trtexec alone (JetPack ships it in /usr/src/tensorrt/bin). Its engine has no edgedl sidecar, so",
+        "# edgedl's runtime does not load it: run it with trtexec --loadEngine or your own TensorRT code.",
         "# " + plan["commands"]["trtexec"],
-        f"edgedl trust add {plan['engine']}",
         "",
     ])

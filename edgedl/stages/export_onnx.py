@@ -12,7 +12,7 @@ from pydantic import Field
 from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, runner_tensors
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
-from edgedl.formats.onnx.export import export_onnx, fix_dimensions
+from edgedl.formats.onnx.export import OpsetError, export_onnx, fix_dimensions
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -75,7 +75,14 @@ class ExportOnnxStage(Stage):
         output_name = "logits" if ctx.dataset.num_classes else "output"
         tmp = ctx.run.tempdir() / f"{parent.rsplit('.', 1)[0]}.fp32.onnx"
         opset = self.opset(ctx)
-        route = export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
+        try:
+            route = export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
+        except OpsetError as exc:
+            limit = ctx.constraints.get("onnx_opset")
+            if limit is None:
+                raise StageError(f"{exc}; set stages.export_onnx.opset to one the exporter reaches") from None
+            raise StageError(f"{exc}; {limit[2]} parses opsets {limit[0]} to {limit[1]}: export the model at one of "
+                             "those with another tool and bring the ONNX in (--model FILE.onnx)") from None
 
         import edgedl.runtime as rt
 

@@ -15,6 +15,10 @@ from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 
 
+class OpsetError(StageError):
+    """No exporter wrote the opset asked for."""
+
+
 def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> str | None:
     """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB).
 
@@ -31,18 +35,17 @@ def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bo
     written = _opset(path, opset)
     if written == opset:
         return None
-    why = down_convert(path, opset) if written > opset else f"the exporter went up to {written}"
+    why = convert_opset(path, opset)
     if why is None:
-        return f"torch's exporter wrote opset {written}; ONNX's version converter took it down to {opset}"
+        return f"torch's exporter wrote opset {written}; ONNX's version converter took it to {opset}"
     try:
         _export(module, example, path, opset, dynamic_batch, output_name, dynamo=False)
     except StageError as exc:
-        raise StageError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for; ONNX's version "
-                         f"converter cannot take this model down ({why}), and torch's TorchScript exporter failed "
-                         f"too ({exc}); set export_onnx.opset to {written}, or to a version your runtime supports "
-                         "that the exporter reaches") from None
+        raise OpsetError(f"the ONNX exporter wrote opset {written}, not the opset {opset} asked for; ONNX's version "
+                         f"converter cannot take this model there ({why}), and torch's TorchScript exporter failed "
+                         f"too ({exc})") from None
     if _opset(path, opset) != opset:
-        raise StageError(f"no exporter wrote opset {opset} for this model; set export_onnx.opset to {written}")
+        raise OpsetError(f"no exporter wrote opset {opset} for this model (torch's wrote {written})")
     return (f"exported by torch's TorchScript-based exporter (deprecated in torch): its torch.export-based exporter "
             f"writes opset {written} for this model, and ONNX's version converter cannot take it to {opset} ({why})")
 
@@ -92,9 +95,9 @@ REDUCE_18 = {"ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "
              "ReduceLogSumExp", "ReduceSumSquare"}
 
 
-def down_convert(path, opset: int) -> str | None:
-    """Take the ONNX file at ``path`` down to ``opset`` with ONNX's version converter, in place, and
-    check the result; returns why it could not (the file is then unchanged), or None."""
+def convert_opset(path, opset: int) -> str | None:
+    """Take the ONNX file at ``path`` to ``opset`` with ONNX's version converter, in place, and check
+    the result; returns why it could not (the file is then unchanged), or None."""
     import onnx
     from onnx import version_converter
 

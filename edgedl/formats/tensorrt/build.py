@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from edgedl.errors import EdgedlError, MissingDependencyError
-from edgedl.formats.tensorrt.plan import BuildOptions, Profile, parser_flags, typing_mode
+from edgedl.formats.tensorrt.plan import BuildOptions, Profile, parser_flags, tf32_for, typing_mode
 from edgedl.formats.tensorrt.versions import TrtVersion
 from edgedl.runtime.tensorrt import import_tensorrt
 
@@ -30,12 +30,12 @@ def loader_args(onnx: str | os.PathLike, options: BuildOptions, precision: str, 
                 profile: Profile, save_timing_cache: str | None = None) -> dict:
     """The Polygraphy loader arguments for a build, as plain data (tested without TensorRT).
 
-    TF32 is passed as asked (Polygraphy's CreateConfig clears it unless ``tf32=True``; TensorRT and
-    trtexec keep it on), so the edgedl and trtexec lines of a plan build the same engine.
+    TF32 is passed as decided (Polygraphy's CreateConfig clears it unless ``tf32=True``; trtexec keeps
+    it unless ``--noTF32``), so the edgedl and trtexec lines of a plan build the same engine.
     """
     mode = typing_mode(precision, trt, options.dla_core is not None)
     config = {
-        "tf32": options.tf32 or None,
+        "tf32": tf32_for(options, precision) or None,
         "fp16": "fp16" in mode["flags"] or None,
         "int8": "int8" in mode["flags"] or None,
         "sparse_weights": options.sparsity or None,

@@ -15,6 +15,7 @@ from edgedl.errors import EdgedlError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.tensorrt import plan as tp
 from edgedl.formats.tensorrt.versions import resolve
+from edgedl.runtime.platform import version_key
 from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS
 
 
@@ -78,10 +79,10 @@ def target(device: str | None, tensorrt: str | None = None, options: tp.BuildOpt
     profile = get_profile(device) if device not in (None, "host") else None
     trt = resolve(tensorrt, profile)
     release = profile.software.release() if profile is not None and profile.software else None
-    if release and tensorrt is not None:  # the JetPack that ships the TensorRT asked for, if the profile has one
-        wanted = trt.key[:2]
-        release = next(((name, r) for name, r in profile.software.jetpack.items()
-                        if r.tensorrt and tuple(int(p) for p in r.tensorrt.split("."))[:2] == wanted), None)
+    if release and tensorrt is not None and version_key(release[1].tensorrt)[:2] != trt.key[:2]:
+        # another TensorRT than the default JetPack's: the newest JetPack that ships it, if any
+        ships = [(name, r) for name, r in profile.software.jetpack.items() if version_key(r.tensorrt)[:2] == trt.key[:2]]
+        release = max(ships, key=lambda item: version_key(item[0])) if ships else None
     if options is not None:
         tp.check_options(options, trt, profile)
         check_precision(options.precision, profile)
@@ -125,12 +126,16 @@ def device_software(profile, release, trt) -> dict | None:
         return None
     name, shipped = release if release else (None, None)
     l4t = shipped.l4t if shipped else None
+    jetson = profile.kind == "jetson"
+    note = None
+    if jetson and shipped is None:
+        note = (f"no JetPack in edgedl's {profile.name} profile ships TensorRT {trt.version}: the device's CUDA, Python "
+                "and TensorRT platform are not known here")
     return {"jetpack": name, "l4t": l4t, "cuda": shipped.cuda if shipped else None,
             "python": shipped.python if shipped else None,
-            "platform": (None if profile.kind == "jetson" and not l4t  # a Jetson's platform follows its JetPack
-                         else platform_name(profile.arch, l4t if profile.kind == "jetson" else None)),
-            "cuda_python": cuda_python_spec(shipped.cuda, shipped.python) if shipped else None,
-            "edgedl_cannot_run": edgedl_on_device(shipped, trt)}
+            "platform": None if jetson and not l4t else platform_name(profile.arch, l4t),  # a Jetson's follows JetPack
+            "cuda_python": cuda_python_spec(shipped.cuda) if shipped else None,
+            "edgedl_cannot_run": edgedl_on_device(shipped, trt), "note": note}
 
 
 def rejection(name: str, version: str, findings: list[dict]) -> str | None:
@@ -165,6 +170,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     from edgedl.formats.tensorrt import build as tb
     from edgedl.formats.tensorrt.lint import lint
     from edgedl.runtime.sidecar import read_sidecar
+    from edgedl.runtime.engine_guard import dla_fits
     from edgedl.runtime.tensorrt import running_facts
 
     options = options or tp.BuildOptions()
@@ -177,8 +183,9 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     facts = running_facts()  # imports TensorRT: one line naming where it comes from when it is missing
     trt = resolve(facts["tensorrt"])
     tp.check_options(options, trt, profile, on_jetson=facts["jetson"])
-    if options.dla_core is not None and options.dla_core >= facts["dla_cores"]:
-        raise UsageError(f"--dla {options.dla_core}: this device has {facts['dla_cores'] or 'no'} DLA core(s)")
+    no_dla = dla_fits(options.dla_core, None, facts["dla_cores"])
+    if no_dla:
+        raise UsageError(f"--dla {options.dla_core}: {no_dla}")
     shapes = {name: s[2] for name, s in profile_shapes.shapes.items()}
     report = lint(onnx, facts["tensorrt"], dla=options.dla_core is not None, input_shapes=shapes, model=model,
                   precision=precision)
@@ -212,8 +219,8 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-    record = engine_record(engine, onnx, onnx_sha, facts, options, profile_shapes, key, report,
-                           tp.parser_flags(options, trt))  # reads the engine back before anything is written
+    record = engine_record(engine, onnx, onnx_sha, facts, options, precision, profile_shapes, key,
+                           report)  # reads the engine back before anything is written
     atomic_write_bytes(out, engine)
     body = {k: v for k, v in (read_sidecar(onnx) or {}).items() if k not in SIDECAR_OWN_KEYS}
     body.update(record)
@@ -225,8 +232,8 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     return {**sidecar, "cached": False, "path": str(out)}
 
 
-def engine_record(engine: bytes, onnx: Path, onnx_sha: str, facts: dict, options: tp.BuildOptions,
-                  profile: tp.Profile, key: str, report: dict, parser_flags: list[str]) -> dict:
+def engine_record(engine: bytes, onnx: Path, onnx_sha: str, facts: dict, options: tp.BuildOptions, precision: str,
+                  profile: tp.Profile, key: str, report: dict) -> dict:
     """What an engine's sidecar says beyond the ONNX's: how and where it was built, and its I/O.
 
     The engine is deserialized once, as the runtime will (host code allowed for a version-compatible
@@ -249,7 +256,8 @@ def engine_record(engine: bytes, onnx: Path, onnx_sha: str, facts: dict, options
     return {
         "tensorrt": {"version": facts["tensorrt"], "version_compatible": options.version_compatible,
                      "hardware_compatibility": "ampere+" if options.hardware_compatible else None,
-                     "tf32": options.tf32, "parser_flags": parser_flags},
+                     "tf32": tp.tf32_for(options, precision), "parser_flags": tp.parser_flags(options, resolve(
+                         facts["tensorrt"]))},
         "gpu": {"name": facts["gpu"], "compute_capability": facts["compute_capability"]},
         "platform": {k: facts[k] for k in ("platform", "jetson", "l4t")},
         "dla_core": options.dla_core,

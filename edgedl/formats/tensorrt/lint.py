@@ -348,7 +348,7 @@ def _dla(g: _Graph, trt: TrtVersion, profile, precision: str) -> list[Finding]:
     if profile is not None and not accelerators:
         out.append(Finding("error", "no_dla", f"{profile.title} has no DLA", "drop --dla (the GPU runs every layer)"))
         return out
-    missing = trt.dla_missing()
+    missing = trt.dla_missing(profile)
     if missing:
         return [Finding("error", "dla_unavailable", missing, "build for the GPU, or with a TensorRT that has DLA (JetPack "
                         "6's 10.3, or 11.4.1 on AGX Orin under JetPack 7.2.2)")]

@@ -30,9 +30,10 @@ class BuildOptions:
     timing_cache: str | None = None
     version_compatible: bool = False
     hardware_compatible: bool = False  # TensorRT's "ampere+" level
-    # TF32 for FP32 layers: TensorRT's and trtexec's default (on unless --noTF32); Polygraphy clears it
-    # unless asked, so edgedl passes it on both lines and the two build the same engine.
-    tf32: bool = True
+    # TF32 for FP32 layers. TensorRT and trtexec allow it unless told (--noTF32), Polygraphy clears it
+    # unless asked: edgedl says it on both lines, so the two build the same engine. None: off for an
+    # fp32 build (an "fp32" engine computes in FP32), on for fp16 and int8 builds' leftover FP32 layers.
+    tf32: bool | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -155,6 +156,11 @@ def typing_mode(precision: str, trt: TrtVersion, dla: bool = False) -> dict:
     return {"strongly_typed": trt.has_strong_typing, "flags": [], "onnx": "as is"}
 
 
+def tf32_for(options: BuildOptions, precision: str) -> bool:
+    """Whether a build allows TF32: as asked, else off for fp32 and on (TensorRT's default) otherwise."""
+    return options.tf32 if options.tf32 is not None else precision != "fp32"
+
+
 def check_options(options: BuildOptions, trt: TrtVersion, profile=None, on_jetson: bool = False) -> None:
     """Refuse, in one line and before anything is written, what this TensorRT or device cannot build.
 
@@ -177,7 +183,7 @@ def check_options(options: BuildOptions, trt: TrtVersion, profile=None, on_jetso
         raise UsageError(f"--hardware-compatible: hardware-compatibility levels apply to engines built on Ampere or "
                          f"newer discrete GPUs, not on JetPack ({where}); build on the Jetson that runs the engine")
     if options.dla_core is not None:
-        missing = trt.dla_missing()
+        missing = trt.dla_missing(profile)
         if missing:
             raise UsageError(f"--dla {options.dla_core}: {missing}; build for the GPU, or for a TensorRT with DLA")
         if profile is not None:
@@ -215,7 +221,7 @@ def trtexec_command(onnx: str, engine: str, options: BuildOptions, precision: st
     if options.workspace_mb:  # 8.2's trtexec has --workspace (MB); --memPoolSize came in 8.4
         cmd.append(f"--memPoolSize=workspace:{options.workspace_mb}" if trt.has_memory_pools
                    else f"--workspace={options.workspace_mb}")
-    if not options.tf32:
+    if not tf32_for(options, precision):
         cmd.append("--noTF32")
     if options.timing_cache:
         cmd.append(f"--timingCacheFile={options.timing_cache}")
@@ -248,8 +254,8 @@ def build_engine_command(onnx: str, engine: str, options: BuildOptions) -> list[
         cmd.append("--version-compatible")
     if options.hardware_compatible:
         cmd.append("--hardware-compatible")
-    if not options.tf32:
-        cmd.append("--no-tf32")
+    if options.tf32 is not None:
+        cmd.append("--tf32" if options.tf32 else "--no-tf32")
     return cmd
 
 
@@ -261,7 +267,7 @@ def cache_key(onnx_sha256: str, tensorrt_version: str, compute_capability: str |
             "precision": precision, "dla_core": options.dla_core, "sparsity": options.sparsity,
             "profile": {k: [list(x) for x in v] for k, v in sorted(profile.shapes.items())},
             "workspace_mb": options.workspace_mb, "version_compatible": options.version_compatible,
-            "hardware_compatible": options.hardware_compatible, "tf32": options.tf32}
+            "hardware_compatible": options.hardware_compatible, "tf32": tf32_for(options, precision)}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -307,9 +313,10 @@ def make_plan(onnx_name: str, options: BuildOptions, precision: str, trt: TrtVer
         "trtexec_needs": (f"{fp16_onnx_name(onnx_name)}: TensorRT {trt.version} has no FP16 flag; make the float16 "
                           "ONNX with a quantize stage (precision: fp16), or use the edgedl line, which converts it"
                           if mode["onnx"].startswith("converted") else None),
-        "run_on_device": ("copy the .onnx and its .json sidecar to the device, run one of the commands there "
-                          "(TensorRT engines do not move between GPUs, platforms or TensorRT versions)"
-                          + ("" if cannot else f", then pin the engine: edgedl trust add {engine}")
+        "run_on_device": ("copy the .onnx and its .json sidecar to the device and run one of the commands there "
+                          "(TensorRT engines do not move between GPUs, platforms or TensorRT versions). "
+                          + ("" if cannot else "edgedl build-engine pins the engine it builds; ")
+                          + "an engine trtexec builds has no edgedl sidecar, so edgedl's runtime does not load it"
                           + (f"; edgedl on the device needs {software['cuda_python']} for CUDA {software['cuda']}"
                              if software.get("cuda_python") and not cannot else "")),
     }

@@ -15,6 +15,8 @@ from edgedl.errors import UsageError
 
 TABLE_FILE = Path(__file__).with_name("onnx_ops.yaml")
 LATEST_10 = "10.15"
+# The devices whose DLA TensorRT 11 supports (11.4.1 release notes: AGX Orin under JetPack 7.2.2 or later).
+DLA_ON_11 = ("jetson-agx-orin-64gb",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,8 +80,8 @@ class TrtVersion:
         """edgedl's runner uses name-based I/O (``set_input_shape``, ``execute_async_v3``): TensorRT 8.5 and later."""
         return self.key >= (8, 5)
 
-    def dla_missing(self) -> str | None:
-        """Why this TensorRT builds nothing for a DLA, or None where it does.
+    def dla_missing(self, profile=None) -> str | None:
+        """Why this TensorRT builds nothing for a DLA (of ``profile``, when given), or None where it does.
 
         NVIDIA's "Working with DLA" (11.4.1): 10.7 was the last 10.x release with DLA, 11.0 to 11.3 had
         none, 11.4.0 only on Windows on ARM, and 11.4.1 supports it on Jetson AGX Orin under JetPack 7.2.2
@@ -90,6 +92,8 @@ class TrtVersion:
         if (11,) <= self.key < (11, 4, 1):
             return (f"TensorRT {self.version} has no DLA support on Jetson (11.0 to 11.3 had none; 11.4.1 brings it "
                     "back on AGX Orin under JetPack 7.2.2 or later)")
+        if self.major >= 11 and profile is not None and profile.name not in DLA_ON_11:
+            return f"TensorRT {self.version} supports DLA on Jetson AGX Orin only, not on {profile.title}"
         return None
 
     def entry(self) -> dict:
@@ -139,10 +143,10 @@ def edgedl_on_device(release, trt: TrtVersion) -> str | None:
     name-based I/O (8.5).
     """
     if release is not None and release.python and _key(release.python) < (3, 10):
-        return (f"edgedl needs Python 3.10 and this JetPack's TensorRT bindings are for its Python {release.python}: "
-                "build with the trtexec line")
+        return (f"edgedl needs Python 3.10 or later, and this JetPack's TensorRT bindings are for its Python "
+                f"{release.python}")
     if not trt.runs_edgedl_runtime:
-        return f"edgedl's runtime needs TensorRT 8.5 or later (name-based I/O); {trt.version} runs trtexec engines"
+        return f"edgedl's runtime needs TensorRT 8.5 or later (name-based I/O), not {trt.version}"
     return None
 
 
@@ -156,7 +160,8 @@ def _nearest(version: str, why: str) -> TrtVersion:
         same = [k for k in known if _key(k)[0] == wanted[0]]
         if not same:
             raise UsageError(f"no TensorRT {version}.x op table; known versions: {', '.join(known)}")
-        return TrtVersion(version, same[-1], why + f"; major version only: the {same[-1]} table")
+        # what the version can do follows the table it stands for: "10" is 10.15 (no DLA), "8" is 8.6
+        return TrtVersion(same[-1], same[-1], why + f"; major version {version} only: the newest table, {same[-1]}")
     older = [k for k in known if _key(k)[0] == wanted[0] and _key(k) <= wanted]
     if not older:
         raise UsageError(f"edgedl has no op table for TensorRT {version}; known versions: {', '.join(known)} "
