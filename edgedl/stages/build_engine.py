@@ -173,7 +173,7 @@ def script(plan: dict) -> str:
         else "pip install 'edgedl[tensorrt]'"
     return "\n".join(head + [
         "# With edgedl on the device: JetPack's TensorRT is in the system Python, so make the venv with",
-        f"#   python3 -m venv --system-site-packages venv && . venv/bin/activate && {pip}",
+        f"#   python3 -m venv --system-site-packages ~/edgedl && . ~/edgedl/bin/activate && {pip}",
         "# build-engine pins the engine it builds in the device's trust file (edgedl trust list shows it).",
         plan["commands"]["edgedl"],
         "# Or with trtexec alone (JetPack ships it in /usr/src/tensorrt/bin). Its engine has no edgedl sidecar, so",
