@@ -324,7 +324,7 @@ def _int64(g: _Graph, trt: TrtVersion) -> list[Finding]:
 
 
 def _quantization(g: _Graph, trt: TrtVersion) -> list[Finding]:
-    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.model.graph.node)
+    quantized = _has_qdq(g.model)
     integer_ops = [n for n in g.model.graph.node if n.op_type in ("QLinearConv", "QLinearMatMul", "ConvInteger",
                                                                    "MatMulInteger", "DynamicQuantizeLinear")]
     out = []
