@@ -63,6 +63,16 @@ def runner_tensors(path, verify: bool = False) -> tuple[list[dict], list[dict]]:
         return [tensor_dict(i) for i in runner.inputs], [tensor_dict(o) for o in runner.outputs]
 
 
+def under_model_names(tensors: list[dict], model: list[dict]) -> list[dict]:
+    """A file's tensors under the model's names, by position, each keeping the file's own name as
+    ``file_name`` (a LiteRT file's ``serving_default_args_0`` is the model's ``input``): the runtime
+    then takes the same names on every format of one model."""
+    if len(tensors) != len(model):
+        return tensors
+    return [t if t["name"] == m["name"] else {**t, "name": m["name"], "file_name": t["name"]}
+            for t, m in zip(tensors, model)]
+
+
 def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: dict, known_layout: bool,
                   **extra) -> dict:
     """What the runtime needs beside the file: tensors with their layout, task, normalization, labels.

@@ -47,6 +47,28 @@ def test_every_precision_converts_matches_and_is_measured(tflite_run):
     assert int8["parent"] == "resnet8.fp32.tflite" and int8["calibration"] == {"samples": 128, "requested": 128, "split": "train"}
 
 
+def test_one_model_has_one_set_of_names_on_every_format(tflite_run):
+    """The README's snippet, m.run({"input": x}), on the ONNX file and on every LiteRT file of the same
+    model: the LiteRT file's own names (serving_default_args_0, ..._output_0) are kept in the sidecar as
+    file_name, and the runtime takes and returns the model's."""
+    run, a = tflite_run
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    with rt.load(run / a["resnet8.fp32.onnx"]["path"]) as ref:
+        want = ref.run({"input": x})["logits"]
+    for name in ("resnet8.fp32.tflite", "resnet8.int8.tflite", "resnet8.int8fio.tflite"):
+        sidecar = json.loads((run / (a[name]["path"] + ".json")).read_text())
+        assert sidecar["inputs"][0]["name"] == "input" and sidecar["inputs"][0]["file_name"].startswith("serving_default")
+        with rt.load(run / a[name]["path"]) as m:
+            assert [i.name for i in m.inputs] == ["input"] and [o.name for o in m.outputs] == ["logits"]
+            outs = m.run({"input": x})
+            assert list(outs) == ["logits"] and outs["logits"].argmax() == want.argmax()
+            m.warmup(2)
+            np.testing.assert_array_equal(m(x), outs["logits"])
+    shutil.copy(run / a["resnet8.int8fio.tflite"]["path"], run / "bare.tflite")
+    with rt.load(run / "bare.tflite") as bare:  # a file without its sidecar: its own names
+        assert bare.inputs[0].name.startswith("serving_default")
+
+
 def test_full_integer_model_has_int8_io_recorded_in_the_sidecar(tflite_run):
     run, a = tflite_run
     sidecar = json.loads((run / (a["resnet8.int8.tflite"]["path"] + ".json")).read_text())

@@ -114,6 +114,7 @@ class Runner:
             i.name: (np.dtype(i.dtype), len(i.shape), i.static_dims, i) for i in self._inputs
         }
         self._single = self._inputs[0].name if len(self._inputs) == 1 else None
+        self._single_key = self._file_names.get(self._single, self._single)  # what the backend is fed under
         # Quantized outputs come back as float: (index, scale, zero point).
         self._dequant = [(k, o.quantization["scale"], o.quantization["zero_point"])
                          for k, o in enumerate(self._outputs) if _quantized(o)]
@@ -142,29 +143,29 @@ class Runner:
         return self.sidecar.get("labels")
 
     def _apply_sidecar_metadata(self) -> None:
-        # The sidecar knows what the file cannot say (layout); quantization parameters the file
-        # itself reports win over the sidecar's copy.
-        by_name = {t.get("name"): t for t in self.sidecar.get("inputs", [])}
-        by_name.update({t.get("name"): t for t in self.sidecar.get("outputs", [])})
+        # The sidecar knows what the file cannot say (layout, the model's own tensor names: a LiteRT
+        # file calls its input serving_default_args_0, the ONNX file of the same model "input");
+        # quantization parameters the file itself reports win over the sidecar's copy.
+        tensors = [*self.sidecar.get("inputs", []), *self.sidecar.get("outputs", [])]
+        by_name = {t.get("file_name", t.get("name")): t for t in tensors}
+        self._file_names: dict[str, str] = {}  # model name -> the file's name, where they differ
 
-        def enrich(info: TensorInfo) -> TensorInfo:
+        def enrich(info: TensorInfo, is_input: bool) -> TensorInfo:
             extra = by_name.get(info.name) or {}
-            return TensorInfo(
-                info.name,
-                info.shape,
-                info.dtype,
-                extra.get("layout", info.layout),
-                info.quantization or extra.get("quantization"),
-            )
+            name = extra.get("name", info.name) if "file_name" in extra else info.name
+            if name != info.name and is_input:
+                self._file_names[name] = info.name
+            return TensorInfo(name, info.shape, info.dtype, extra.get("layout", info.layout),
+                              info.quantization or extra.get("quantization"))
 
-        self._inputs = tuple(enrich(i) for i in self._inputs)
-        self._outputs = tuple(enrich(o) for o in self._outputs)
+        self._inputs = tuple(enrich(i, True) for i in self._inputs)
+        self._outputs = tuple(enrich(o, False) for o in self._outputs)
 
     # ---- running --------------------------------------------------------------------------
     def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> Any:
         """Run once. One output comes back as an array, several as a dict keyed by name."""
         if self._single is not None and type(x) is np.ndarray:
-            feeds = {self._single: self._check(self._single, x)}
+            feeds = {self._single_key: self._check(self._single, x)}
         else:
             feeds = self._feeds(x)
         outs = self._run_impl(feeds)
@@ -216,7 +217,7 @@ class Runner:
 
     def warmup(self, n: int = 10, batch: int = 1) -> None:
         """Run ``n`` times on zeros so that lazy initialisation is paid before timing starts."""
-        feeds = {i.name: np.zeros(i.concrete_shape(batch), i.dtype) for i in self._inputs}
+        feeds = {self._file_names.get(i.name, i.name): np.zeros(i.concrete_shape(batch), i.dtype) for i in self._inputs}
         for _ in range(n):
             self._run_impl(feeds)
 
@@ -239,7 +240,7 @@ class Runner:
         for name, value in x.items():
             if not isinstance(value, np.ndarray):
                 raise InputError(f"input '{name}' must be a numpy array, got {type(value).__name__}")
-            checked[name] = self._check(name, value)
+            checked[self._file_names.get(name, name)] = self._check(name, value)
         return checked
 
     def _check(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -294,6 +295,8 @@ class Runner:
         raise NotImplementedError
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> Sequence[np.ndarray]:  # pragma: no cover
+        """Run ``feeds``, keyed by the file's own tensor names (those ``_load_impl`` put in
+        ``self._inputs``; the sidecar may rename them afterwards), and return the outputs in order."""
         raise NotImplementedError
 
     def _close_impl(self) -> None:

@@ -104,6 +104,7 @@ class TensorRTRunner(Runner):
 
         self._inputs = tuple(info(n) for n in names if is_input[n])
         self._outputs = tuple(info(n) for n in names if not is_input[n])
+        self._engine_inputs, self._engine_outputs = self._inputs, self._outputs  # the engine's names
         self._stream = cuda_mem.Stream()
         self._bufs: dict = {}  # name -> (PinnedArray, DeviceBuffer)
         self._bound_for = None
@@ -114,13 +115,13 @@ class TensorRTRunner(Runner):
         from edgedl.runtime import cuda_mem
 
         self._free_buffers()
-        for info in self._inputs:
+        for info in self._engine_inputs:
             value = feeds[info.name]
             if not self._context.set_input_shape(info.name, tuple(value.shape)):
                 raise EdgedlError(f"input '{info.name}' shape {'x'.join(map(str, value.shape))} is outside the engine's "
                                   "optimization profile; rebuild with a wider --batch MIN,OPT,MAX")
             self._bufs[info.name] = (cuda_mem.PinnedArray(value.shape, info.dtype), cuda_mem.DeviceBuffer(value.nbytes))
-        for info in self._outputs:
+        for info in self._engine_outputs:
             shape = tuple(self._context.get_tensor_shape(info.name))
             host = cuda_mem.PinnedArray(shape, info.dtype)
             self._bufs[info.name] = (host, cuda_mem.DeviceBuffer(host.nbytes))
@@ -132,7 +133,7 @@ class TensorRTRunner(Runner):
         if self._bound_for != {k: v.shape for k, v in feeds.items()}:
             self._bind(feeds)
         stream = self._stream
-        for info in self._inputs:
+        for info in self._engine_inputs:
             host, device = self._bufs[info.name]
             np.copyto(host.array, feeds[info.name])
             stream.to_device(device, host)
@@ -140,12 +141,12 @@ class TensorRTRunner(Runner):
         if not self._context.execute_async_v3(stream.ptr):
             raise EdgedlError(f"TensorRT failed to run {self.path.name} (execute_async_v3 returned false)")
         stream.mark_end()
-        for info in self._outputs:
+        for info in self._engine_outputs:
             host, device = self._bufs[info.name]
             stream.to_host(host, device)
         stream.synchronize()
         self.gpu_ms.append(stream.elapsed_ms())
-        outs = [self._bufs[o.name][0].array for o in self._outputs]
+        outs = [self._bufs[o.name][0].array for o in self._engine_outputs]
         return outs if self.preallocate else [o.copy() for o in outs]
 
     def _free_buffers(self) -> None:

@@ -55,6 +55,7 @@ class TorchRunner(Runner):
                               "input size in its architecture options); re-save it with `edgedl train`")
         self._inputs = tuple(TensorInfo(t["name"], tuple(t["shape"]), t.get("dtype", "float32"),
                                         t.get("layout")) for t in declared)
+        self._feed_names = [i.name for i in self._inputs]
         with torch.inference_mode():
             outs = self._forward({i.name: np.zeros(i.concrete_shape(), i.dtype) for i in self._inputs})
         names = [t["name"] for t in self.sidecar.get("outputs", [])]
@@ -64,7 +65,7 @@ class TorchRunner(Runner):
 
     def _forward(self, feeds):
         torch = self._torch
-        args = [torch.from_numpy(feeds[i.name]).to(self._device) for i in self._inputs]
+        args = [torch.from_numpy(feeds[name]).to(self._device) for name in self._feed_names]
         if self._half:
             args = [a.half() if a.is_floating_point() else a for a in args]
         if self.gpu_ms is None:

@@ -8,7 +8,9 @@ from pydantic import Field
 
 import numpy as np
 
-from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, precision_label, predict, runner_tensors
+from edgedl.artifacts import (PARITY_SAMPLES, build_sidecar, compare, precision_label, predict, runner_tensors,
+                              under_model_names)
+from edgedl.runtime.sidecar import read_sidecar
 from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
@@ -81,8 +83,11 @@ class ExportTfliteStage(Stage):
             produced.append((precision, path, parity))
         gates = self._gates(ctx, fp32, produced)
         fp32_name = None
+        model_io = read_sidecar(ctx.run.artifact_path(ctx.run.artifact(parent))) or {}
         for precision, path, parity in produced:
             inputs, outputs = runner_tensors(path)
+            inputs = under_model_names(inputs, model_io.get("inputs", []))
+            outputs = under_model_names(outputs, model_io.get("outputs", []))
             sidecar = build_sidecar(ctx.dataset, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
                                     source={"model": ctx.recipe.model.spec, "artifact": parent},
                                     converter="litert-torch",
