@@ -81,11 +81,10 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
         extra = [f"model.spec={model}"] if model else []
         extra += [f"model.weights={weights}"] if weights else []
         extra += [f"data.spec={data}"] if data else []
-        extra += [f"targets={target_list}"] if target_list else []
         extra += [f"device={device}"] if device else []
         if input_shapes:
             extra += [f"model.input_shapes={parse_input_shapes(list(input_shapes))}"]
-        resolved = load_recipe(recipe, extra + list(overrides))
+        resolved = load_recipe(recipe, extra + list(overrides), targets=target_list)
     else:
         if not model or not data:
             raise click.UsageError("give a RECIPE file, or --model and --data")

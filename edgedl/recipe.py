@@ -111,8 +111,9 @@ class Recipe(_Strict):
 
 # ---- loading ------------------------------------------------------------------------------
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, apply ``key=value`` overrides, and validate it."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, targets: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply ``key=value`` overrides, make ``targets`` its targets (:func:`retarget`),
+    and validate it."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"recipe not found: {path}")
@@ -123,7 +124,35 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(raw, dict):
         raise UsageError(f"recipe {path} must be a mapping with model, data and stages")
     apply_overrides(raw, overrides or [])
+    if targets:
+        retarget(raw, targets)
     return validate_recipe(raw, source=str(path))
+
+
+def retarget(raw: dict, targets: list[str]) -> None:
+    """Make ``targets`` the recipe's targets, in place: drop the stages that serve none of them (the
+    LiteRT export for ``--targets onnx``) and add the export stages a target needs that the recipe
+    lacks (``build_engine``, and ``export_onnx`` before it, for ``--targets tensorrt``), before the
+    first stage that measures. Each stage says what it serves and requires (``Stage.serves``)."""
+    unknown = [t for t in targets if t not in TARGET_EXPORT_STAGE]
+    if unknown:
+        raise UsageError(f"--targets: unknown target(s) {unknown}; known: {', '.join(sorted(TARGET_EXPORT_STAGE))}")
+    stages = [s for s in raw.get("stages") or [] if not isinstance(s, dict) or s.get("stage") not in STAGES
+              or not STAGES[s["stage"]].serves or set(STAGES[s["stage"]].serves) & set(targets)]
+
+    def add(name: str) -> None:
+        if any(isinstance(s, dict) and s.get("stage") == name for s in stages):
+            return
+        for needed in STAGES[name].requires:
+            add(needed)
+        at = next((i for i, s in enumerate(stages) if isinstance(s, dict) and s.get("stage") in STAGES
+                   and STAGES[s["stage"]].measures), len(stages))
+        stages.insert(at, {"stage": name})
+
+    for target in targets:
+        add(TARGET_EXPORT_STAGE[target])
+    raw["stages"] = stages
+    raw["targets"] = list(targets)
 
 
 def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:

@@ -122,3 +122,25 @@ def test_schema_forbids_extra_keys_everywhere():
     # Every pydantic model in the schema is strict, so no misspelling passes silently.
     for model in (Recipe, *[a for a in Recipe.model_fields["stages"].annotation.__args__[0].__args__[0].__args__]):
         assert model.model_config.get("extra") == "forbid"
+
+
+def test_targets_with_a_recipe_add_and_drop_the_targets_stages():
+    """`compress RECIPE --targets X`: X are the run's targets, and the stages follow (the README says the
+    flags override the recipe): the LiteRT export goes for onnx alone; tensorrt adds build_engine after
+    the ONNX quantize; a target's missing export goes before the stages that measure."""
+    quickstart = RECIPES[[p.name for p in RECIPES].index("quickstart.yaml")]
+    names = lambda r: [s.stage for s in r.stages]  # noqa: E731
+    onnx_only = load_recipe(quickstart, targets=["onnx"])
+    assert "export_tflite" not in names(onnx_only) and [t.value for t in onnx_only.targets] == ["onnx"]
+    trt = load_recipe(quickstart, targets=["tensorrt"])
+    assert names(trt) == ["train", "prune", "distill", "export_onnx", "quantize", "build_engine", "evaluate",
+                          "benchmark"]
+    tflite = load_recipe(quickstart, targets=["tflite"])
+    assert "quantize" not in names(tflite) and "export_onnx" not in names(tflite)  # they serve ONNX and TensorRT
+    raw = {"model": "mlp", "data": "digits", "stages": [{"stage": "train"}, {"stage": "evaluate"}]}
+    from edgedl.recipe import retarget
+
+    retarget(raw, ["tensorrt"])
+    assert [s["stage"] for s in raw["stages"]] == ["train", "export_onnx", "build_engine", "evaluate"]
+    with pytest.raises(UsageError, match="unknown target"):
+        retarget(raw, ["coreml"])

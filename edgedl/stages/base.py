@@ -119,6 +119,11 @@ class Stage:
     """One step of a run. Subclasses set ``name`` and ``Config`` and implement :meth:`run`.
 
     ``target``: the recipe target this stage's artifacts serve (an export stage), if any.
+    ``serves``: the targets whose artifacts the stage makes or works on (empty: every target's, as
+        training does); ``--targets`` drops a stage that serves none of the targets asked for.
+    ``requires``: the stages that must run before this one (added with it by ``--targets``).
+    ``measures``: the stage measures what the others made (evaluate, benchmark): added stages go
+        before the first of these.
     ``needs_torch``: the stage works on the PyTorch model (refused before any work for an ONNX model);
     a string says why, for the message.
     """
@@ -126,6 +131,9 @@ class Stage:
     name: ClassVar[str] = ""
     Config: ClassVar[type[StageConfig]]
     target: ClassVar[str | None] = None
+    serves: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
+    measures: ClassVar[bool] = False
     needs_torch: ClassVar[bool | str] = False
 
     def __init_subclass__(cls, **kwargs):

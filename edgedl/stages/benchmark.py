@@ -64,6 +64,7 @@ def round_flags(rounds: list[dict]) -> list[str]:
 class BenchmarkStage(Stage):
     name = "benchmark"
     Config = BenchmarkConfig
+    measures = True
 
     def run(self, ctx: RunContext) -> None:
         scratch = ctx.run.tempdir()

@@ -48,6 +48,8 @@ class BuildEngineStage(Stage):
     name = "build_engine"
     Config = BuildEngineConfig
     target = "tensorrt"
+    serves = ("tensorrt",)
+    requires = ("export_onnx",)
 
     def options(self):
         from edgedl.formats.tensorrt import plan as tp

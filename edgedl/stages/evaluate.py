@@ -21,6 +21,7 @@ class EvaluateConfig(StageConfig):
 class EvaluateStage(Stage):
     name = "evaluate"
     Config = EvaluateConfig
+    measures = True
 
     def run(self, ctx: RunContext) -> None:
         split = ctx.dataset.split(self.config.split)

@@ -39,6 +39,7 @@ class ExportOnnxStage(Stage):
     name = "export_onnx"
     Config = ExportOnnxConfig
     target = "onnx"
+    serves = ("onnx", "tensorrt")
 
     def check(self, recipe, constraints: dict) -> None:
         limit, opset = constraints.get("onnx_opset"), self.config.opset

@@ -42,6 +42,7 @@ class ExportTfliteStage(Stage):
     needs_torch = ("TFLite export converts the PyTorch model with litert-torch; edgedl does not take the "
                    "ONNX->TensorFlow->TFLite route (onnx2tf), which pins numpy 1.x and exact TensorFlow versions")
     target = "tflite"
+    serves = ("tflite",)
 
     def run(self, ctx: RunContext) -> None:
         import torch

@@ -83,6 +83,8 @@ class QuantizeConfig(StageConfig):
 class QuantizeStage(Stage):
     name = "quantize"
     Config = QuantizeConfig
+    serves = ("onnx", "tensorrt")  # it quantizes the ONNX export, which TensorRT builds from
+    requires = ("export_onnx",)
 
     def run(self, ctx: RunContext) -> None:
         c = self.config
