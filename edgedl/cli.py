@@ -43,10 +43,14 @@ def cli(debug: bool) -> None:
 @click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint or .onnx.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint whose weights the --model factory takes.")
 @click.option("--data", help="Data spec: digits[:CxHxW], random:CxHxW or path/to/file.npz.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Train this many epochs first.")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Train this many epochs first (the train stage alone: --prune fine-tunes 5 epochs and --distill "
+                   "runs 10; change them with --set stages.prune.finetune_epochs=N, --set stages.distill.epochs=N).")
 @click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
-              help="Prune this fraction of channels (structured, Torch-Pruning).")
-@click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression.")
+              help="Prune this fraction of channels (structured, Torch-Pruning), then fine-tune 5 epochs "
+                   "(stages.prune.finetune_epochs).")
+@click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression, 10 "
+                                              "epochs (stages.distill.epochs).")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "int8_dynamic"]), help="Quantize the ONNX export.")
 @click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite, tensorrt (default: onnx).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",

@@ -363,3 +363,21 @@ def test_models_lists_the_registry(capsys):
 def test_version(capsys):
     code, out, _ = cli(["--version"], capsys)
     assert code == 0 and "0.1.0" in out
+
+
+def test_the_one_line_forms_help_says_what_each_flag_sets(capsys):
+    """--epochs trains; pruning's fine-tuning and distillation keep their own epochs, which --help names
+    (with the numbers the stage configs default to) and --set changes."""
+    from edgedl.stages.distill import DistillConfig
+    from edgedl.stages.prune import PruneConfig
+
+    code, out, _ = cli(["compress", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0 and "--set stages.prune.finetune_epochs=N" in text and "--set stages.distill.epochs=N" in text
+    assert f"--prune fine-tunes {PruneConfig.model_fields['finetune_epochs'].default} epochs" in text
+    assert f"--distill runs {DistillConfig.model_fields['epochs'].default}" in text
+    code, out, _ = cli(["compress", "--model", "mlp", "--data", "digits", "--epochs", "3", "--prune", "0.5", "--distill",
+                        "--set", "stages.prune.finetune_epochs=3", "--set", "stages.distill.epochs=3", "--print-recipe"],
+                       capsys)
+    stages = {s["stage"]: s for s in yaml.safe_load(out)["stages"]}
+    assert (stages["train"]["epochs"], stages["prune"]["finetune_epochs"], stages["distill"]["epochs"]) == (3, 3, 3)
