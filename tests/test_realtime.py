@@ -64,6 +64,18 @@ def test_rate_loop_really_runs_at_its_rate_on_the_real_clock():
     assert calls == list(range(20)) and loop.stats()["ticks"] == 20
 
 
+def test_rate_loop_takes_a_callback_with_or_without_the_tick():
+    """`lambda: m(x)` is what a user writes first; the README's form is callback(tick)."""
+    clock = FakeClock()
+    calls = []
+    RateLoop(100, lambda: calls.append("no tick"), clock=clock, sleep=clock.sleep).run(ticks=2)
+    RateLoop(100, calls.append, clock=clock, sleep=clock.sleep).run(ticks=2)  # a builtin method: takes the tick
+    RateLoop(100, lambda tick, scale=2: calls.append(tick * scale), clock=clock, sleep=clock.sleep).run(ticks=2)
+    assert calls == ["no tick", "no tick", 0, 1, 0, 2]
+    with pytest.raises(UsageError, match="must be callable"):
+        RateLoop(100, "model")
+
+
 @pytest.mark.parametrize("bad", [0, -5, None])
 def test_rate_loop_rejects_a_bad_rate(bad):
     with pytest.raises(UsageError, match="positive rate"):
