@@ -27,6 +27,21 @@ class Quality:
         self.classifier = classifier
         self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
         self.reference_value = self(None)
+        self.warning = self._at_chance()
+
+    def _at_chance(self) -> str | None:
+        """A warning when the float file's accuracy is within reach of guessing the commonest class
+        (5 points, or two standard errors of that guess on this split): every candidate then
+        "keeps" its accuracy, and the gate proves nothing."""
+        if self.kind != "accuracy" or self.y is None or not len(self.y):
+            return None
+        chance = float(np.bincount(np.asarray(self.y, dtype=np.int64)).max() / len(self.y))
+        margin = max(0.05, 2 * float(np.sqrt(chance * (1 - chance) / len(self.y))))
+        if self.reference_value > chance + margin:
+            return None
+        return (f"the float model scores {self.reference_value:.2%} on val, where always answering its commonest "
+                f"class scores {chance:.2%}: it is at chance level, so its accuracy gate proves nothing; train it "
+                "first (a train stage, or --epochs)")
 
     def __call__(self, path: Path | None) -> float:
         out = self.reference if path is None else predict(path, self.x, **self.load_options)
@@ -99,6 +114,8 @@ def gate_summary(q: dict) -> str:
             f"{q['max_accuracy_drop_points']})")
     if q.get("float_layers"):
         line += f"; kept in float: {', '.join(q['float_layers'])}"
+    if q.get("reference_warning"):
+        line += f"; WARNING: {q['reference_warning']}"
     if q.get("speed_gate"):
         line += f"; speed: {q['speed_gate']['verdict']}"
     return line

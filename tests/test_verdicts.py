@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -141,3 +142,27 @@ def test_cpus_pin_the_bench_and_an_api_caller_gets_its_affinity_back(tiny_conv_o
     before = os.sched_getaffinity(0)
     result = api.bench(tiny_conv_onnx, runs=5, min_seconds=0, energy="none", cpus=[min(before)])
     assert result["conditions"]["cpus"] == [min(before)] and os.sched_getaffinity(0) == before
+
+
+def test_a_float_model_at_chance_level_is_said_to_prove_nothing(tmp_path, manifest):
+    """An untrained model scores about 10% on the ten digits, and so does its INT8 file: the gate is
+    "met" with a drop of zero. The run says the float model is at chance level; a trained one is not."""
+    from edgedl import api
+    from edgedl.gates import Quality
+    from edgedl.recipe import recipe_from_flags
+
+    from edgedl.recipe import validate_recipe
+
+    raw = recipe_from_flags("mlp", "digits", quantize="int8").model_dump(mode="json")
+    raw["stages"] = [s for s in raw["stages"] if s["stage"] != "benchmark"]
+    run = api.compress(validate_recipe(raw), out=tmp_path / "run", progress=False)
+    (int8,) = [a for a in run.manifest["artifacts"] if a["precision"] == "int8"]
+    assert "at chance level" in int8["quantization"]["reference_warning"] and "WARNING" in int8["summary"]
+    assert any("at chance level" in note for note in run.manifest["notes"])
+    trained = [a for a in manifest["artifacts"] if a.get("quantization")]
+    assert trained and all(not a["quantization"].get("reference_warning") for a in trained)
+    quality = Quality.__new__(Quality)  # the rule alone, on labels whose commonest class is 60%
+    quality.kind, quality.y, quality.reference_value = "accuracy", np.array([0] * 60 + [1] * 40), 0.62
+    assert "60.00%" in quality._at_chance()
+    quality.reference_value = 0.75
+    assert quality._at_chance() is None

@@ -114,6 +114,9 @@ class ExportTfliteStage(Stage):
         if not self.config.gates or len(produced) < 2:
             return {}
         quality = Quality(ctx.dataset.val, fp32, classifier=ctx.dataset.num_classes is not None)
+        if quality.warning:
+            ctx.run.manifest["notes"].append(f"export_tflite: {quality.warning}")
+            ctx.log(f"warning: {quality.warning}")
         sample = single_sample(ctx.dataset.val.x)
         threads = bench_threads(ctx.recipe)
         out = {}
@@ -128,6 +131,7 @@ class ExportTfliteStage(Stage):
                                   ctx.run.manifest["device"])
             info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
                     "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
+                    "reference_warning": quality.warning,
                     "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": passed,
                     "speed_gate": speed, "scheme": self._quantizer(precision), "float_layers": []}
             notes = {}

@@ -98,7 +98,10 @@ class QuantizeStage(Stage):
         threads = c.threads or bench_threads(ctx.recipe)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
                       "reference": parent["name"], "reference_quality": quality.reference_value,
-                      "max_accuracy_drop_points": c.max_accuracy_drop}
+                      "reference_warning": quality.warning, "max_accuracy_drop_points": c.max_accuracy_drop}
+        if quality.warning:
+            ctx.run.manifest["notes"].append(f"quantize: {quality.warning}")
+            ctx.log(f"warning: {quality.warning}")
 
         prepared = None
         if c.precision == "int8":
