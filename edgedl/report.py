@@ -44,7 +44,8 @@ def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
         lat = m.get("latency_ms") or {}
         acc = m.get("accuracy")
         cells = {
-            "artifact": a["name"], "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),
+            # a file its own gates advise against looks different from the others
+            "artifact": a["name"] + (" (not recommended)" if a.get("recommended") is False else ""), "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),
             "params": _count(m.get("params")), "MACs": _count(m.get("macs")),
             "accuracy": "—" if acc is None else f"{100 * acc:.2f}%",
             "p50 ms": _num(lat.get("p50"), ".3f"), "p90 ms": _num(lat.get("p90"), ".3f"),
@@ -136,8 +137,8 @@ def table(manifest: dict, width: int | None = None):
         else:
             widest = max([len(col)] + [len(r[i]) for r in body])
             t.add_column(col, justify="left" if col in TEXT_COLUMNS else "right", no_wrap=True, min_width=widest)
-    for r in body:
-        t.add_row(*r)
+    for r, a in zip(body, manifest["artifacts"]):
+        t.add_row(*r, style="dim" if a.get("recommended") is False else None)
     return t
 
 

@@ -1,0 +1,31 @@
+"""A new user's second hour (issue 17): documented commands that fail, figures that contradict each
+other, errors that come late. Each test here failed on the code before it; items that belong to one
+capability are tested beside it (test_litert: one set of tensor names; test_recipe: --targets with a
+recipe; test_realtime: RateLoop's callback; test_verdicts: a model at chance level)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgedl import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgedl", *args], capture_output=True, text=True)
+
+
+def test_a_not_recommended_artifact_is_marked_in_the_table(quick_run, manifest):
+    fake = {**manifest, "artifacts": [dict(a) for a in manifest["artifacts"]]}
+    fake["artifacts"][-1]["recommended"] = False
+    name = fake["artifacts"][-1]["name"]
+    cells = [row[0] for row in report.rows(fake)]
+    assert cells[-1] == f"{name} (not recommended)" and all("not recommended" not in c for c in cells[:-1])
+    assert f"| {name} (not recommended) |" in report.markdown(fake)
+    styles = [row.style for row in report.table(fake, 200).rows]
+    assert styles[-1] == "dim" and styles[0] is None
