@@ -43,6 +43,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a file ``path`` (or a run folder
+    when ``folder``) must be creatable in its nearest existing folder. The check writes a temporary
+    file there and removes it, so /proc, a read-only mount or a missing permission fail now, in one
+    line, not after the work.
+
+    Raises:
+        UsageError: naming ``what`` (the flag), the path and why.
+    """
+    import tempfile
+
+    from edgedl.errors import UsageError
+
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UsageError(f"{what} {path}: is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path}: is a file; give a folder")
+    base = path if folder and path.is_dir() else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not folder and base != path.parent:
+        raise UsageError(f"{what} {path}: folder {path.parent} does not exist; create it or choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgedl-write-check-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot write in {base} ({exc.strerror or type(exc).__name__}); choose "
+                         "another path") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))

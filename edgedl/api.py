@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgedl._fs import check_writable
 from edgedl.artifacts import model_kwargs
 from edgedl.devices import get_profile, resolve_device
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
@@ -145,6 +146,7 @@ def compress(
     inputs = _check_model_file(recipe, stages, trust_model_code)
     device = resolve_device(recipe.device)
     out = Path(out) if out else default_run_dir(recipe)
+    check_writable(out, "--out", folder=True)  # /proc, a read-only mount: refused now, not after training
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
     dataset = load_dataset(recipe.data.spec, seed=recipe.seed, val_fraction=recipe.data.val_fraction,
                            test_fraction=recipe.data.test_fraction, inputs=inputs)
@@ -214,8 +216,7 @@ def train(
     if out.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise UsageError(f"--out {out}: edgedl train writes a PyTorch checkpoint, so name it .pt; for ONNX or "
                          f"TFLite files run `edgedl compress --model {out.with_suffix('.pt').name} --data {data}` next")
-    if not out.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {out.parent}")
+    check_writable(out, "--out")
     recipe = validate_recipe({"model": model, "data": data, "seed": seed, "targets": [],
                               "stages": [{"stage": "train", "epochs": epochs, "lr": lr, "batch_size": batch_size}]},
                              source="train options")

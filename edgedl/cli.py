@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edgedl import __version__
+from edgedl._fs import check_writable
 from edgedl.errors import EdgedlError
 
 
@@ -180,9 +181,8 @@ def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, co
     from edgedl.bench.session import parse_cpus
     from edgedl.recipe import parse_input_shapes
 
-    if json_path is not None and str(json_path) != "-" and not json_path.parent.is_dir():  # before the run
-        raise click.UsageError(f"--json {json_path}: folder {json_path.parent} does not exist; create it or choose "
-                               "another path")
+    if json_path is not None and str(json_path) != "-":  # before the run, not after it
+        check_writable(json_path, "--json")
     result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds, batch=batch,
                        threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
                        trust_model_code=trust_model_code, device=device, energy=energy, sysfs_root=sysfs_root,
@@ -539,8 +539,12 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="edgedl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # one line, as every other error: no usage block, no "Error:"
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("interrupted", err=True)

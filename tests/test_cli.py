@@ -64,7 +64,8 @@ def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tm
             m = record["metrics"]
             assert m["accuracy"] is not None and m["latency_ms"]["p50"] > 0
             assert m["macs"] if record["format"] == "onnx" else record["notes"]["macs"]
-            assert f"| {record['name']} | {record['format']} | {record['precision']} |" in report
+            mark = " (not recommended)" if record.get("recommended") is False else ""
+            assert f"| {record['name']}{mark} | {record['format']} | {record['precision']} |" in report
             assert f"{100 * m['accuracy']:.2f}%" in report
     assert final["quantization"]["speed_gate"]["verdict"] in report  # INT8 that is not faster says so
     assert "## Parity with the PyTorch model" in report
@@ -142,7 +143,8 @@ def test_sidecar_tells_the_runtime_how_to_feed_the_artifact(onnx_artifact):
 def test_report_has_one_row_per_artifact(quick_run, manifest):
     report = (quick_run / "report.md").read_text()
     for a in manifest["artifacts"]:
-        assert f"| {a['name']} | {a['format']} | {a['precision']} |" in report
+        mark = " (not recommended)" if a.get("recommended") is False else ""
+        assert f"| {a['name']}{mark} | {a['format']} | {a['precision']} |" in report
     assert "## Why some figures are missing" in report and "energy" in report
     assert "## Compression" in report and "pruned, MACs" in report and "accuracy gate" in report
 
@@ -320,7 +322,7 @@ def test_train_bad_input(tmp_path, capsys):
     code, _, err = cli(["train", "--model", "mlp", "--data", "random:1x8x8", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "training needs labels" in err
     code, _, err = cli(["train", "--model", "mlp", "--data", "digits", "--out", tmp_path / "no" / "m.pt"], capsys)
-    assert code == 2 and "output folder does not exist" in err
+    assert code == 2 and f"folder {tmp_path / 'no'} does not exist" in err
     code, _, err = cli(["train", "--model", "mlp", "--data", "digits", "--epochs", "0", "--out", "m.pt"], capsys)
     assert code == 2 and "--epochs" in err
 

@@ -21,7 +21,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_not_recommended_artifact_is_marked_in_the_table(quick_run, manifest):
-    fake = {**manifest, "artifacts": [dict(a) for a in manifest["artifacts"]]}
+    fake = {**manifest, "artifacts": [{**a, "recommended": None} for a in manifest["artifacts"]]}
     fake["artifacts"][-1]["recommended"] = False
     name = fake["artifacts"][-1]["name"]
     cells = [row[0] for row in report.rows(fake)]
@@ -29,3 +29,22 @@ def test_a_not_recommended_artifact_is_marked_in_the_table(quick_run, manifest):
     assert f"| {name} (not recommended) |" in report.markdown(fake)
     styles = [row.style for row in report.table(fake, 200).rows]
     assert styles[-1] == "dim" and styles[0] is None
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, tiny_conv_onnx):
+    """--out /proc/x used to fail as an internal error after training; bench --json /proc/x.json after
+    the whole benchmark, losing it. Now each exits 2 in one line, at once."""
+    import time
+
+    for args in (["compress", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", "/proc/edgedl-run"],
+                 ["bench", str(tiny_conv_onnx), "--json", "/proc/edgedl.json", "--runs", "5"],
+                 ["train", "--model", "mlp", "--data", "digits", "--out", "/proc/m.pt"],
+                 ["bench", str(tiny_conv_onnx), "--json", str(tmp_path), "--runs", "5"]):
+        start = time.perf_counter()
+        proc = cli(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
+        assert lines[0].startswith("error: ") and "--" in lines[0]
+        assert "cannot write in /proc" in lines[0] or "is a directory" in lines[0]
+        assert "benchmarked" not in proc.stdout + proc.stderr and time.perf_counter() - start < 60
+    assert not Path("/proc/edgedl-run").exists()

@@ -164,7 +164,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 
     Returns the engine's sidecar, with ``cached`` saying whether the build was reused.
     """
-    from edgedl._fs import atomic_write_bytes, sha256_file
+    from edgedl._fs import atomic_write_bytes, check_writable, sha256_file
     from edgedl.artifacts import write_sidecar
     from edgedl.devices import get_profile
     from edgedl.formats.tensorrt import build as tb
@@ -175,8 +175,8 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 
     options = options or tp.BuildOptions()
     onnx = Path(onnx)
-    if out is not None and not Path(out).parent.is_dir():
-        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    if out is not None:
+        check_writable(out, "--out")
     profile = get_profile(device) if device not in (None, "host") else None
     model, precision, profile_shapes = prepare(onnx, options, device)
     out = Path(out) if out else engine_path(onnx, precision)
