@@ -339,9 +339,9 @@ def test_bench_and_inspect_bad_files(tmp_path, capsys):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x01\x02")
     code, _, err = cli(["bench", junk], capsys)
-    assert code == 1 and "ONNX Runtime cannot load" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "ONNX Runtime cannot load" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(["inspect", junk], capsys)
-    assert code == 1 and "not a readable ONNX file" in err
+    assert code == 2 and "not a readable ONNX file" in err  # bad input: 2, as from compress and build-engine
 
 
 def test_bench_batch_against_a_fixed_batch_model(tmp_path, capsys):

@@ -265,7 +265,7 @@ def test_a_corrupt_model_file_is_a_usage_error_before_any_work(tmp_path):
     bad_pt = tmp_path / "broken.pt"
     bad_pt.write_bytes(b"not a zip")
     r = cli("compress", "--model", str(bad_pt), "--data", "digits", "--out", str(tmp_path / "run"))
-    assert r.returncode == 1 and "cannot read checkpoint" in r.stderr and not (tmp_path / "run").exists()
+    assert r.returncode == 2 and "cannot read checkpoint" in r.stderr and not (tmp_path / "run").exists()
 
 
 def test_flags_given_with_a_recipe_are_applied(tmp_path):

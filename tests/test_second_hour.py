@@ -48,3 +48,16 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, t
         assert "cannot write in /proc" in lines[0] or "is a directory" in lines[0]
         assert "benchmarked" not in proc.stdout + proc.stderr and time.perf_counter() - start < 60
     assert not Path("/proc/edgedl-run").exists()
+
+
+def test_bad_input_exits_2_from_every_command(tmp_path, tiny_conv_onnx):
+    """One rule, as the README says: a corrupt file or an unknown compute unit is bad input (2) from
+    bench, inspect, compress and build-engine alike; 1 is for failures of the work itself."""
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x01\x02 not protobuf")
+    for args in (["bench", str(junk)], ["inspect", str(junk)], ["build-engine", str(junk), "--dry-run"],
+                 ["compress", "--model", str(junk), "--data", "digits", "--out", str(tmp_path / "run")],
+                 ["bench", str(tiny_conv_onnx), "--compute", "gpu", "--runs", "5"]):
+        proc = cli(*args)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+    assert "unknown compute unit 'gpu' for ONNX Runtime" in proc.stderr

@@ -172,7 +172,7 @@ def read_checkpoint(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EdgedlError(f"cannot read checkpoint {path}: {first}") from None
+        raise UsageError(f"cannot read checkpoint {path}: {first}") from None
     version = payload.get("edgedl_checkpoint") if isinstance(payload, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise UsageError(

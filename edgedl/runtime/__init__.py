@@ -11,7 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
-from edgedl.errors import EdgedlError, UsageError
+from edgedl.errors import UsageError
 from edgedl.runtime.backends import BACKENDS, Backend
 from edgedl.runtime.base import InputError, Runner, TensorInfo
 from edgedl.runtime.preprocess import InputRangeWarning, Prediction
@@ -95,7 +95,7 @@ def load(
 
         actual = sha256_file(path)
         if actual != sidecar["sha256"]:
-            raise EdgedlError(
+            raise UsageError(
                 f"{path.name} does not match its sidecar {sidecar_path(path).name} (sha256 differs):"
                 " the file was changed after export; re-export it or load with verify=False"
             )

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
 # Where a device may have the interpreter, newest first.
@@ -36,10 +36,10 @@ def check_flatbuffer(path) -> None:
         head = fh.read(8)
         size = fh.seek(0, 2)
     if len(head) < 8 or head[4:8] != b"TFL3":
-        raise EdgedlError(f"{path} is not a .tflite file (no TFL3 flatbuffer identifier)")
+        raise UsageError(f"{path} is not a .tflite file (no TFL3 flatbuffer identifier)")
     (root,) = struct.unpack("<I", head[:4])
     if root >= size:
-        raise EdgedlError(f"{path} is truncated or corrupt (its root table lies past the end of the file)")
+        raise UsageError(f"{path} is truncated or corrupt (its root table lies past the end of the file)")
 
 
 @contextlib.contextmanager
@@ -77,10 +77,10 @@ def probe(path, timeout: float = 120) -> None:
     except subprocess.TimeoutExpired:
         raise EdgedlError(f"LiteRT did not finish loading {path} within {timeout:.0f} s; the file may be corrupt") from None
     if proc.returncode < 0:
-        raise EdgedlError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
+        raise UsageError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("INFO:")]
-        raise EdgedlError(f"LiteRT cannot load {path}: {(lines or ['unknown error'])[-1]}")
+        raise UsageError(f"LiteRT cannot load {path}: {(lines or ['unknown error'])[-1]}")
 
 
 def _info(detail: dict) -> TensorInfo:
@@ -106,7 +106,7 @@ class LiteRTRunner(Runner):
 
             options["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         elif self.compute not in (None, "cpu", "xnnpack"):
-            raise EdgedlError(f"unknown compute unit '{self.compute}' for LiteRT here: use xnnpack (the default) or "
+            raise UsageError(f"unknown compute unit '{self.compute}' for LiteRT here: use xnnpack (the default) or "
                               "cpu-no-xnnpack; the GPU and NPU delegates run on the phone")
         check_flatbuffer(self.path)
         if not self.trusted:
@@ -117,7 +117,7 @@ class LiteRTRunner(Runner):
                 self._interp.allocate_tensors()
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EdgedlError(f"LiteRT cannot load {self.path}: {first}") from None
+            raise UsageError(f"LiteRT cannot load {self.path}: {first}") from None
         self._refresh()
         self._inputs = tuple(_info(d) for d in self._in)
         self._outputs = tuple(_info(d) for d in self._out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
 # ONNX Runtime reports element types as strings such as "tensor(float)".
@@ -48,7 +48,7 @@ class OnnxRuntimeRunner(Runner):
         except ImportError:
             raise MissingDependencyError("onnxruntime", "onnx", "Running ONNX models") from None
         if self.compute not in _PROVIDERS:
-            raise EdgedlError(f"unknown compute unit '{self.compute}' for ONNX Runtime; use cpu, cuda or tensorrt")
+            raise UsageError(f"unknown compute unit '{self.compute}' for ONNX Runtime; use cpu, cuda or tensorrt")
         providers = _PROVIDERS[self.compute]
         missing = [p for p in providers[:1] if p not in ort.get_available_providers()]
         if missing:
@@ -64,7 +64,7 @@ class OnnxRuntimeRunner(Runner):
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises several private exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgedlError(f"ONNX Runtime cannot load {self.path}: {first}") from None
+            raise UsageError(f"ONNX Runtime cannot load {self.path}: {first}") from None
         self._inputs = tuple(_info(i) for i in self._session.get_inputs())
         self._outputs = tuple(_info(o) for o in self._session.get_outputs())
         self._run = self._session.run

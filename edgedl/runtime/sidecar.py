@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgedl.errors import EdgedlError
+from edgedl.errors import EdgedlError, UsageError
 
 SIDECAR_SUFFIX = ".json"
 # 2: normalization records raw_range (the value range of raw inputs). 1 still reads.
@@ -31,10 +31,10 @@ def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise EdgedlError(f"cannot read sidecar {path}: {exc}; delete it or re-export") from None
+        raise UsageError(f"cannot read sidecar {path}: {exc}; delete it or re-export") from None
     version = data.get("edgedl_sidecar") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise EdgedlError(f"{path} is not an edgedl sidecar; delete it or re-export")
+        raise UsageError(f"{path} is not an edgedl sidecar; delete it or re-export")
     if version > SIDECAR_VERSION:
         from edgedl import __version__
 

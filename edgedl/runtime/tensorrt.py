@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedl.errors import EdgedlError
+from edgedl.errors import EdgedlError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
 TENSORRT_MISSING = ("TensorRT is not installed here: on a Jetson it comes with JetPack (python3-libnvinfer, in the "
@@ -64,10 +64,10 @@ def dla_core_for(compute: str | None, sidecar: dict | None) -> int | None:
     text = str(compute).lower().replace("dla:", "dla")
     if text.startswith("dla") and text[3:].isdigit():
         if built is None:
-            raise EdgedlError(f"compute={compute}: this engine was built for the GPU, not a DLA; build it with "
+            raise UsageError(f"compute={compute}: this engine was built for the GPU, not a DLA; build it with "
                               "edgedl build-engine --dla N")
         return int(text[3:])
-    raise EdgedlError(f"unknown compute unit '{compute}' for TensorRT; use gpu, or dla:N for an engine built for a "
+    raise UsageError(f"unknown compute unit '{compute}' for TensorRT; use gpu, or dla:N for an engine built for a "
                       "DLA")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
 
@@ -30,7 +30,7 @@ class TorchRunner(Runner):
         from edgedl.models.spec import load_checkpoint
 
         if self.compute not in (None, "cpu", "cuda", "cuda-fp16"):
-            raise EdgedlError(f"unknown compute unit '{self.compute}' for the torch backend; use cpu, cuda or "
+            raise UsageError(f"unknown compute unit '{self.compute}' for the torch backend; use cpu, cuda or "
                               "cuda-fp16")
         cuda = self.compute in ("cuda", "cuda-fp16")
         if cuda and not torch.cuda.is_available():

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.errors import MissingDependencyError, UsageError
 
 # op type -> index of its weight input; MACs = prod(output shape) * prod(weight.shape[1:])
 _CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
@@ -37,7 +37,7 @@ def load_graph(path: str | os.PathLike):
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise EdgedlError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise UsageError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def external_files(model, base: Path) -> list[Path]:
