@@ -11,6 +11,7 @@ from edgedl._fs import check_writable
 from edgedl.artifacts import model_kwargs
 from edgedl.devices import get_profile, resolve_device
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
+from edgedl.models.spec import check_spec
 from edgedl.recipe import Recipe, load_recipe
 
 
@@ -136,6 +137,7 @@ def compress(
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise UsageError("overrides apply to recipe files; edit the Recipe object instead")
+    check_spec(recipe.model.spec)  # an unknown name or a missing file: at once, before torch is imported
     check_trust(recipe, trust_model_code or not from_file)
     stages = [stage_for(cfg) for cfg in recipe.stages]  # unknown stages fail before any work
     constraints: dict = {}
@@ -222,6 +224,7 @@ def train(
                              source="train options")
     if model.lower().endswith(".onnx"):
         raise UsageError(f"edgedl train needs a PyTorch model; '{model}' is an ONNX file")
+    check_spec(model)
     _check_model_file(recipe, [], trust_model_code)
     dataset = load_dataset(data, seed=seed)
     built = build_model(recipe, dataset, trust_model_code)

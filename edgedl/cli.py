@@ -520,9 +520,14 @@ def devices_detect(sysfs_root, as_json) -> None:
 @click.argument("pattern", default="*")
 def models_cmd(pattern: str) -> None:
     """List registered models matching a pattern."""
+    from edgedl.errors import UsageError
     from edgedl.models import get_entry, list_models
 
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    if not names:
+        raise UsageError(f"no registered model matches '{pattern}' (edgedl models lists them all; your own come "
+                         "with --model file.py:factory)")
+    for name in names:
         entry = get_entry(name)
         shape = "x".join(map(str, entry.default_input))
         click.echo(f"{name:18} {shape:10} {entry.description}")

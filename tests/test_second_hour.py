@@ -61,3 +61,26 @@ def test_bad_input_exits_2_from_every_command(tmp_path, tiny_conv_onnx):
         proc = cli(*args)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert "unknown compute unit 'gpu' for ONNX Runtime" in proc.stderr
+
+
+def test_model_names_are_checked_before_torch_is_imported():
+    """An unknown name or a missing .py took 10 s (torch first) and had no "did you mean"."""
+    code = ("import sys\nfrom edgedl.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('torch' in sys.modules, e.code)")
+    for args, message in ((["compress", "--model", "resnt8", "--data", "digits"], "did you mean 'resnet8'?"),
+                          (["train", "--model", "mobilenetv2_05", "--data", "digits", "--out", "/tmp/x.pt"],
+                           "did you mean 'mobilenetv2_050'?"),
+                          (["compress", "--model", "nofile.py:build", "--data", "digits"], "model file not found: nofile.py")):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert proc.stdout.split() == ["False", "2"] and message in proc.stderr, (args, proc.stdout, proc.stderr)
+    proc = cli("models", "yolo")
+    assert proc.returncode == 2 and "no registered model matches 'yolo'" in proc.stderr
+
+
+def test_the_registry_knows_its_builtin_names_without_importing_them():
+    from edgedl.models import registry
+
+    registry._ensure_builtin()
+    assert set(registry.BUILTIN) == set(registry._REGISTRY)  # every built-in, and no name twice
+    for name, module in registry.BUILTIN.items():
+        assert registry._REGISTRY[name].factory.__module__ == f"edgedl.models.{module}"

@@ -18,6 +18,10 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# The built-in models and the module that registers each: a name is checked, and only its module
+# imported (they import torch), without importing the others (tests/test_models.py holds it to them).
+BUILTIN = {"cnn1d": "cnn1d", "mlp": "mlp", "mobilenetv2_050": "mobilenet", "mobilenetv2_100": "mobilenet",
+           "resnet8": "resnet", "resnet18": "resnet"}
 
 
 def register_model(name: str | None = None, *, default_input=(3, 224, 224), description: str = ""):
@@ -42,10 +46,24 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def check_name(name: str) -> None:
+    """Refuse an unknown model name at once, with the nearest known name, before torch is imported."""
+    import difflib
+
+    known = sorted(set(BUILTIN) | set(_REGISTRY))
+    if name in known:
+        return
+    guess = difflib.get_close_matches(name, known, n=1)
+    raise UsageError(f"unknown model '{name}'" + (f"; did you mean '{guess[0]}'?" if guess else "")
+                     + f" registered models: {', '.join(known)} (edgedl models lists them)")
+
+
 def get_entry(name: str) -> ModelEntry:
-    _ensure_builtin()
+    check_name(name)
     if name not in _REGISTRY:
-        raise UsageError(f"unknown model '{name}'; registered models: {', '.join(list_models())}")
+        import importlib
+
+        importlib.import_module(f"edgedl.models.{BUILTIN[name]}")
     return _REGISTRY[name]
 
 

@@ -45,6 +45,27 @@ def model_stem(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base) or "model"
 
 
+def check_spec(spec: str) -> None:
+    """What can be checked of a model spec without importing torch or running code: a registry
+    name is known (with the nearest name when not), a ``file.py:factory``'s file exists. Checkpoints
+    and ONNX files are read by the callers' own checks."""
+    from edgedl.models.registry import check_name
+
+    lower = spec.lower()
+    if lower.endswith((".onnx", *CHECKPOINT_SUFFIXES)):
+        return
+    if ":" in spec:
+        target, _, attr = spec.rpartition(":")
+        if not target or not attr:
+            raise UsageError(f"model spec '{spec}' must look like path/to/file.py:factory or module:factory")
+        if target.endswith(".py") and not Path(target).is_file():
+            raise UsageError(f"model file not found: {target} (from --model {spec})")
+        return
+    if lower.endswith(".py"):
+        raise UsageError(f"--model {spec}: name the factory in the file too, e.g. {spec}:build")
+    check_name(spec)
+
+
 def is_checkpoint_spec(spec: str) -> bool:
     return spec.lower().endswith(CHECKPOINT_SUFFIXES)
 
