@@ -14,7 +14,7 @@ import click
 
 from edgedl import __version__
 from edgedl._fs import check_writable
-from edgedl.errors import EdgedlError
+from edgedl.errors import EdgedlError, counted
 
 
 TRUST = click.option(
@@ -81,7 +81,8 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
     if recipe is not None:
         used = [name for name, value in flags.items() if value is not None]
         if used:
-            raise click.UsageError(f"{', '.join(used)} build a recipe; with a recipe file use --set instead")
+            raise click.UsageError(f"{', '.join(used)} {'builds' if len(used) == 1 else 'build'} a recipe; with a "
+                                   "recipe file use --set instead")
         # Flags given with a recipe are applied, as the overrides --print-recipe shows.
         extra = [f"model.spec={model}"] if model else []
         extra += [f"model.weights={weights}"] if weights else []
@@ -198,6 +199,15 @@ def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, co
         _print_bench(result)
 
 
+def _above_idle(net: float | None, energy: dict) -> str:
+    """The energy above idle, or why none shows: a net below the uncertainty is not a measurement."""
+    if net is None:
+        return ""
+    if net <= energy["uncertainty_j_per_inference"]:
+        return ", not distinguishable from idle (the load added less than the measurement's uncertainty)"
+    return f", {1000 * net:.4f} mJ above idle"
+
+
 def _print_bench(result: dict) -> None:
     from rich.table import Table
 
@@ -227,8 +237,7 @@ def _print_bench(result: dict) -> None:
     if e.get("j_per_inference") is not None:
         net = e["j_per_inference_net"]
         console.print(f"energy ({e['sensor']}): {1000 * e['j_per_inference']:.4f} mJ/inference "
-                      f"± {1000 * e['uncertainty_j_per_inference']:.4f}"
-                      + (f", {1000 * net:.4f} above idle" if net is not None else "")
+                      f"± {1000 * e['uncertainty_j_per_inference']:.4f} mJ" + _above_idle(net, e)
                       + f"; {e['avg_w']:.3f} W average, {e['peak_w']:.3f} W peak"
                       + (f", {e['idle_w']:.3f} W idle" if e["idle_w"] is not None else "")
                       + f"; {e['samples']} samples", markup=False)
@@ -248,7 +257,8 @@ def _print_bench(result: dict) -> None:
         console.print(f"GPU kernel time (CUDA events): p50 {gpu['p50']:.3f} ms, p99 {gpu['p99']:.3f} ms", markup=False)
     stable = result.get("until_stable")
     if stable:
-        console.print(f"until stable: p50 interval ±{stable['p50_half_width_pct']:.1f}% after {stable['batches']} batches "
+        console.print(f"until stable: p50 interval ±{stable['p50_half_width_pct']:.1f}% after "
+                      f"{counted(stable['batches'], 'batch', 'batches')} "
                       + ("(stable)" if stable["stable"] else f"(not within ±{stable['target_pct']:.0f}% in "
                                                               f"{stable['limit_s']:g} s)"), markup=False)
     heat = result.get("sustained")
@@ -303,7 +313,7 @@ def inspect(artifact, target, dla, input_shapes, device, as_json, trust_model_co
         io_table.add_column(col)
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            io_table.add_row(kind[:-1], t["name"], "x".join(str(d) for d in t["shape"]), t["dtype"])
+            io_table.add_row(kind[:-1], t["name"], "x".join("?" if d is None else str(d) for d in t["shape"]), t["dtype"])
     console.print(io_table)
     opsets = ", ".join(f"{k} {v}" for k, v in info.get("opsets", {}).items()) or "—"
     macs = "—" if info["macs"] is None else f"{info['macs']:,}"

@@ -1,6 +1,11 @@
 """Errors a user can cause. The CLI prints their message on one line and exits 1 (2 for usage)."""
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 layer``, ``3 layers``, ``2 batches``: a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 class EdgedlError(Exception):
     """A failure the user can act on; the message says what was wrong and what to do."""
 

@@ -84,3 +84,29 @@ def test_the_registry_knows_its_builtin_names_without_importing_them():
     assert set(registry.BUILTIN) == set(registry._REGISTRY)  # every built-in, and no name twice
     for name, module in registry.BUILTIN.items():
         assert registry._REGISTRY[name].factory.__module__ == f"edgedl.models.{module}"
+
+
+def test_the_small_things_a_user_reads(quick_run, manifest, capsys):
+    """Plurals, units, one prefix for errors, shapes without "None", no opset domain no node uses."""
+    import onnx
+
+    from edgedl.cli import _above_idle, main
+    from edgedl.errors import counted
+
+    assert (counted(1, "layer"), counted(3, "layer"), counted(1, "batch", "batches"), counted(2, "batch", "batches")) == \
+        ("1 layer", "3 layers", "1 batch", "2 batches")
+    energy = {"uncertainty_j_per_inference": 2e-5}
+    assert _above_idle(-1e-5, energy).startswith(", not distinguishable from idle")  # a negative net is noise
+    assert _above_idle(1e-3, energy) == ", 1.0000 mJ above idle" and _above_idle(None, energy) == ""
+    with pytest.raises(SystemExit) as code:
+        main(["compress", str(ROOT / "recipes" / "quickstart.yaml"), "--prune", "0.5"])
+    err = capsys.readouterr().err
+    assert code.value.code == 2 and err.startswith("error: --prune builds a recipe;") and "Error:" not in err
+    checkpoint = next(a for a in manifest["artifacts"] if a["format"] == "torch")
+    with pytest.raises(SystemExit):
+        main(["inspect", str(quick_run / checkpoint["path"])])
+    out = capsys.readouterr().out
+    assert "?x1x8x8" in out and "None" not in out
+    int8 = next(a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "int8")
+    model = onnx.load(str(quick_run / int8["path"]))
+    assert {o.domain for o in model.opset_import} == {n.domain for n in model.graph.node} == {""}

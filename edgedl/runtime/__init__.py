@@ -97,7 +97,7 @@ def load(
         if actual != sidecar["sha256"]:
             raise UsageError(
                 f"{path.name} does not match its sidecar {sidecar_path(path).name} (sha256 differs):"
-                " the file was changed after export; re-export it or load with verify=False"
+                " the file was changed after export; re-export it (from Python, load(path, verify=False) runs it as it is)"
             )
         trusted = True
     if backend is None:

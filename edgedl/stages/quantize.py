@@ -22,7 +22,7 @@ import numpy as np
 
 from edgedl.artifacts import precision_label
 from edgedl.data import Calibration, calibration_samples
-from edgedl.errors import StageError, UsageError
+from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
 from edgedl.formats.onnx.profile import op_profile
@@ -127,7 +127,7 @@ class QuantizeStage(Stage):
         notes: dict = {}
         if not best.passed:
             message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
-                       f"({best.scheme}, {len(best.float_layers)} layers in float) against "
+                       f"({best.scheme}, {counted(len(best.float_layers), 'layer')} in float) against "
                        f"{quality.reference_value:.4f} for {parent['name']}, a drop of {best.drop_points:.2f} "
                        f"points (allowed {c.max_accuracy_drop})")
             if c.on_gate_miss == "fail":
@@ -158,7 +158,7 @@ class QuantizeStage(Stage):
             attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info)
             attempts.append(attempt)
             ctx.log(f"quantize {name}: {quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} points, "
-                    f"{len(attempt.float_layers)} layers in float)")
+                    f"{counted(len(attempt.float_layers), 'layer')} in float)")
         passing = [a for a in attempts if a.passed]
         if len(passing) > 1:  # several schemes meet the gate: keep the fastest on this host
             for a in passing:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgedl.errors import UsageError
+from edgedl.errors import UsageError, counted
 from edgedl.stages.base import RunContext, Stage, StageConfig
 from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, fit
@@ -48,6 +48,6 @@ class SparsifyStage(Stage):
         info = {"pattern": "2:4", "layers": layers, "finetuned": finetuned,
                 "note": "TensorRT on Ampere/Orin GPUs can run these weights on sparse tensor cores "
                         "(BuilderFlag.SPARSE_WEIGHTS); dense runtimes see no speed-up"}
-        summary = f"2:4 sparse in {len(layers)} layers" + ("" if finetuned else ", not fine-tuned")
+        summary = f"2:4 sparse in {counted(len(layers), 'layer')}" + ("" if finetuned else ", not fine-tuned")
         ctx.save_model(".sparse24", stage=self.name, sparsity=info, summary=summary)
-        ctx.log(f"sparsified {len(layers)} layers to 2:4" + ("" if finetuned else " without fine-tuning"))
+        ctx.log(f"sparsified {counted(len(layers), 'layer')} to 2:4" + ("" if finetuned else " without fine-tuning"))

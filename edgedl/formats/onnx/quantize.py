@@ -177,6 +177,23 @@ def quantize_static(
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
+    drop_unused_domains(dst)
+
+
+def drop_unused_domains(path: Path) -> None:
+    """Keep only the opset domains a node uses: ONNX Runtime's pre-processing lists eight more
+    (com.microsoft, ai.onnx.training, ...) that `inspect` then shows and other runtimes must accept."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {n.domain for n in model.graph.node} | {""}
+    for function in model.functions:
+        used |= {n.domain for n in function.node} | {function.domain}
+    keep = [o for o in model.opset_import if (o.domain if o.domain != "ai.onnx" else "") in used]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+        onnx.save(model, str(path))
 
 
 def quantize_dynamic(src: Path, dst: Path) -> None:
@@ -189,6 +206,7 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     # stale entries contradict shape inference, so let it infer them afresh.
     del model.graph.value_info[:]
     q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+    drop_unused_domains(dst)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
