@@ -334,6 +334,7 @@ def bench(
                     concrete_shape(info, batch, input_shapes.get(info.name))
                 feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
             shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+            batch = fed_batch(shapes, batch, input_shapes)
             run = runner.run
             n = len(feeds)
             start = time.perf_counter()
@@ -473,6 +474,24 @@ def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[
     if profile is not None:
         info["device"] = device_fit(profile, backend.format, (read_sidecar(artifact) or {}).get("precision"))
     return info
+
+
+def fed_batch(shapes: dict[str, list[int]], batch: int, input_shapes: dict) -> int:
+    """The batch a bench feeds: ``batch``, unless ``--input-shape`` fixed a larger first dimension (the
+    feeds then hold that many samples per call, and throughput counts them).
+
+    Raises:
+        UsageError: ``--batch`` and an ``--input-shape`` batch that disagree.
+    """
+    given = {shapes[name][0] for name in input_shapes if len(shapes.get(name, [])) >= 2}
+    if not given or given == {batch}:
+        return batch
+    if len(given) > 1:
+        raise UsageError(f"--input-shape gives batches {sorted(given)}; give every input the same first dimension")
+    (shaped,) = given
+    if batch != 1:
+        raise UsageError(f"--batch {batch} and --input-shape's batch {shaped} disagree; give one of them")
+    return shaped
 
 
 def plan_engine(onnx: str | Path, out: str | Path | None = None, options=None, device: str | None = None,

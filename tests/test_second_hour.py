@@ -110,3 +110,28 @@ def test_the_small_things_a_user_reads(quick_run, manifest, capsys):
     int8 = next(a for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "int8")
     model = onnx.load(str(quick_run / int8["path"]))
     assert {o.domain for o in model.opset_import} == {n.domain for n in model.graph.node} == {""}
+
+
+def test_a_batch_given_by_input_shape_is_the_batch_bench_reports(tmp_path):
+    """`--input-shape input=4x...` feeds 4 samples a call: the header, the JSON and the throughput say 4."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 16, 16])])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    out = tmp_path / "b.json"
+    proc = cli("bench", str(path), "--input-shape", "input=4x1x16x16", "--runs", "30", "--min-seconds", "0",
+               "--energy", "none", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["conditions"]["batch"] == 4 and result["conditions"]["input_shapes"]["input"][0] == 4
+    calls_per_s = 1000 / result["metrics"]["latency_ms"]["mean"]  # throughput counts samples: 4 a call
+    assert result["metrics"]["throughput_ips"] == pytest.approx(4 * calls_per_s, rel=1e-6)
+    assert "batch 4" in proc.stdout + proc.stderr
+    proc = cli("bench", str(path), "--input-shape", "input=4x1x16x16", "--batch", "2", "--runs", "5")
+    assert proc.returncode == 2 and "--batch 2 and --input-shape's batch 4 disagree" in proc.stderr
