@@ -250,8 +250,9 @@ def _print_bench(result: dict) -> None:
         if ops["ops"] is None:
             console.print(f"ops: {ops['note']}", markup=False)
         else:
-            top = ", ".join(f"{op} {ms:.3f}" for op, ms in ops["ops"].items())
-            console.print(f"time per op type (ms per run, {ops['source']}): {top}", markup=False)
+            top = ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops["shares"].items())
+            console.print(f"where the time goes (share of kernel time per op type; {ops['note']}): {top}",
+                          markup=False)
     gpu = result.get("gpu_time_ms")
     if gpu:
         console.print(f"GPU kernel time (CUDA events): p50 {gpu['p50']:.3f} ms, p99 {gpu['p99']:.3f} ms", markup=False)
