@@ -5,9 +5,11 @@ Two steps, both runnable from the README:
     # 1. make a labelled set of synthetic aerial frames and let edgedl train, export and quantize
     .venv/bin/python examples/drone_landing.py train --out runs/drone
     # 2. fly: a camera thread delivers frames, a 30 Hz loop classifies the newest one
-    .venv/bin/python examples/drone_landing.py fly --model runs/drone/artifacts/resnet8.int8.tflite
+    .venv/bin/python examples/drone_landing.py fly --model runs/drone
 
-``fly`` reads frames from the synthetic camera (default), from a ``.npy`` stack of HxWx3 uint8
+``--model`` takes the run folder (``fly`` then loads the LiteRT file the run recommends: the INT8 file
+when its gates passed, else the fp32 one, and says why) or an artifact file. ``fly`` reads frames
+from the synthetic camera (default), from a ``.npy`` stack of HxWx3 uint8
 frames, or from a video file when OpenCV is installed (``--source clip.mp4``). It needs only numpy
 and one runtime backend. ``--budget-ms`` with ``--fallback`` switches to a smaller model when the
 main one keeps overrunning. At the end it prints the latency percentiles, the deadline misses and,
@@ -147,6 +149,9 @@ def train(args) -> None:
 def fly(args) -> int:
     import edgedl.runtime as rt
 
+    if Path(args.model).is_dir():  # a run: the file it recommends, not the one a name suggests
+        args.model, why = rt.recommended(args.model, "tflite")
+        print(f"model: {why}")
     model = rt.load(args.model, threads=args.threads)
     fallback = rt.load(args.fallback, threads=args.threads) if args.fallback else None
     runner = rt.LatencyBudget(model, args.budget_ms, fallback=fallback) if args.budget_ms else model
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
     t.add_argument("--samples", type=int, default=3000)
     t.add_argument("--epochs", type=int, default=8)
     f = sub.add_parser("fly", help="classify camera frames at a fixed rate")
-    f.add_argument("--model", required=True)
+    f.add_argument("--model", required=True, help="the train step's run folder (its recommended .tflite) or a file")
     f.add_argument("--source", default="synthetic", help="synthetic, frames.npy, or a video file (needs OpenCV)")
     f.add_argument("--hz", type=float, default=30)
     f.add_argument("--seconds", type=float, default=10)

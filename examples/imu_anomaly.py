@@ -3,7 +3,7 @@
     # 1. generate 6-axis IMU recordings with injected faults, train cnn1d, export ONNX (fp32, INT8)
     .venv/bin/python examples/imu_anomaly.py train --out runs/imu
     # 2. run on a live (generated) stream: one sample per 5 ms tick, the model every 8th tick
-    .venv/bin/python examples/imu_anomaly.py stream --model runs/imu/artifacts/cnn1d.fp32.onnx
+    .venv/bin/python examples/imu_anomaly.py stream --model runs/imu
 
 The stream needs only numpy and one runtime backend. Faults: spikes on one axis (a loose
 connector), a stuck sensor (the driver hangs and repeats its last sample), drift on one axis (a
@@ -131,6 +131,9 @@ def stream(args) -> int:
     import edgedl.runtime as rt
 
     x, onsets = stream_recording(args.seed, args.seconds)
+    if Path(args.model).is_dir():  # a run: the ONNX file it recommends (INT8 only where its gates passed)
+        args.model, why = rt.recommended(args.model, "onnx")
+        print(f"model: {why}")
     with rt.load(args.model, threads=1, preallocate=True) as model:
         model.warmup(20)
         detector = Detector(model, hop=args.hop, threshold=args.threshold)
@@ -173,7 +176,7 @@ def main(argv=None) -> int:
     t.add_argument("--windows", type=int, default=4000)
     t.add_argument("--epochs", type=int, default=10)
     s = sub.add_parser("stream", help="run the detector on a generated 200 Hz stream")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", required=True, help="the train step's run folder (its recommended .onnx) or a file")
     s.add_argument("--seconds", type=float, default=20)
     s.add_argument("--hop", type=int, default=8, help="run the model every N samples")
     s.add_argument("--threshold", type=float, default=0.5)

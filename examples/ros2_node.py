@@ -1,10 +1,11 @@
 """A ROS 2 node that runs an edgedl artifact on camera images and publishes the class.
 
-    ros2 run ... or:  python3 examples/ros2_node.py --ros-args -p model:=runs/drone/artifacts/resnet8.int8.tflite
+    ros2 run ... or:  python3 examples/ros2_node.py --ros-args -p model:=runs/drone
 
 Subscribes to ``image`` (sensor_msgs/Image), publishes ``label`` (std_msgs/String, "label score")
-and logs latency percentiles every ``report_every`` frames. Parameters: ``model`` (artifact path),
-``threads`` (default 1), ``budget_ms`` (0 = none), ``fallback`` (a smaller artifact).
+and logs latency percentiles every ``report_every`` frames. Parameters: ``model`` (an artifact, or a
+run folder: the .tflite the run recommends), ``threads`` (default 1), ``budget_ms`` (0 = none),
+``fallback`` (a smaller artifact).
 
 rclpy comes with a ROS 2 installation, not from pip, so it cannot be installed on the machine
 that tests edgedl. Everything that does not touch rclpy lives in plain functions and the
@@ -14,6 +15,7 @@ shell around them, and the module imports without rclpy.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -67,6 +69,9 @@ class ImageClassifier:
         import edgedl.runtime as rt
 
         self._clock = time.perf_counter
+        self.why = None  # with a run folder: which file it recommended, and why
+        if os.path.isdir(model):  # a compress run: the .tflite it recommends
+            model, self.why = rt.recommended(model, "tflite")
         self.model = rt.load(model, threads=threads)
         self.model.warmup(10)
         self.fallback = rt.load(fallback, threads=threads) if fallback else None

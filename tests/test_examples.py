@@ -4,6 +4,7 @@ latency percentiles and deadline misses."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -39,8 +40,12 @@ def drone_run(tmp_path_factory) -> Path:
 def test_drone_example_trains_and_flies_at_30_hz(drone_run):
     artifacts = drone_run / "artifacts"
     assert (artifacts / "resnet8.int8.tflite").is_file() and (artifacts / "resnet8.fp32.onnx").is_file()
-    out = run_example("examples/drone_landing.py", "fly", "--model", str(artifacts / "resnet8.int8.tflite"),
-                      "--seconds", "2")
+    out = run_example("examples/drone_landing.py", "fly", "--model", str(drone_run), "--seconds", "2")  # as the README
+    chosen = re.search(r"^model: ([^\s:]+)", out, re.M).group(1)
+    manifest = json.loads((drone_run / "manifest.json").read_text())
+    record = next(a for a in manifest["artifacts"] if a["name"] == chosen)
+    assert record["format"] == "tflite" and record.get("recommended") is not False  # never a file its run advises against
+    assert re.search(rf"model {re.escape(chosen)} \(litert\)", out)
     assert re.search(r"\d+ ticks at 30 Hz: latency p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms", out), out
     assert "deadline misses" in out and "decisions: LAND" in out
     ticks = int(re.search(r"(\d+) ticks at 30 Hz", out).group(1))
@@ -75,7 +80,10 @@ def test_imu_example_trains_cnn1d_and_detects_faults_on_a_stream(tmp_path):
     run_example("examples/imu_anomaly.py", "train", "--out", str(out_dir), "--windows", "2000", "--epochs", "5")
     model = out_dir / "artifacts" / "cnn1d.fp32.onnx"
     assert model.is_file()
-    out = run_example("examples/imu_anomaly.py", "stream", "--model", str(model), "--seconds", "12")
+    out = run_example("examples/imu_anomaly.py", "stream", "--model", str(out_dir), "--seconds", "12")  # as the README
+    chosen = re.search(r"^model: ([^\s:]+)", out, re.M).group(1)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert next(a for a in manifest["artifacts"] if a["name"] == chosen).get("recommended") is not False
     caught, total = map(int, re.search(r"faults detected: (\d+)/(\d+)", out).groups())
     false_alarms, checks = map(int, re.search(r"false alarms: (\d+) of (\d+) checks", out).groups())
     assert total >= 3 and caught >= total - 1 and false_alarms <= 0.1 * checks, out
@@ -104,7 +112,8 @@ def test_ros2_classifier_core_runs_without_rclpy(drone_run):
     ros = load_module("ros2_node")
     drone = load_module("drone_landing")
     assert ros.rclpy is None  # not installable here; the module still imports
-    core = ros.ImageClassifier(str(drone_run / "artifacts" / "resnet8.int8.tflite"))
+    core = ros.ImageClassifier(str(drone_run))  # a run folder, as the README's -p model:=runs/drone
+    assert core.model.path.suffix == ".tflite" and core.why
     rng = np.random.default_rng(5)
     truth = [i % 2 for i in range(20)]
     labels = [core.classify(drone.render(rng, bool(t)))[0] for t in truth]

@@ -175,3 +175,24 @@ def test_the_latency_intervals_keep_the_benchs_memory_small():
     assert peak < 8 * 2**20, peak / 2**20
     p50 = float(np.percentile(samples, 50))
     assert ci["p50"][0] < p50 < ci["p50"][1] and ci["p50"][1] - ci["p50"][0] < 0.02 * p50
+
+
+def test_a_run_recommends_the_file_its_gates_passed(tmp_path):
+    import json
+
+    import edgedl.runtime as rt
+    from edgedl.errors import UsageError
+
+    artifacts = [{"name": "m.fp32.tflite", "path": "artifacts/m.fp32.tflite", "format": "tflite", "precision": "fp32"},
+                 {"name": "m.int8.tflite", "path": "artifacts/m.int8.tflite", "format": "tflite", "precision": "int8",
+                  "recommended": False, "summary": "int8 is not faster than m.fp32.tflite on this host"},
+                 {"name": "m.fp32.onnx", "path": "artifacts/m.fp32.onnx", "format": "onnx", "precision": "fp32"},
+                 {"name": "m.int8.onnx", "path": "artifacts/m.int8.onnx", "format": "onnx", "precision": "int8",
+                  "recommended": True, "summary": "accuracy gate met; 1.9x faster"}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    path, why = rt.recommended(tmp_path, "tflite")
+    assert path == tmp_path / "artifacts/m.fp32.tflite" and "m.int8.tflite is not recommended (int8 is not faster" in why
+    path, why = rt.recommended(tmp_path, "onnx")
+    assert path == tmp_path / "artifacts/m.int8.onnx" and why.startswith("m.int8.onnx: recommended by its run")
+    with pytest.raises(UsageError, match="no tensorrt artifact"):
+        rt.recommended(tmp_path, "tensorrt")

@@ -18,8 +18,38 @@ from edgedl.runtime.preprocess import InputRangeWarning, Prediction
 from edgedl.runtime.realtime import LatencyBudget, RateLoop
 from edgedl.runtime.sidecar import read_sidecar, sidecar_path
 
-__all__ = ["load", "Runner", "TensorInfo", "InputError", "InputRangeWarning", "Prediction", "RateLoop", "LatencyBudget", "backend_for",
+__all__ = ["load", "recommended", "Runner", "TensorInfo", "InputError", "InputRangeWarning", "Prediction", "RateLoop", "LatencyBudget", "backend_for",
            "backend_for_format", "BACKENDS", "Backend"]
+
+
+def recommended(run_dir: str | os.PathLike, fmt: str) -> tuple[Path, str]:
+    """The artifact of format ``fmt`` (``onnx``, ``tflite``) that a compress run recommends, and why.
+
+    A reduced-precision file its gates passed (``recommended`` in the manifest) is the choice; when
+    none passed, the run's float file, with the reasons the others were not recommended. This is what
+    an app should load rather than a file name guessed from the precision.
+
+    Raises:
+        UsageError: no run (manifest.json) there, or no artifact of that format in it.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"{run_dir} is not an edgedl run (no manifest.json); give an artifact file or a run folder")
+    artifacts = [a for a in json.loads(manifest_path.read_text(encoding="utf-8"))["artifacts"] if a["format"] == fmt]
+    if not artifacts:
+        raise UsageError(f"the run in {run_dir} has no {fmt} artifact; add the {fmt} target to its recipe")
+    passed = [a for a in artifacts if a.get("recommended") is True]
+    if passed:
+        choice = passed[-1]
+        return run_dir / choice["path"], f"{choice['name']}: recommended by its run ({choice.get('summary', '')})"
+    floats = [a for a in artifacts if a["precision"] == "fp32"] or artifacts
+    choice = floats[-1]
+    others = [f"{a['name']} is not recommended ({a.get('summary', 'no verdict')})" for a in artifacts
+              if a.get("recommended") is False]
+    return run_dir / choice["path"], f"{choice['name']}" + (f": {'; '.join(others)}" if others else "")
 
 
 def backend_for_format(fmt: str) -> Backend | None:
