@@ -1,8 +1,8 @@
 """The README's heavy `edgedl compress` lines, run exactly as written (plus --out), with their figures.
 
-    .venv/bin/python benchmarks/readme_commands.py [--out benchmarks/.work/readme] [--only SUBSTRING]
+    make quickstart && .venv/bin/python benchmarks/readme_commands.py [--out benchmarks/.work/readme] [--only SUBSTRING]
 
-Runs each line of COMMANDS through the installed `edgedl` command and prints its exit status, wall
+Runs each `edgedl compress` line of the README through the installed `edgedl` command and prints its exit status, wall
 time and the manifest's figures for every artifact. The test suite runs the same lines on a
 smaller budget (tests/test_cli.py: the quickstart with one benchmark round instead of three;
 tests/conftest.py jetson_run: the Jetson recipe shortened); this script runs them as a user does.
@@ -18,9 +18,23 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ["edgedl compress recipes/quickstart.yaml",
-            "edgedl compress --model resnet18 --data random:3x224x224 --prune 0.5 --quantize int8",
-            "edgedl compress recipes/jetson-orin-nano.yaml --out runs/jetson-orin-nano"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_lines() -> list[str]:
+    """Every `edgedl compress` line of the README's shell blocks, as written (comments dropped). Lines
+    naming runs/quickstart need `make quickstart` first; run this from the repository root."""
+    lines, fenced = [], False
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = line.strip() in ("```bash", "```sh") if not fenced else False
+            continue
+        if fenced and line.startswith("edgedl compress "):
+            lines.append(line.split("  #")[0].strip())
+    return lines
+
+
+COMMANDS = readme_lines()
 
 
 def main() -> None:

@@ -33,6 +33,20 @@ def quick_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def readme_run(tmp_path_factory) -> tuple[Path, "subprocess.CompletedProcess"]:
+    """The README's first command, in a fresh process, with one benchmark round instead of the recipe's
+    three (a third of the stage's fresh processes), written to runs/quickstart of a work folder where
+    the README's other commands then run as written; benchmarks/readme_commands.py runs it as is."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("readme") / "runs" / "quickstart"
+    proc = subprocess.run([sys.executable, "-m", "edgedl", "compress", str(ROOT / "recipes" / "quickstart.yaml"),
+                           "--out", str(out), "--set", "stages.benchmark.rounds=1"], capture_output=True, text=True)
+    return out, proc
+
+
+@pytest.fixture(scope="session")
 def jetson_run(tmp_path_factory) -> Path:
     """The bundled Jetson recipe (train, prune, distill, INT8 for TensorRT, build plan, evaluate, benchmark) for
     jetson-orin-nano, through the CLI, shortened: 8x8 digits, 2 epochs, a 100x speed bar (which timings

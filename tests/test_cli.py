@@ -37,11 +37,10 @@ def edgedl_cmd(*args) -> subprocess.CompletedProcess:
 
 # ---- compress -----------------------------------------------------------------------------
 
-def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(tmp_path):
-    """The README's first command with one benchmark round instead of the recipe's three (a third of
-    the stage's fresh processes); benchmarks/readme_commands.py runs it exactly as written."""
-    out = tmp_path / "qs"
-    proc = edgedl_cmd("compress", QUICKSTART, "--out", out, "--set", "stages.benchmark.rounds=1")
+def test_quickstart_recipe_compresses_within_a_point_of_a_95_percent_baseline(readme_run):
+    """The README's first command (conftest's readme_run: one benchmark round instead of three);
+    benchmarks/readme_commands.py runs it exactly as written."""
+    out, proc = readme_run
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     a = {r["name"]: r for r in manifest["artifacts"]}

@@ -550,26 +550,6 @@ def test_trust_add_pins_only_engines_and_trust_list_says_what_each_is(tmp_path, 
     assert summary == f"1 engine(s) pinned in {trust}"
 
 
-def test_the_tensorrt_commands_in_the_readme_and_docs_run_as_written(jetson_run):
-    """Every cheap `edgedl inspect` / `build-engine` / `devices` line the README's TensorRT section and
-    docs/tensorrt.md show, on the run the conftest makes from the same recipe (the compress line itself,
-    shortened there, runs as written in benchmarks/readme_commands.py); the device-side lines need a
-    Jetson. docs/tensorrt.md says the Xavier line exits 1 (its TensorRT rejects opset 18)."""
-    import re
-    import shlex
-
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    text = readme[readme.index("## TensorRT"):readme.index("## Devices and energy")]
-    text += (root / "docs" / "tensorrt.md").read_text()
-    lines = {line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
-             for line in block.splitlines() if re.match(r"edgedl (inspect|build-engine|devices) ", line.strip())}
-    assert len(lines) >= 3
-    for line in sorted(lines):
-        code, out = run_cli([arg.replace("runs/jetson-orin-nano", str(jetson_run)) for arg in shlex.split(line)[1:]])
-        assert code == (1 if "jetson-xavier-nx" in line else 0), (line, out[-500:])
-
-
 def test_the_platform_is_read_from_a_recorded_tree(tmp_path):
     """A tree written by the test stands for a Jetson (no Jetson here): its release file, device tree
     and cpuinfo decide the platform; a container that sees the device tree but no release file is a
