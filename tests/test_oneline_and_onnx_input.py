@@ -42,7 +42,7 @@ def test_flags_build_the_same_recipe_a_user_could_write(capsys):
     (["--model", "mlp", "--data", "digits", "--prune", "1.5"], "--prune"),
     (["--model", "mlp", "--data", "digits", "--quantize", "int4"], "--quantize"),
     (["--model", "mlp"], "give a RECIPE file, or --model and --data"),
-    (["recipes/quickstart.yaml", "--prune", "0.3"], "--prune build a recipe; with a recipe file use --set"),
+    (["recipes/quickstart.yaml", "--prune", "0.3"], "--prune builds a recipe; with a recipe file use --set"),
     (["--model", "mlp", "--data", "digits", "--targets", "tflite2"], "unknown target(s) ['tflite2']; known: onnx, tensorrt, tflite"),
     (["--model", "mlp", "--data", "digits", "--input-shape", "x=1xAx3"], "must look like name=1x3x224x224"),
     (["--model", "mlp", "--data", "digits", "--input-shape", "x=1x64"], "applies to .onnx models"),
