@@ -330,11 +330,11 @@ def bench(
 
                 feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
             else:
+                batch = fed_batch(input_shapes, batch)  # every input fed at the batch an --input-shape gives
                 for info in runner.inputs:  # refuse unknown dimensions before loading anything else
                     concrete_shape(info, batch, input_shapes.get(info.name))
                 feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
             shapes = {k: list(v.shape) for k, v in feeds[0].items()}
-            batch = fed_batch(shapes, batch, input_shapes)
             run = runner.run
             n = len(feeds)
             start = time.perf_counter()
@@ -476,14 +476,14 @@ def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[
     return info
 
 
-def fed_batch(shapes: dict[str, list[int]], batch: int, input_shapes: dict) -> int:
-    """The batch a bench feeds: ``batch``, unless ``--input-shape`` fixed a larger first dimension (the
-    feeds then hold that many samples per call, and throughput counts them).
+def fed_batch(input_shapes: dict[str, list[int]], batch: int) -> int:
+    """The batch a bench feeds: ``batch``, unless ``--input-shape`` gives a first dimension (the feeds
+    then hold that many samples per call, every input alike, and throughput counts them).
 
     Raises:
         UsageError: ``--batch`` and an ``--input-shape`` batch that disagree.
     """
-    given = {shapes[name][0] for name in input_shapes if len(shapes.get(name, [])) >= 2}
+    given = {shape[0] for shape in input_shapes.values() if len(shape) >= 2}
     if not given or given == {batch}:
         return batch
     if len(given) > 1:

@@ -67,8 +67,11 @@ def under_model_names(tensors: list[dict], model: list[dict]) -> list[dict]:
     """A file's tensors under the model's names, by position, each keeping the file's own name as
     ``file_name`` (a LiteRT file's ``serving_default_args_0`` is the model's ``input``): the runtime
     then takes the same names on every format of one model."""
-    if len(tensors) != len(model):
-        return tensors
+    def same(a: list, b: list) -> bool:  # batch and dynamic axes aside
+        return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a[1:], b[1:]))
+
+    if len(tensors) != len(model) or not all(same(t["shape"], m["shape"]) for t, m in zip(tensors, model)):
+        return tensors  # not the same tensors in the same order: the file's own names stay
     return [t if t["name"] == m["name"] else {**t, "name": m["name"], "file_name": t["name"]}
             for t, m in zip(tensors, model)]
 

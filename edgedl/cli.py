@@ -45,8 +45,9 @@ def cli(debug: bool) -> None:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint whose weights the --model factory takes.")
 @click.option("--data", help="Data spec: digits[:CxHxW], random:CxHxW or path/to/file.npz.")
 @click.option("--epochs", type=click.IntRange(min=1),
-              help="Train this many epochs first (the train stage alone: --prune fine-tunes 5 epochs and --distill "
-                   "runs 10; change them with --set stages.prune.finetune_epochs=N, --set stages.distill.epochs=N).")
+              help="Train this many epochs first (the train stage alone: --prune fine-tunes 5 epochs on labelled data "
+                   "and --distill runs 10; change them with --set stages.prune.finetune_epochs=N, --set "
+                   "stages.distill.epochs=N).")
 @click.option("--prune", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="RATIO",
               help="Prune this fraction of channels (structured, Torch-Pruning), then fine-tune 5 epochs "
                    "(stages.prune.finetune_epochs).")
@@ -555,6 +556,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="edgedl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `edgedl`, `edgedl devices`: the help, not an error
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.UsageError as exc:  # one line, as every other error: no usage block, no "Error:"
         where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         click.echo(f"error: {exc.format_message()}{where}", err=True)

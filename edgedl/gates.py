@@ -37,6 +37,7 @@ class Quality:
             return None
         chance = float(np.bincount(np.asarray(self.y, dtype=np.int64)).max() / len(self.y))
         margin = max(0.05, 2 * float(np.sqrt(chance * (1 - chance) / len(self.y))))
+        margin = min(margin, (1 - chance) / 2)  # one class of 96%: a model at 99% is not at chance
         if self.reference_value > chance + margin:
             return None
         return (f"the float model scores {self.reference_value:.2%} on val, where always answering its commonest "

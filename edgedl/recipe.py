@@ -123,9 +123,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, targets: l
         raise UsageError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"recipe {path} must be a mapping with model, data and stages")
-    apply_overrides(raw, overrides or [])
-    if targets:
+    if targets:  # first: --set may then name a stage the targets added (stages.build_engine.workspace_mb=512)
         retarget(raw, targets)
+    apply_overrides(raw, overrides or [])
     return validate_recipe(raw, source=str(path))
 
 
@@ -140,14 +140,20 @@ def retarget(raw: dict, targets: list[str]) -> None:
     stages = [s for s in raw.get("stages") or [] if not isinstance(s, dict) or s.get("stage") not in STAGES
               or not STAGES[s["stage"]].serves or set(STAGES[s["stage"]].serves) & set(targets)]
 
-    def add(name: str) -> None:
-        if any(isinstance(s, dict) and s.get("stage") == name for s in stages):
-            return
+    def where(name: str) -> int | None:
+        return next((i for i, s in enumerate(stages) if isinstance(s, dict) and s.get("stage") == name), None)
+
+    def add(name: str, before: str | None = None) -> None:
         for needed in STAGES[name].requires:
-            add(needed)
+            add(needed, before=name)
+        if where(name) is not None:
+            return
         at = next((i for i, s in enumerate(stages) if isinstance(s, dict) and s.get("stage") in STAGES
                    and STAGES[s["stage"]].measures), len(stages))
-        stages.insert(at, {"stage": name})
+        if before is not None and where(before) is not None:  # a stage the recipe has needs this one first
+            at = min(at, where(before))
+        after = max([where(n) + 1 for n in STAGES[name].requires] + [0])  # never before what it needs
+        stages.insert(max(at, after), {"stage": name})
 
     for target in targets:
         add(TARGET_EXPORT_STAGE[target])

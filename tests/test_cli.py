@@ -190,7 +190,7 @@ def test_random_data_runs_without_labels_and_says_so(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model=resnet9000", "unknown model 'resnet9000'; did you mean 'resnet8'? registered models: cnn1d, mlp, mobilenetv2_050"),
+        ("model=resnet9000", "unknown model 'resnet9000' (did you mean 'resnet8'?); registered models: cnn1d, mlp, mobilenetv2_050"),
         ("data=imagenet", "unknown dataset 'imagenet'; known: digits"),
         ("stages.0.epoch=3", "stages.0.train.epoch: unknown field; did you mean 'epochs'? (allowed keys:"),
         ("stages.0.epochs=many", "stages.0.train.epochs: Input should be a valid integer"),

@@ -144,3 +144,13 @@ def test_targets_with_a_recipe_add_and_drop_the_targets_stages():
     assert [s["stage"] for s in raw["stages"]] == ["train", "export_onnx", "build_engine", "evaluate"]
     with pytest.raises(UsageError, match="unknown target"):
         retarget(raw, ["coreml"])
+    # a required stage goes before the stage that needs it, and never after a measuring stage it feeds
+    for stages, want in ((["train", "evaluate", "export_onnx", "benchmark"],
+                          ["train", "evaluate", "export_onnx", "build_engine", "benchmark"]),
+                         (["train", "build_engine", "evaluate"], ["train", "export_onnx", "build_engine", "evaluate"])):
+        raw = {"stages": [{"stage": s} for s in stages]}
+        retarget(raw, ["tensorrt"])
+        assert [s["stage"] for s in raw["stages"]] == want
+    # --set may name a stage --targets adds
+    trt = load_recipe(quickstart, ["stages.build_engine.workspace_mb=512"], targets=["tensorrt"])
+    assert next(s for s in trt.stages if s.stage == "build_engine").workspace_mb == 512

@@ -196,3 +196,43 @@ def test_a_run_recommends_the_file_its_gates_passed(tmp_path):
     assert path == tmp_path / "artifacts/m.int8.onnx" and why.startswith("m.int8.onnx: recommended by its run")
     with pytest.raises(UsageError, match="no tensorrt artifact"):
         rt.recommended(tmp_path, "tensorrt")
+
+
+def test_the_review_cases(tmp_path):
+    """Edge cases found in review: an unwritable or wrong-kind output, a callback that takes something
+    else than the tick, a dominant class, tensors that are not the same by position, a bad manifest."""
+    import json
+
+    import numpy as np
+
+    import edgedl.runtime as rt
+    from edgedl._fs import check_writable
+    from edgedl.artifacts import under_model_names
+    from edgedl.errors import UsageError
+    from edgedl.gates import Quality
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UsageError, match="is a folder; give a file name"):
+        check_writable(tmp_path, "--json")
+    with pytest.raises(UsageError, match="is a file; give a folder"):
+        check_writable(tmp_path / "a-file", "--out", folder=True)
+    with pytest.raises(UsageError, match="folder .*missing does not exist"):
+        check_writable(tmp_path / "missing" / "x.json", "--json")
+    check_writable(tmp_path / "new" / "run", "--out", folder=True)  # a run folder is made with its parents
+    check_writable(Path("relative.json"), "--json")  # the current folder
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(UsageError, match="must take the tick number or nothing"):
+        rt.RateLoop(10, lambda tick, frame: None)
+    quality = Quality.__new__(Quality)
+    quality.kind, quality.y = "accuracy", np.array([0] * 96 + [1] * 4)
+    quality.reference_value = 0.99  # one class of 96%: 99% is not chance
+    assert quality._at_chance() is None
+    quality.reference_value = 0.96
+    assert "at chance level" in quality._at_chance()
+    file = [{"name": "args_0", "shape": [1, 3, 8, 8]}, {"name": "args_1", "shape": [1, 4]}]
+    model = [{"name": "image", "shape": [None, 4]}, {"name": "state", "shape": [None, 3, 8, 8]}]
+    assert under_model_names(file, model) == file  # not the same tensors by position: the file's names stay
+    assert [t["name"] for t in under_model_names(file, model[::-1])] == ["state", "image"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": [{"name": "x"}]}))
+    with pytest.raises(UsageError, match="not a readable edgedl manifest"):
+        rt.recommended(tmp_path, "onnx")

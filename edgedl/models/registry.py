@@ -19,7 +19,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 # The built-in models and the module that registers each: a name is checked, and only its module
-# imported (they import torch), without importing the others (tests/test_models.py holds it to them).
+# imported (they import torch), without importing the others (tests/test_second_hour.py holds it to them).
 BUILTIN = {"cnn1d": "cnn1d", "mlp": "mlp", "mobilenetv2_050": "mobilenet", "mobilenetv2_100": "mobilenet",
            "resnet8": "resnet", "resnet18": "resnet"}
 
@@ -53,9 +53,10 @@ def check_name(name: str) -> None:
     known = sorted(set(BUILTIN) | set(_REGISTRY))
     if name in known:
         return
-    guess = difflib.get_close_matches(name, known, n=1)
-    raise UsageError(f"unknown model '{name}'" + (f"; did you mean '{guess[0]}'?" if guess else "")
-                     + f" registered models: {', '.join(known)} (edgedl models lists them)")
+    lower = {k.lower(): k for k in known}
+    guess = [lower[name.lower()]] if name.lower() in lower else difflib.get_close_matches(name, known, n=1)
+    raise UsageError(f"unknown model '{name}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
+                     + f"; registered models: {', '.join(known)} (edgedl models lists them)")
 
 
 def get_entry(name: str) -> ModelEntry:

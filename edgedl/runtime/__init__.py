@@ -38,7 +38,11 @@ def recommended(run_dir: str | os.PathLike, fmt: str) -> tuple[Path, str]:
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"{run_dir} is not an edgedl run (no manifest.json); give an artifact file or a run folder")
-    artifacts = [a for a in json.loads(manifest_path.read_text(encoding="utf-8"))["artifacts"] if a["format"] == fmt]
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        artifacts = [a for a in manifest["artifacts"] if a["format"] == fmt and a["path"] and a["precision"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{manifest_path} is not a readable edgedl manifest ({type(exc).__name__}: {exc})") from None
     if not artifacts:
         raise UsageError(f"the run in {run_dir} has no {fmt} artifact; add the {fmt} target to its recipe")
     passed = [a for a in artifacts if a.get("recommended") is True]

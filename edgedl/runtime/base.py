@@ -105,6 +105,10 @@ class Runner:
 
         self._lock = threading.Lock()
         self._load_impl()
+        # The file's own tensor names: what backends are fed under and asked for, whatever names the
+        # sidecar gives the model's tensors afterwards.
+        self._file_inputs = [i.name for i in self._inputs]
+        self._file_outputs = [o.name for o in self._outputs]
         if not self.thread_safe or self.preallocate:  # shared buffers need the lock too
             self._run_impl = self._locked(self._run_impl)
         self._apply_sidecar_metadata()
@@ -295,8 +299,9 @@ class Runner:
         raise NotImplementedError
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> Sequence[np.ndarray]:  # pragma: no cover
-        """Run ``feeds``, keyed by the file's own tensor names (those ``_load_impl`` put in
-        ``self._inputs``; the sidecar may rename them afterwards), and return the outputs in order."""
+        """Run ``feeds``, keyed by the file's own tensor names (``self._file_inputs``: those
+        ``_load_impl`` put in ``self._inputs`` before the sidecar renamed them), and return the outputs
+        in the order of ``self._file_outputs``."""
         raise NotImplementedError
 
     def _close_impl(self) -> None:

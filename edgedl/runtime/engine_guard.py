@@ -196,7 +196,7 @@ def check_origin(path: Path, sidecar: dict | None, digest: str, trusted: Iterabl
         raise EdgedlError(f"{path.name} has no sidecar ({path.name}.json), so its GPU and TensorRT version are unknown; "
                           f"{rebuild}")
     if sidecar.get("sha256") and sidecar["sha256"] != digest:
-        raise EdgedlError(f"{path.name} does not match its sidecar (sha256 differs): the engine was changed or "
+        raise UsageError(f"{path.name} does not match its sidecar (sha256 differs): the engine was changed or "
                           f"replaced after its build; {rebuild}")
 
 

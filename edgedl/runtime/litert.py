@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
+from edgedl.errors import MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
 # Where a device may have the interpreter, newest first.
@@ -75,7 +75,7 @@ def probe(path, timeout: float = 120) -> None:
         proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise EdgedlError(f"LiteRT did not finish loading {path} within {timeout:.0f} s; the file may be corrupt") from None
+        raise UsageError(f"LiteRT did not finish loading {path} within {timeout:.0f} s; the file may be corrupt") from None
     if proc.returncode < 0:
         raise UsageError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
     if proc.returncode != 0:

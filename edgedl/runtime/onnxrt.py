@@ -76,7 +76,7 @@ class OnnxRuntimeRunner(Runner):
             self._run_impl = self._run_bound
 
     def _run_impl(self, feeds):
-        return self._run(self._output_names, feeds)
+        return self._run(self._file_outputs, feeds)
 
     def _run_bound(self, feeds):
         """IO binding: inputs are read in place, outputs written into buffers made once per input
@@ -89,11 +89,11 @@ class OnnxRuntimeRunner(Runner):
                 bound[name] = (value, value.shape)
         shapes = tuple(v.shape for v in feeds.values())
         if shapes != self._bound_for:
-            for name in self._output_names:
+            for name in self._file_outputs:
                 binding.bind_output(name, "cpu")
             self._session.run_with_iobinding(binding)
             self._buffers = binding.copy_outputs_to_cpu()
-            for name, buf in zip(self._output_names, self._buffers):
+            for name, buf in zip(self._file_outputs, self._buffers):
                 binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
             self._bound_for = shapes
             return self._buffers

@@ -22,16 +22,24 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
 
 
 def _takes_an_argument(fn: Callable) -> bool:
-    """Whether ``fn`` can be called with the tick number (``lambda: m(x)`` cannot)."""
+    """Whether ``fn`` is called with the tick number (``lambda: m(x)`` is not).
+
+    Raises:
+        UsageError: ``fn`` takes neither the tick nor nothing (``lambda tick, frame: ...``).
+    """
     import inspect
 
     try:
-        inspect.signature(fn).bind(0)
-    except TypeError:
-        return False
-    except ValueError:  # no signature to read (some builtins): pass the tick, as documented
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): pass the tick, as documented
         return True
-    return True
+    for args in ((0,), ()):
+        try:
+            signature.bind(*args)
+            return bool(args)
+        except TypeError:
+            continue
+    raise UsageError(f"RateLoop's callback must take the tick number or nothing; it takes {signature}")
 
 
 class RateLoop:

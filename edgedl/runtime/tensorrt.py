@@ -92,7 +92,7 @@ class TensorRTRunner(Runner):
         self._runtime, self._engine = deserialize(trt, self.path.read_bytes(), bool(built.get("version_compatible")),
                                                   dla_core)
         if self._engine is None:
-            raise EdgedlError(f"TensorRT could not deserialize {self.path.name}; rebuild it on this device with "
+            raise UsageError(f"TensorRT could not deserialize {self.path.name}; rebuild it on this device with "
                               "edgedl build-engine")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]

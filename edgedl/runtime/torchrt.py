@@ -55,7 +55,6 @@ class TorchRunner(Runner):
                               "input size in its architecture options); re-save it with `edgedl train`")
         self._inputs = tuple(TensorInfo(t["name"], tuple(t["shape"]), t.get("dtype", "float32"),
                                         t.get("layout")) for t in declared)
-        self._feed_names = [i.name for i in self._inputs]
         with torch.inference_mode():
             outs = self._forward({i.name: np.zeros(i.concrete_shape(), i.dtype) for i in self._inputs})
         names = [t["name"] for t in self.sidecar.get("outputs", [])]
@@ -65,7 +64,8 @@ class TorchRunner(Runner):
 
     def _forward(self, feeds):
         torch = self._torch
-        args = [torch.from_numpy(feeds[name]).to(self._device) for name in self._feed_names]
+        names = getattr(self, "_file_inputs", None) or [i.name for i in self._inputs]  # set once loaded
+        args = [torch.from_numpy(feeds[name]).to(self._device) for name in names]
         if self._half:
             args = [a.half() if a.is_floating_point() else a for a in args]
         if self.gpu_ms is None:

@@ -115,7 +115,7 @@ class ExportTfliteStage(Stage):
             return {}
         quality = Quality(ctx.dataset.val, fp32, classifier=ctx.dataset.num_classes is not None)
         if quality.warning:
-            ctx.run.manifest["notes"].append(f"export_tflite: {quality.warning}")
+            ctx.run.manifest["notes"].append(quality.warning)
             ctx.log(f"warning: {quality.warning}")
         sample = single_sample(ctx.dataset.val.x)
         threads = bench_threads(ctx.recipe)

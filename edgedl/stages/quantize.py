@@ -100,7 +100,7 @@ class QuantizeStage(Stage):
                       "reference": parent["name"], "reference_quality": quality.reference_value,
                       "reference_warning": quality.warning, "max_accuracy_drop_points": c.max_accuracy_drop}
         if quality.warning:
-            ctx.run.manifest["notes"].append(f"quantize: {quality.warning}")
+            ctx.run.manifest["notes"].append(quality.warning)
             ctx.log(f"warning: {quality.warning}")
 
         prepared = None

@@ -175,11 +175,10 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 
     options = options or tp.BuildOptions()
     onnx = Path(onnx)
-    if out is not None:
-        check_writable(out, "--out")
     profile = get_profile(device) if device not in (None, "host") else None
     model, precision, profile_shapes = prepare(onnx, options, device)
     out = Path(out) if out else engine_path(onnx, precision)
+    check_writable(out, "--out")  # beside the ONNX by default: a read-only folder is refused before the build
     facts = running_facts()  # imports TensorRT: one line naming where it comes from when it is missing
     trt = resolve(facts["tensorrt"])
     tp.check_options(options, trt, profile, on_jetson=facts["jetson"])
