@@ -511,8 +511,6 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options=None, 
     the user built it here, from their own ONNX."""
     from edgedl.formats.tensorrt.engine import build_engine as build
 
-    if device not in (None, "host"):
-        get_profile(device)  # an unknown name fails before work
     sidecar = build(onnx, out, options, device=device, cache=cache, use_cache=use_cache, console=console)
     if trust:
         from edgedl.runtime.engine_guard import add_trusted

@@ -17,7 +17,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgedl.errors import UsageError
-from edgedl.runtime.platform import l4t_release, machine as cpu_machine, version_key
+from edgedl.runtime.platform import l4t_release, machine as cpu_machine, read_file, version_key
 
 Runtime = Literal["onnxruntime", "litert", "tensorrt", "torch"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8", "int4", "fp4"]
@@ -243,13 +243,6 @@ _JETPACK_BY_L4T = (("39.", "7.2"), ("38.4", "7.1"), ("38.2", "7.0"), ("38.", "7"
                    ("32.", "4.6"))
 
 
-def _read(root: Path, rel: str) -> Optional[str]:
-    try:
-        return (root / rel).read_text(encoding="utf-8", errors="replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
 def jetpack_for(l4t: Optional[str]) -> Optional[str]:
     if not l4t:
         return None
@@ -282,7 +275,7 @@ def detect(root: str | Path = "/", use_nvml: bool = True) -> dict:
     An unknown machine gets the generic profile of its architecture, and the result says so.
     """
     root = Path(root)
-    model = _read(root, "proc/device-tree/model") or _read(root, "sys/firmware/devicetree/base/model")
+    model = read_file(root, "proc/device-tree/model") or read_file(root, "sys/firmware/devicetree/base/model")
     names = nvml_names() if use_nvml and root == Path("/") else []
     l4t = l4t_release(root)
     machine = cpu_machine(root)

@@ -20,7 +20,8 @@ def version_key(text: str | None) -> tuple[int, ...]:
     return tuple(int(p) for p in str(text or "").split(".") if p.isdigit())
 
 
-def _read(root: Path, rel: str) -> str | None:
+def read_file(root: Path, rel: str) -> str | None:
+    """A small text file under ``root`` (NULs of device-tree strings as spaces), or None."""
     try:
         return (root / rel).read_text(encoding="utf-8", errors="replace").replace("\x00", " ").strip()
     except OSError:
@@ -29,7 +30,7 @@ def _read(root: Path, rel: str) -> str | None:
 
 def l4t_release(root: str | Path = "/") -> str | None:
     """L4T version from /etc/nv_tegra_release ('# R36 (release), REVISION: 4.3, ...' -> '36.4.3')."""
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", _read(Path(root), "etc/nv_tegra_release") or "")
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", read_file(Path(root), "etc/nv_tegra_release") or "")
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
@@ -38,7 +39,7 @@ def machine(root: str | Path = "/") -> str:
     root = Path(root)
     if root == Path("/"):
         return _platform.machine()
-    cpuinfo = _read(root, "proc/cpuinfo") or ""
+    cpuinfo = read_file(root, "proc/cpuinfo") or ""
     return "aarch64" if "CPU implementer" in cpuinfo else "x86_64" if "vendor_id" in cpuinfo else _platform.machine()
 
 
@@ -60,7 +61,7 @@ def this_platform(root: str | Path = "/") -> dict:
     """
     root = Path(root)
     l4t = l4t_release(root)
-    compatible = _read(root, "proc/device-tree/compatible") or _read(root, "sys/firmware/devicetree/base/compatible")
+    compatible = read_file(root, "proc/device-tree/compatible") or read_file(root, "sys/firmware/devicetree/base/compatible")
     jetson = l4t is not None or "nvidia,tegra" in (compatible or "")
     arch = machine(root)
     return {"platform": None if jetson and l4t is None else platform_name(arch, l4t if jetson else None),
