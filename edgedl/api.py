@@ -54,42 +54,52 @@ def check_trust(recipe: Recipe, trust_model_code: bool, named: str | None = None
 
 
 def _check_model_file(recipe: Recipe, stages: list, trust_model_code: bool = False) -> list | None:
-    """Checks on the model file that need no data: it exists and reads, its --input-shape names fit,
-    and no stage needs a torch model it is not. Returns an ONNX model's input TensorInfos."""
-    spec = recipe.model.spec
-    if spec.lower().endswith(".onnx"):
-        from edgedl.formats.onnx import graph as onnx_graph
-        from edgedl.formats.onnx.export import check_input_shapes
+    """Checks on the model that need no data, through its importer: the file exists, reads and is
+    what it says, code it would run is trusted, its --input-shape names fit, and no stage needs
+    what the form cannot give (pruning needs a Python module). Returns the model's own inputs
+    (TensorInfos) when the form declares them without loading (ONNX)."""
+    from edgedl.models.importers import importer_for
 
-        path = Path(spec)
-        if not path.is_file():
-            raise UsageError(f"model file not found: {spec}")
-        torch_only = [s.name for s in stages if s.needs_torch]
-        if torch_only:
-            raise UsageError(f"stage(s) {', '.join(torch_only)} need a PyTorch model; '{path.name}' is an ONNX file, "
-                             "which can be quantized, evaluated and benchmarked: drop those stages (or --prune, "
-                             "--distill, --epochs, the tflite target) or pass the PyTorch model"
-                             + "".join(f"; {s.needs_torch}" for s in stages if isinstance(s.needs_torch, str)))
-        try:
-            model = onnx_graph.load_graph(path)
-        except EdgedlError as exc:
-            raise UsageError(str(exc)) from None
-        check_input_shapes(model, dict(recipe.model.input_shapes))
-        return onnx_graph.input_infos(model, dict(recipe.model.input_shapes))
+    spec = recipe.model.spec
+    importer = importer_for(spec)
+    kind = importer.module
+    refused = [s for s in stages if s.needs_torch and kind not in s.modules]
+    if refused and kind is None:
+        raise UsageError(f"stage(s) {', '.join(s.name for s in refused)} need a PyTorch model; '{Path(spec).name}' is an "
+                         "ONNX file, which can be quantized, evaluated and benchmarked: drop those stages (or --prune, "
+                         "--distill, --epochs, the tflite target) or pass the PyTorch model"
+                         + "".join(f"; {s.needs_torch}" for s in refused if isinstance(s.needs_torch, str)))
+    if refused:
+        raise UsageError(f"stage(s) {', '.join(s.name for s in refused)} cannot take '{Path(spec).name}': "
+                         f"{importer.cannot}")
+    if importer.name == "onnx":
+        if recipe.model.weights:
+            raise UsageError(f"--weights goes with an architecture; {Path(spec).name} is an ONNX file with its own weights")
+        return importer.inputs(spec, dict(recipe.model.input_shapes))
     if recipe.model.input_shapes:
         raise UsageError("model.input_shapes (--input-shape) applies to .onnx models; torch models take "
                          "their shapes from the data")
-    if recipe.model.weights:
-        from edgedl.models.spec import read_checkpoint
-
-        read_checkpoint(recipe.model.weights)  # exists and is an edgedl checkpoint, before any work
-    if spec.lower().endswith((".pt", ".pth")):
-        from edgedl.models.spec import is_factory_spec, read_checkpoint, refuse_untrusted_factory
-
-        named = str((read_checkpoint(spec).get("arch") or {}).get("spec", ""))
-        if is_factory_spec(named) and not trust_model_code:
-            refuse_untrusted_factory(spec, named)
+    importer.check(spec, trust=trust_model_code, weights=recipe.model.weights)
     return None
+
+
+def load_data_and_model(recipe: Recipe, inputs: list | None, trust_model_code: bool = False):
+    """The dataset and the model. A model whose file fixes its architecture (TorchScript, .pt2, a
+    Hugging Face folder) opens first, so the data is shaped and tokenized for its own inputs; one
+    built from options (a registry name, a factory) is shaped for the data."""
+    from edgedl.data import load_dataset
+    from edgedl.models.importers import importer_for
+
+    options = {"seed": recipe.seed, "val_fraction": recipe.data.val_fraction,
+               "test_fraction": recipe.data.test_fraction}
+    if importer_for(recipe.model.spec).name in ("torchscript", "pt2", "hf"):
+        model = build_model(recipe, None, trust_model_code)
+        hf = model.hf or {}
+        dataset = load_dataset(recipe.data.spec, inputs=model.inputs, tokenizer=hf.get("tokenizer"),
+                               normalization=hf.get("normalization"), **options)
+        return dataset, model
+    dataset = load_dataset(recipe.data.spec, inputs=inputs, **options)
+    return dataset, build_model(recipe, dataset, trust_model_code)
 
 
 def build_model(recipe: Recipe, dataset, trust_model_code: bool = False) -> Any:
@@ -98,13 +108,14 @@ def build_model(recipe: Recipe, dataset, trust_model_code: bool = False) -> Any:
     The seed is set first, so the same recipe starts from the same initial weights.
     """
     from edgedl.models import load_model
+    from edgedl.models.importers import importer_for
     from edgedl.train import seed_everything
 
-    if recipe.model.spec.lower().endswith(".onnx"):
-        return None  # an ONNX model has no torch module; export_onnx imports the file itself
+    if importer_for(recipe.model.spec).module is None:
+        return None  # an ONNX model has no torch module; export_onnx brings the file in itself
     seed_everything(recipe.seed)
-    return load_model(recipe.model.spec, trust_model_code=trust_model_code, weights=recipe.model.weights,
-                      **model_kwargs(dataset, recipe.model.kwargs))
+    kwargs = model_kwargs(dataset, recipe.model.kwargs) if dataset is not None else dict(recipe.model.kwargs)
+    return load_model(recipe.model.spec, trust_model_code=trust_model_code, weights=recipe.model.weights, **kwargs)
 
 
 def compress(
@@ -128,7 +139,6 @@ def compress(
             (its author named the code); a checkpoint's factory never does.
     """
     from edgedl import report
-    from edgedl.data import load_dataset
     from edgedl.run import RunDir, default_run_dir
     from edgedl.stages import RunContext, stage_for
 
@@ -150,12 +160,14 @@ def compress(
     out = Path(out) if out else default_run_dir(recipe)
     check_writable(out, "--out", folder=True)  # /proc, a read-only mount: refused now, not after training
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
-    dataset = load_dataset(recipe.data.spec, seed=recipe.seed, val_fraction=recipe.data.val_fraction,
-                           test_fraction=recipe.data.test_fraction, inputs=inputs)
-    model = build_model(recipe, dataset, trust_model_code)
+    dataset, model = load_data_and_model(recipe, inputs, trust_model_code)
     run = RunDir(out, recipe, force=force, device=device)
     run.manifest["notes"].extend(dataset.notes)
-    from_registry = model is not None and ":" not in recipe.model.spec and not model.checkpoint
+    if model is not None:
+        run.manifest["notes"].extend(model.notes)
+    from edgedl.models.importers import importer_for
+
+    from_registry = importer_for(recipe.model.spec).name == "registry" and not recipe.model.weights
     if from_registry and not any(cfg.stage == "train" for cfg in recipe.stages):
         run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
                                      "run: its weights are random, so accuracy is meaningless")

@@ -77,7 +77,7 @@ def under_model_names(tensors: list[dict], model: list[dict]) -> list[dict]:
 
 
 def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: dict, known_layout: bool,
-                  **extra) -> dict:
+                  model: dict | None = None, **extra) -> dict:
     """What the runtime needs beside the file: tensors with their layout, task, normalization, labels.
 
     ``known_layout``: the exporter keeps PyTorch's NCHW for 4-D inputs. Otherwise (an imported
@@ -86,25 +86,38 @@ def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: d
     for info in inputs:
         if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
             info["layout"] = "NCHW"
-    return {"inputs": inputs, "outputs": outputs, "task": infer_task(dataset, outputs),
-            "normalization": dataset.normalization, "labels": dataset.labels, "source": source, **extra}
+    task = "embedding" if (model or {}).get("task") == "feature-extraction" else infer_task(dataset, outputs)
+    return {"inputs": inputs, "outputs": outputs, "task": task, "normalization": dataset.normalization,
+            "labels": dataset.labels, "source": source, **({"model": model} if model else {}), **extra}
 
 
-def checkpoint_sidecar(module: Any, dataset, spec: str) -> dict:
+def example_inputs(inputs) -> tuple:
+    """Zeros for one sample of each input (TensorInfos), in their dtypes: ids and masks stay integers."""
+    import torch
+
+    return tuple(torch.zeros((1, *[d if isinstance(d, int) else 1 for d in info.shape[1:]]),
+                             dtype=getattr(torch, info.dtype)) for info in inputs)
+
+
+def checkpoint_sidecar(module: Any, dataset, spec: str, inputs: list | None = None, hf: dict | None = None) -> dict:
     """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
-    feeds and post-processes a checkpoint exactly as it does the exported files."""
+    feeds and post-processes a checkpoint exactly as it does the exported files. ``inputs``: the
+    model's own inputs (TensorInfos) when it declares them; ``hf``: a Hugging Face folder's task and
+    tokenizer, recorded for the device app."""
     import torch
 
     training = module.training
+    example = example_inputs(inputs) if inputs else (torch.zeros((1, *dataset.input_shape)),)
     try:
         with torch.no_grad():
-            out = module.eval()(torch.zeros((1, *dataset.input_shape)))
+            out = module.eval()(*example)
     finally:
         module.train(training)
-    inputs = [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}]
+    declared = ([{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs] if inputs else
+                [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}])
     outputs = [{"name": "logits" if dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
                 "dtype": "float32"}]
-    return build_sidecar(dataset, inputs, outputs, known_layout=True, source={"model": spec})
+    return build_sidecar(dataset, declared, outputs, known_layout=True, source={"model": spec}, model=hf)
 
 
 def infer_task(dataset, outputs: list[dict]) -> str:

@@ -273,11 +273,12 @@ def test_a_failed_stage_keeps_earlier_results_and_a_consistent_manifest(tmp_path
     code, _, err = cli(["compress", _recipe_with(tmp_path, "noisy"), "--out", run, "--quiet", "--trust-model-code"],
                        capsys)
     assert code == 1
-    assert err.startswith("error: stage 'export_onnx' failed: exported ONNX of noisy.pt differs from torch")
+    # artifacts are named after the factory's file (user_models.py), not the factory function
+    assert err.startswith("error: stage 'export_onnx' failed: exported ONNX of user_models.pt differs from torch")
     manifest = _assert_consistent(run)
     assert manifest["status"] == "failed"
     assert [(s["stage"], s["status"]) for s in manifest["stages"]] == [("train", "done"), ("export_onnx", "failed")]
-    assert [a["name"] for a in manifest["artifacts"]] == ["noisy.pt"]  # the trained model is kept
+    assert [a["name"] for a in manifest["artifacts"]] == ["user_models.pt"]  # the trained model is kept
     assert "Stage `export_onnx` failed" in (run / "report.md").read_text()
 
 

@@ -144,7 +144,7 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
         {"stage": "quantize", "precision": "int8", "calibration_samples": 128, "speed_gate": False},
         {"stage": "evaluate"}]})
     a = by_name(manifest)
-    q = a["build.int8.onnx"]["quantization"]
+    q = a["sensitive_model.int8.onnx"]["quantization"]
     # Plain PTQ failed the gate for every candidate scheme; the sensitivity analysis finds the two
     # nodes that put Q/DQ on the outlier tensor (the Concat building it, the Gemm reading it)...
     for scheme, ranking in q["sensitivity"].items():
@@ -154,7 +154,7 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
     # ...and keeping just those in float restores the accuracy; the rest stays quantized.
     ranking = q["sensitivity"][q["scheme"]]
     assert q["accuracy_gate"] and q["float_layers"] == [ranking[0]["node"], ranking[1]["node"]]
-    fp32, int8 = a["build.fp32.onnx"]["metrics"]["accuracy"], a["build.int8.onnx"]["metrics"]["accuracy"]
+    fp32, int8 = a["sensitive_model.fp32.onnx"]["metrics"]["accuracy"], a["sensitive_model.int8.onnx"]["metrics"]["accuracy"]
     assert fp32 > 0.9 and abs(fp32 - int8) <= 0.01 + 1e-9
     report = (tmp_path / "run" / "report.md").read_text()
     assert "kept in float" in report and all(name in report for name in q["float_layers"])
@@ -169,7 +169,7 @@ def test_a_gate_miss_fails_naming_the_best_result_or_warns(tmp_path):
     assert [a["format"] for a in manifest["artifacts"]] == ["torch", "onnx"]  # earlier artifacts kept
     stages[1]["on_gate_miss"] = "warn"
     manifest = run_recipe(tmp_path, {**SENSITIVE, "stages": stages}, "warn")
-    int8 = by_name(manifest)["build.int8.onnx"]
+    int8 = by_name(manifest)["sensitive_model.int8.onnx"]
     assert not int8["quantization"]["accuracy_gate"] and not int8["recommended"]
     assert "missed the accuracy gate" in int8["notes"]["accuracy_gate"]
 

@@ -208,7 +208,7 @@ def test_a_factory_checkpoint_runs_only_when_trusted_or_named(tmp_path):
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "r2" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert any(a["name"] == "build.fp32.onnx" for a in manifest["artifacts"])
+    assert any(a["name"] == "mynet.fp32.onnx" for a in manifest["artifacts"])  # named after the file, not "build"
 
 
 # ---- 5. what `edgedl train` writes opens everywhere -------------------------------------------

@@ -18,7 +18,7 @@ from edgedl.data.feeds import Samples, resolve
 from edgedl.errors import MissingDependencyError, UsageError
 
 KNOWN_SPECS = ("digits[:CxHxW], random:CxHxW, path/to/file.npz (array x, or one array per model input name, "
-               "and optionally y)")
+               "and optionally y), images:FOLDER[:CxHxW] (class subfolders), text:FILE (a sentence per line)")
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
 
@@ -113,12 +113,21 @@ def parse_shape(text: str, spec: str) -> tuple[int, int, int]:
 
 
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 inputs: list | None = None) -> Dataset:
+                 inputs: list | None = None, tokenizer: dict | None = None,
+                 normalization: dict | None = None) -> Dataset:
     """Load the dataset a spec names, split with ``seed`` (the same seed gives the same split).
 
-    ``inputs`` (the model's TensorInfos, when known) lets an .npz hold one array per input name.
+    ``inputs`` (the model's TensorInfos, when known) lets an .npz hold one array per input name and
+    sizes images; ``tokenizer`` (``{"file", "max_length"}``) turns ``text:FILE`` into ids and masks;
+    ``normalization`` is the model's own image preprocessing (else the training split's statistics).
     """
     name, _, arg = spec.partition(":")
+    if name == "text":
+        return _text(spec, Path(arg), tokenizer, inputs, seed, val_fraction, test_fraction)
+    if name == "images" or (":" not in spec and Path(spec).is_dir()):
+        folder, _, shape = (arg if name == "images" else spec).partition(":")
+        return _images(spec, Path(folder), parse_shape(shape, spec) if shape else None, inputs, normalization,
+                       seed, val_fraction, test_fraction)
     if name == "digits":
         return _digits(spec, parse_shape(arg, spec) if arg else None, seed, val_fraction, test_fraction)
     if name == "random":
@@ -269,3 +278,58 @@ def _npz(path: Path, seed, val_fraction, test_fraction, inputs=None) -> Dataset:
         normalization=normalization,
         notes=notes,
     )
+
+
+def _split_arrays(n: int, y, seed, val_fraction, test_fraction):
+    if y is not None:
+        return stratified_split(y, seed, val_fraction, test_fraction)
+    return _unlabelled_split(n, seed, val_fraction)
+
+
+def _text(spec: str, path: Path, tokenizer: dict | None, inputs, seed, val_fraction, test_fraction) -> Dataset:
+    from edgedl.data.text import read_lines, tokenize
+
+    if tokenizer is None:
+        raise UsageError(f"data spec '{spec}': text data needs a model with a tokenizer (a Hugging Face folder with "
+                         "tokenizer.json); for other models give token ids as .npz keyed by input name")
+    sentences, names = read_lines(path)
+    arrays = tokenize(sentences, tokenizer, [i.name for i in inputs] if inputs else ["input_ids", "attention_mask"])
+    labels = sorted(set(names)) if names else None
+    y = np.array([labels.index(n) for n in names], dtype=np.int64) if names else None
+    tr, va, te = _split_arrays(len(sentences), y, seed, val_fraction, test_fraction)
+    x = Samples(stacked=arrays)
+    take = (lambda idx: None) if y is None else (lambda idx: y[idx])
+    notes = [] if y is not None else [f"{path.name} has no labels (label<TAB>sentence lines): quality is agreement "
+                                      "with the float model"]
+    return Dataset(name=spec, train=Split(x[tr], take(tr)), val=Split(x[va], take(va)), test=Split(x[te], take(te)),
+                   input_shape=(int(tokenizer["max_length"]),), num_classes=len(labels) if labels else None,
+                   labels=labels, notes=notes)
+
+
+def _images(spec: str, folder: Path, shape, inputs, normalization, seed, val_fraction, test_fraction) -> Dataset:
+    from edgedl.data.images import find, read
+
+    if shape is None and inputs and len(inputs) == 1 and len(inputs[0].shape) == 4 and all(
+            isinstance(d, int) for d in inputs[0].shape[1:]):
+        shape = tuple(inputs[0].shape[1:])
+    if shape is None:
+        raise UsageError(f"data spec '{spec}': give the size the model takes, images:{folder}:3x224x224")
+    files, y, labels = find(folder)
+    x = read(files, shape[0], tuple(shape[1:]))
+    y = np.array(y, dtype=np.int64) if y is not None else None
+    tr, va, te = _split_arrays(len(files), y, seed, val_fraction, test_fraction)
+    if normalization:
+        mean = np.array(normalization["mean"], np.float32)[:, None, None]
+        std = np.array(normalization["std"], np.float32)[:, None, None]
+        x = (x * 255.0 * float(normalization["scale"]) - mean) / std
+    else:
+        mean, std = x[tr].mean(axis=(0, 2, 3)), x[tr].std(axis=(0, 2, 3)) + 1e-6
+        x = (x - mean[:, None, None]) / std[:, None, None]
+        normalization = {"scale": 1 / 255, "mean": mean.tolist(), "std": std.tolist(), "resize": "bilinear",
+                         "raw": "HxWxC uint8", "raw_range": [0, 255]}
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    take = (lambda idx: None) if y is None else (lambda idx: y[idx])
+    notes = [] if y is not None else [f"{folder.name} has no class subfolders: quality is agreement with the float model"]
+    return Dataset(name=spec, train=Split(x[tr], take(tr)), val=Split(x[va], take(va)), test=Split(x[te], take(te)),
+                   input_shape=tuple(shape), num_classes=len(labels) if labels else None, labels=labels,
+                   normalization=normalization, notes=notes)

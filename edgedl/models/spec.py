@@ -1,4 +1,7 @@
-"""Model specs: a registry name, ``file.py:factory``, ``package.module:factory``, or a checkpoint.
+"""Model specs and edgedl's checkpoint format.
+
+A spec is any form an importer claims (:mod:`edgedl.models.importers`: a registry name,
+``file.py:factory``, a checkpoint, TorchScript, ``.pt2``, a Hugging Face folder, ONNX).
 
 A checkpoint is what ``edgedl train`` writes: the architecture spec and its options, the
 state_dict and training metadata, read with ``torch.load(weights_only=True)`` (no pickled code).
@@ -34,36 +37,35 @@ class LoadedModel:
     module: Any
     arch: dict  # {"spec": str, "kwargs": dict}: enough to rebuild the architecture
     checkpoint: dict = field(default_factory=dict)  # metadata of the checkpoint it came from
+    kind: str = "python"  # what the module is: python (its class), script (TorchScript), graph (.pt2), pickle
+    notes: list = field(default_factory=list)  # what loading did that the run should say
+    inputs: list | None = None  # the model's own inputs (TensorInfos) when it declares them
+    hf: dict | None = None  # a Hugging Face folder's task, tokenizer or image preprocessing
 
 
 def model_stem(spec: str) -> str:
-    """A short file-name-safe name for a model spec: ``resnet8``, ``build`` (file.py:build), ``model``."""
-    if ":" in spec and not spec.lower().endswith((".pt", ".pth", ".onnx")):
-        base = spec.rpartition(":")[2]
-    else:
-        base = Path(spec).name.split(".")[0]
+    """A short file-name-safe name for a model spec: ``resnet8``, ``mynet`` (mynet.py:build), the
+    file's or folder's name."""
+    from edgedl.models.importers import importer_for
+
+    base = importer_for(spec).stem(spec)
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base) or "model"
 
 
 def check_spec(spec: str) -> None:
-    """What can be checked of a model spec without importing torch or running code: a registry
-    name is known (with the nearest name when not), a ``file.py:factory``'s file exists. Checkpoints
-    and ONNX files are read by the callers' own checks."""
-    from edgedl.models.registry import check_name
+    """What can be checked of a model spec without reading it: a registry name is known (with the
+    nearest name when not, and without importing torch), a factory's file or a model file exists.
+    Its importer's own checks (what the file holds, trust) come with the recipe's
+    (``api._check_model_file``)."""
+    from edgedl.models.importers import importer_for
 
-    lower = spec.lower()
-    if lower.endswith((".onnx", *CHECKPOINT_SUFFIXES)):
-        return
-    if ":" in spec:
-        target, _, attr = spec.rpartition(":")
-        if not target or not attr:
-            raise UsageError(f"model spec '{spec}' must look like path/to/file.py:factory or module:factory")
-        if target.endswith(".py") and not Path(target).is_file():
-            raise UsageError(f"model file not found: {target} (from --model {spec})")
-        return
-    if lower.endswith(".py"):
+    if spec.lower().endswith(".py"):
         raise UsageError(f"--model {spec}: name the factory in the file too, e.g. {spec}:build")
-    check_name(spec)
+    importer = importer_for(spec)
+    if importer.name in ("registry", "factory"):
+        importer.check(spec)
+    elif not Path(spec).exists():
+        raise UsageError(f"model file not found: {spec}")
 
 
 def is_checkpoint_spec(spec: str) -> bool:
@@ -71,25 +73,23 @@ def is_checkpoint_spec(spec: str) -> bool:
 
 
 def load_model(spec: str, trust_model_code: bool = False, weights: str | None = None, **kwargs: Any) -> LoadedModel:
-    """Resolve a model spec to a torch module.
+    """Resolve a model spec to a torch module through its importer.
 
     Args:
-        spec: registry name, ``path/to/file.py:factory``, ``package.module:factory`` or an
-            edgedl checkpoint (``.pt``). A factory named here runs: the caller names it.
-        trust_model_code: for a checkpoint, run the factory it names (see :func:`load_checkpoint`).
-        weights: a checkpoint whose weights (and architecture options) the factory ``spec`` takes.
+        spec: registry name, ``path/to/file.py:factory``, ``package.module:factory``, an edgedl
+            checkpoint, a TorchScript file, a ``.pt2`` or a Hugging Face folder. A factory named
+            here runs: the caller names it.
+        trust_model_code: open forms that run code (TorchScript, pickles, a factory a checkpoint names).
+        weights: a state_dict, safetensors file or edgedl checkpoint the architecture ``spec`` takes.
         **kwargs: architecture options (``num_classes``, ``in_channels``, ``input_size``, ...).
-            A checkpoint ignores them: its architecture is fixed.
+            Files with their own architecture ignore them.
     """
-    if weights is not None:
-        return load_checkpoint(weights, factory=spec)
-    if is_checkpoint_spec(spec):
-        return load_checkpoint(spec, trust_model_code=trust_model_code)
-    if ":" in spec:
-        return LoadedModel(_from_factory(spec, kwargs), {"spec": _canonical(spec), "kwargs": kwargs})
-    from edgedl.models.registry import create_model
+    from edgedl.models.importers import importer_for
 
-    return LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
+    loaded = importer_for(spec).load(spec, trust=trust_model_code, weights=weights, kwargs=kwargs)
+    if loaded is None:
+        raise UsageError(f"'{spec}' is an ONNX file: it has no PyTorch module to load")
+    return loaded
 
 
 def _canonical(spec: str) -> str:
@@ -112,6 +112,8 @@ def _relative_to(spec: str, folder: Path) -> str:
 
     target, _, attr = spec.rpartition(":")
     if not target.endswith(".py"):
+        if ":" not in spec and Path(spec).exists():  # a file or folder the model came from (TorchScript, HF)
+            return Path(os.path.relpath(Path(spec).resolve(), folder.resolve())).as_posix()
         return spec
     return f"{Path(os.path.relpath(Path(target).resolve(), folder.resolve())).as_posix()}:{attr}"
 
@@ -120,6 +122,8 @@ def _resolved_from(spec: str, folder: Path) -> str:
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py") and not Path(target).is_absolute():
         return f"{(folder / target).resolve()}:{attr}"
+    if ":" not in spec and ("/" in spec or "." in spec) and not Path(spec).is_absolute():
+        return str((folder / spec).resolve())  # a path; registry names hold neither / nor .
     return spec
 
 
@@ -224,8 +228,9 @@ def checkpoint_input_shape(payload: dict) -> list | None:
 def refuse_untrusted_factory(path: str | Path, spec: str) -> None:
     """The refusal for a checkpoint that names Python code to build its architecture."""
     path = Path(path)
+    what = "the Python factory" if is_factory_spec(spec) else "the program"
     raise TrustError(
-        f"{path.name} names the Python factory '{spec}' to build its architecture, and edgedl does not run "
+        f"{path.name} names {what} '{spec}' to build its architecture, and edgedl does not run "
         f"code a file names: pass --trust-model-code (trust_model_code=True) if you trust that code, or name "
         f"the factory yourself: --model {spec} --weights {path}")
 
@@ -250,18 +255,19 @@ def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: s
         kwargs["input_size"] = tuple(kwargs["input_size"])
     spec = str(arch.get("spec", ""))
     if factory is not None:
-        if not is_factory_spec(factory):
-            raise UsageError(f"--model {factory} must be a factory (file.py:fn or module:fn) to take --weights")
-        built = LoadedModel(_from_factory(factory, kwargs), {"spec": _canonical(factory), "kwargs": kwargs})
-    elif is_factory_spec(spec):
-        if not trust_model_code:
-            refuse_untrusted_factory(path, spec)
-        spec = _resolved_from(spec, path.parent)
-        built = LoadedModel(_from_factory(spec, kwargs), {"spec": spec, "kwargs": kwargs})
-    else:
-        from edgedl.models.registry import create_model
+        from edgedl.models.importers import importer_for
 
-        built = LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
+        if factory.lower().endswith(CHECKPOINT_SUFFIXES) and importer_for(factory).name == "checkpoint":
+            raise UsageError(f"--model {factory} must be an architecture (file.py:fn, module:fn or a registry name) "
+                             "to take --weights")
+        built = _rebuild(_canonical(factory) if is_factory_spec(factory) else factory, kwargs, trust=True)
+    else:
+        from edgedl.models.importers import importer_for
+
+        named, spec = spec, _resolved_from(spec, path.parent)
+        if (is_factory_spec(spec) or importer_for(spec).runs_code) and not trust_model_code:
+            refuse_untrusted_factory(path, named)
+        built = _rebuild(spec, kwargs, trust=trust_model_code)
     if payload.get("structure"):
         from edgedl.models.structure import apply_structure
 
@@ -276,6 +282,20 @@ def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: s
         shape = checkpoint_input_shape(payload)
         if shape:
             built.checkpoint["input_shape"] = shape
+    return built
+
+
+def _rebuild(spec: str, kwargs: dict, trust: bool) -> LoadedModel:
+    """The architecture a checkpoint names, built by its importer (weights loaded after)."""
+    from edgedl.models.importers import importer_for
+
+    importer = importer_for(spec)
+    if is_factory_spec(spec):
+        return LoadedModel(_from_factory(spec, kwargs), {"spec": spec, "kwargs": kwargs})
+    built = importer.load(spec, trust=trust, kwargs=kwargs)
+    if built is None:
+        raise UsageError(f"a checkpoint cannot rebuild its architecture from the ONNX file {spec}")
+    built.arch = {"spec": built.arch["spec"], "kwargs": kwargs or built.arch.get("kwargs", {})}
     return built
 
 

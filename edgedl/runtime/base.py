@@ -197,7 +197,7 @@ class Runner:
                 outs[k] = (outs[k].astype(np.float32) - np.float32(zero)) * np.float32(scale)
         return outs
 
-    def predict(self, image: np.ndarray) -> Prediction:
+    def predict(self, image: np.ndarray | str) -> Prediction:
         """Run one raw image (HxW or HxWxC, uint8 or float, any size) the way the model was
         trained: resize, channels, normalization and layout from the sidecar, int8 quantization
         when the file takes int8. Always a :class:`Prediction`: for a classifier (the sidecar says
@@ -205,7 +205,22 @@ class Runner:
         probabilities; for another model with ``output`` alone (the others None).
 
         An image outside the value range the model was trained on (the sidecar's ``raw_range``,
-        e.g. 0..16 for the digits) gives an :class:`InputRangeWarning`."""
+        e.g. 0..16 for the digits) gives an :class:`InputRangeWarning`.
+
+        A text model (its sidecar names a tokenizer) takes a string: tokenized as at export, its
+        prediction's ``output`` is the embedding (feature extraction) or the logits behind its class."""
+        tokenizer = (self.sidecar.get("model") or {}).get("tokenizer")
+        if isinstance(image, str):
+            if not tokenizer:
+                raise UsageError("predict() takes a string for text models only (their sidecar names a tokenizer)")
+            from edgedl.runtime.text import encode
+
+            names = [i.name for i in self._inputs]
+            out = self(encode([image], tokenizer, self.path.parent, names))
+            out = out if isinstance(out, np.ndarray) else next(iter(out.values()))
+            if self.sidecar.get("task") == "classification":
+                return to_prediction(out[0], self.labels)
+            return Prediction(None, None, None, None, out[0])
         if self._single is None:
             raise UsageError("predict() takes single-input models; call the model with a dict of arrays")
         info = self._inputs[0]

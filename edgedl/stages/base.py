@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from edgedl.artifacts import BENCH_METRICS, checkpoint_sidecar
+from edgedl.artifacts import BENCH_METRICS, checkpoint_sidecar, example_inputs
 from edgedl.data import Dataset
 from edgedl.errors import UsageError
 
@@ -59,11 +60,29 @@ class RunContext:
 
     @property
     def factory(self) -> str | None:
-        """The model factory the user named (it may run: they said so), for reloading checkpoints."""
-        from edgedl.models.spec import is_factory_spec
+        """The model the user named, when its code runs to rebuild a checkpoint of this run (a factory,
+        a TorchScript file, a Hugging Face folder): they named it, and it was checked when it opened."""
+        from edgedl.models.importers import importer_for
 
         spec = self.recipe.model.spec
-        return spec if is_factory_spec(spec) else None
+        return spec if importer_for(spec).name not in ("registry", "checkpoint", "onnx") else None
+
+    @property
+    def model_info(self) -> dict | None:
+        """What the model's folder says beyond its weights (a Hugging Face task, tokenizer, image
+        preprocessing), for the sidecars. Its tokenizer file is copied into the run once, beside the
+        artifacts, and named relative to them, so the run folder travels to a device whole."""
+        info = getattr(self.model, "hf", None)
+        if not info:
+            return None
+        tokenizer = info.get("tokenizer")
+        if tokenizer and Path(tokenizer["file"]).is_absolute():
+            from edgedl._fs import atomic_write_bytes
+
+            name = f"{self.stem}.tokenizer.json"
+            atomic_write_bytes(self.run.artifacts_dir / name, Path(tokenizer["file"]).read_bytes())
+            info["tokenizer"] = dict(tokenizer, file=name)
+        return info
 
     def require_torch(self, stage: str) -> None:
         if self.model is None:
@@ -80,11 +99,13 @@ class RunContext:
         tmp = self.run.tempdir() / name
         save_checkpoint(tmp, self.model.module, self.model.arch, data=self.dataset.name,
                         seed=self.recipe.seed, stage=stage, input_shape=list(self.dataset.input_shape))
-        macs, params = count_macs_params(self.model.module, self.dataset.input_shape)
+        example = example_inputs(self.model.inputs) if self.model.inputs else None
+        macs, params = count_macs_params(self.model.module, self.dataset.input_shape, example)
         record = self.run.add_artifact(
             tmp, name=name, format="torch", precision="fp32", stage=stage, parent=self.model_artifact,
             metrics={"params": params, "macs": macs},
-            sidecar=checkpoint_sidecar(self.model.module, self.dataset, self.recipe.model.spec),
+            sidecar=checkpoint_sidecar(self.model.module, self.dataset, self.recipe.model.spec, self.model.inputs,
+                                       self.model_info),
             notes={key: "torch checkpoints are not benchmarked (the exported files are what a device runs); "
                         "their accuracy is measured through edgedl.runtime's torch backend" for key in BENCH_METRICS},
             extra=extra,
@@ -108,7 +129,8 @@ class RunContext:
         """A checkpoint of this run, rebuilt with the factory the user named (if any)."""
         from edgedl.models import load_checkpoint
 
-        return load_checkpoint(self.run.artifact_path(record), factory=self.factory)
+        return load_checkpoint(self.run.artifact_path(record), factory=self.factory,
+                               trust_model_code=self.trust_model_code)
 
     def log(self, message: str) -> None:
         if self.console is not None:
@@ -126,6 +148,8 @@ class Stage:
         before the first of these.
     ``needs_torch``: the stage works on the PyTorch model (refused before any work for an ONNX model);
     a string says why, for the message.
+    ``modules``: the kinds of torch model such a stage takes (an importer's ``module``): ``python`` (the
+    model's class), ``pickle`` (an unpickled module), ``graph`` (a torch.export graph), ``script``.
     """
 
     name: ClassVar[str] = ""
@@ -135,6 +159,7 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()
     measures: ClassVar[bool] = False
     needs_torch: ClassVar[bool | str] = False
+    modules: ClassVar[tuple[str, ...]] = ("python", "pickle")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -33,7 +33,8 @@ class EvaluateStage(Stage):
         for record in ctx.run.manifest["artifacts"]:
             if not runnable(record):
                 continue
-            acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, factory=ctx.factory)
+            acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, factory=ctx.factory,
+                           trust_model_code=ctx.trust_model_code)
             interval = wilson_interval(acc, len(split))
             ctx.run.set_metrics(record, {"accuracy": acc}, evaluated_on={"split": self.config.split, "samples": len(split),
                                                                          "accuracy_ci95": interval})

@@ -12,7 +12,8 @@ from pydantic import Field
 from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, runner_tensors
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
-from edgedl.formats.onnx.export import OpsetError, export_onnx, fix_dimensions
+from edgedl.data.feeds import Samples
+from edgedl.formats.onnx.export import OpsetError, export_onnx
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -73,11 +74,14 @@ class ExportOnnxStage(Stage):
         c = self.config
         samples = ctx.dataset.val.x[:PARITY_SAMPLES]
         feed = samples if c.dynamic_batch else samples[:1]
+        if isinstance(feed, Samples):  # several inputs (ids and a mask): named, in the model's order
+            feed = feed.batch(0, len(feed))[0]
         output_name = "logits" if ctx.dataset.num_classes else "output"
         tmp = ctx.run.tempdir() / f"{parent.rsplit('.', 1)[0]}.fp32.onnx"
         opset = self.opset(ctx)
         try:
-            route = export_onnx(module, feed[:2], tmp, opset, c.dynamic_batch, output_name)
+            example = {k: v[:2] for k, v in feed.items()} if isinstance(feed, dict) else feed[:2]
+            route = export_onnx(module, example, tmp, opset, c.dynamic_batch, output_name)
         except OpsetError as exc:
             limit = ctx.constraints.get("onnx_opset")
             if limit is None:
@@ -87,10 +91,12 @@ class ExportOnnxStage(Stage):
 
         import edgedl.runtime as rt
 
+        arrays = feed if isinstance(feed, dict) else {"input": feed}
         with torch.no_grad():
-            reference = module(torch.from_numpy(feed)).numpy()
+            reference = module(*(torch.from_numpy(v) for v in arrays.values())).numpy()
         with rt.load(tmp, verify=False) as runner:
-            parity = compare(reference, runner(feed))
+            out = runner.run(arrays)
+            parity = compare(reference, next(iter(out.values())))
         scale = max(1.0, float(np.abs(reference).max()))
         if parity["max_abs_diff"] > c.parity_atol * scale:
             raise StageError(
@@ -112,10 +118,12 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
     ``model.input_shapes`` or the data's sample shape (so that quantization can shape the graph)."""
     import onnx
 
-    model, fixes = fix_dimensions(source, dict(ctx.recipe.model.input_shapes), ctx.dataset.input_shape)
+    from edgedl.models.importers import importer_for
+
+    model, fixes, opset = importer_for(str(source)).bring(str(source), dict(ctx.recipe.model.input_shapes),
+                                                          ctx.dataset.input_shape)
     tmp = ctx.run.tempdir() / f"{ctx.stem}.fp32.onnx"
     onnx.save(model, str(tmp))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     add_onnx_artifact(ctx, tmp, parent=None, opset=opset, known_layout=False,
                       source={"model": str(source)}, extra={"imported": {"from": str(source), "fixed_dims": fixes}})
     ctx.log(f"imported {source} as {tmp.name}" + (f", fixed dimensions {fixes}" if fixes else ""))
@@ -126,6 +134,7 @@ def add_onnx_artifact(ctx: RunContext, tmp: Path, *, parent: str | None, opset: 
     """Record an fp32 ONNX file with its sidecar, parameters and MACs."""
     inputs, outputs = runner_tensors(tmp)
     sidecar = build_sidecar(ctx.dataset, inputs, outputs, source=source, known_layout=known_layout, opset=opset,
+                            model=ctx.model_info,
                             **sidecar_extra)
     graph = onnx_graph.load_graph(tmp)
     ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx", parent=parent,

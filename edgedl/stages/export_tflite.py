@@ -41,6 +41,7 @@ class ExportTfliteStage(Stage):
     Config = ExportTfliteConfig
     needs_torch = ("TFLite export converts the PyTorch model with litert-torch; edgedl does not take the "
                    "ONNX->TensorFlow->TFLite route (onnx2tf), which pins numpy 1.x and exact TensorFlow versions")
+    modules = ("python", "pickle", "graph")  # litert-torch traces with torch.export: not TorchScript
     target = "tflite"
     serves = ("tflite",)
 
@@ -89,7 +90,7 @@ class ExportTfliteStage(Stage):
             inputs, outputs = runner_tensors(path)
             inputs = under_model_names(inputs, model_io.get("inputs", []))
             outputs = under_model_names(outputs, model_io.get("outputs", []))
-            sidecar = build_sidecar(ctx.dataset, inputs, outputs, known_layout=True,  # litert-torch keeps NCHW
+            sidecar = build_sidecar(ctx.dataset, inputs, outputs, known_layout=True, model=ctx.model_info,  # litert-torch keeps NCHW
                                     source={"model": ctx.recipe.model.spec, "artifact": parent},
                                     converter="litert-torch",
                                     quantizer=self._quantizer(precision))

@@ -19,7 +19,7 @@ class OpsetError(StageError):
     """No exporter wrote the opset asked for."""
 
 
-def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str) -> str | None:
+def export_onnx(module, example, path, opset: int, dynamic_batch: bool, output_name: str) -> str | None:
     """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB).
 
     torch's torch.export-based exporter writes opset 18 when its own converter cannot go lower (a
@@ -28,9 +28,18 @@ def export_onnx(module, example: np.ndarray, path, opset: int, dynamic_batch: bo
     (deprecated in torch, still shipped) writes the opset asked for. The export stage checks every
     file against torch either way.
 
+    ``example`` is an array (one input called ``input``) or a dict of arrays keyed by input name, in
+    the order the module takes them (ids and masks keep their integer dtype). A TorchScript module
+    goes through the TorchScript-based exporter: torch.export does not trace TorchScript.
+
     Returns:
         None, or a note saying how the file reached ``opset`` when torch's default exporter did not.
     """
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        _export(module, example, path, opset, dynamic_batch, output_name, dynamo=False)
+        return "a TorchScript model: exported by torch's TorchScript-based exporter (torch.export does not trace it)"
     _export(module, example, path, opset, dynamic_batch, output_name, dynamo=True)
     written = _opset(path, opset)
     if written == opset:
@@ -57,29 +66,40 @@ def _opset(path, default: int) -> int:
                  if o.domain in ("", "ai.onnx")), default)
 
 
-def _export(module, example: np.ndarray, path, opset: int, dynamic_batch: bool, output_name: str,
+def _export(module, example, path, opset: int, dynamic_batch: bool, output_name: str,
             dynamo: bool) -> None:
     import torch
 
     module.eval()
+    named = dict(example) if isinstance(example, dict) else {"input": example}
+    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in named.values())
     if dynamo:
-        dynamic = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None,
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        dynamic = {"dynamic_shapes": tuple({0: batch} for _ in args) if dynamic_batch else None,
                    "external_data": False, "optimize": True}
     else:
-        dynamic = {"dynamic_axes": {"input": {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None}
+        axes = {name: {0: "batch"} for name in [*named, output_name]}
+        dynamic = {"dynamic_axes": axes if dynamic_batch else None}
     # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
     # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
     # onnxscript's version converter logs a traceback when it cannot go down to the opset asked
     # for; edgedl takes the file down itself (export_onnx) and says so when it cannot.
-    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript.version_converter")]
+    # onnxscript's constant folder logs when it cannot fold a shape computation and leaves it be.
+    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript.version_converter",
+                                                 "onnxscript.optimizer._constant_folding")]
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL if log.name.startswith("onnxscript") else logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)  # TorchScript inputs
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # one batch, several inputs
         try:
-            torch.onnx.export(module, (torch.from_numpy(example),), str(path), input_names=["input"],
+            program = getattr(module, "exported_program", None)  # a .pt2: its own graph and shapes
+            if program is not None:
+                dynamic = {"external_data": False, "optimize": True}
+            torch.onnx.export(program or module, args, str(path), input_names=list(named),
                               output_names=[output_name], opset_version=opset, dynamo=dynamo, verbose=False, **dynamic)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -31,13 +31,73 @@ def _onnx():
 
 
 def load_graph(path: str | os.PathLike):
-    """Load an ONNX model without its external weights (metadata is enough for analysis)."""
+    """Load an ONNX model without its external weights (metadata is enough for analysis).
+
+    Refuses a file whose external data would be read from outside its folder, and one whose text
+    fields are not UTF-8 (protobuf decodes them lazily, so a bit flip surfaced later as an
+    internal error): every name is read once here.
+    """
     onnx = _onnx()
     path = Path(path)
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise UsageError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    try:
+        _touch_names(model)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is corrupt: a name or text field in it is not UTF-8") from None
+    check_external_data(model, path)
+    return model
+
+
+def _touch_names(model) -> None:
+    graphs = [model.graph]
+    for field in ("producer_name", "domain", "doc_string"):
+        getattr(model, field)
+    for opset in model.opset_import:
+        opset.domain
+    for entry in model.metadata_props:
+        entry.key, entry.value
+    while graphs:
+        graph = graphs.pop()
+        graph.name
+        for value in (*graph.input, *graph.output, *graph.value_info):
+            value.name
+            for dim in value.type.tensor_type.shape.dim:
+                dim.dim_param
+        for init in graph.initializer:
+            init.name
+            for entry in init.external_data:
+                entry.key, entry.value
+        for node in graph.node:
+            node.op_type, node.domain, node.name, list(node.input), list(node.output)
+            for attr in node.attribute:
+                attr.name
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+
+
+def check_external_data(model, path: Path) -> None:
+    """Refuse external data that lies outside the model's folder (``..``, an absolute path, or a
+    symlink that leads out), before onnx or onnxruntime reads any of it."""
+    onnx = _onnx()
+    folder = path.resolve().parent
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        parts = Path(location).parts
+        target = (folder / location).resolve()
+        if (not location or Path(location).is_absolute() or ".." in parts or "\\" in location
+                or not target.is_relative_to(folder)):
+            raise UsageError(f"{path.name}: the external data of tensor '{tensor.name}' is '{location}', outside the "
+                             f"model's folder {folder}; edgedl reads external data only from inside that folder "
+                             "(move the data file beside the model and fix its location)")
 
 
 def external_files(model, base: Path) -> list[Path]:
@@ -190,6 +250,8 @@ def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | 
                 total += math.prod(out) * k
             else:
                 unknown.append(node.name or node.op_type)
+    if unknown and not total:
+        return None, unknown  # nothing could be shaped (symbolic shapes shape inference cannot resolve)
     return total, unknown
 
 
@@ -242,3 +304,45 @@ def summarize(path: str | os.PathLike, target: str | None = None,
         "size_bytes": total_size(path, model),
         "external_data": [str(f.name) for f in external_files(model, path.parent)],
     }
+
+
+_PROBED: set = set()
+_PROBE = ("import sys\nfrom edgedl.errors import EdgedlError\nfrom edgedl.formats.onnx.graph import load_graph\n"
+          "try:\n    load_graph(sys.argv[1])\nexcept EdgedlError as exc:\n    print(exc, file=sys.stderr)\n"
+          "    sys.exit(2)\n")
+
+
+def probe(path: str | os.PathLike, timeout: float = 120) -> None:
+    """Parse a file from outside edgedl in a child process first: protobuf's native parser may crash
+    on a corrupt file, and then only the child dies. Files edgedl wrote (their sidecar's sha256
+    matches) and files probed before in this process are not parsed twice."""
+    import subprocess
+    import sys
+
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _PROBED or _pinned(path):
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"parsing {path} took over {timeout:.0f} s; the file may be corrupt") from None
+    if proc.returncode < 0:
+        raise UsageError(f"{path} is corrupt: the ONNX parser crashed reading it (signal {-proc.returncode})")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise UsageError((lines or [f"{path} is not a readable ONNX file"])[-1])
+    _PROBED.add(key)
+
+
+def _pinned(path: Path) -> bool:
+    from edgedl._fs import sha256_file
+    from edgedl.runtime.sidecar import read_sidecar
+
+    try:
+        sidecar = read_sidecar(path) or {}
+    except Exception:
+        return False
+    return bool(sidecar.get("sha256")) and sidecar["sha256"] == sha256_file(path)

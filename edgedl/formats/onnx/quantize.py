@@ -10,6 +10,7 @@ ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are ofte
 from __future__ import annotations
 
 import contextlib
+import logging
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,7 @@ def quantize_static(
     try:
         # The entropy and percentile calibrators print their progress on stdout: keep the CLI's
         # output (and --quiet) to edgedl's own lines, as the exporter's are.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_axis_warnings():
             q.quantize_static(
                 str(src), str(dst), reader_cls(calibration), quant_format=q.QuantFormat.QDQ,
                 per_channel=scheme.per_channel, reduce_range=scheme.reduce_range, activation_type=act,
@@ -178,6 +179,25 @@ def quantize_static(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
     drop_unused_domains(dst)
+
+
+class _AxisNote(logging.Filter):
+    """ONNX Runtime logs, on the root logger and once per calibration pass, that a 1-D weight (a
+    LayerNorm's scale) has no channel axis for per-channel quantization; it quantizes it per tensor,
+    as it should, and the note is noise on edgedl's screen."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_axis_warnings():
+    note = _AxisNote()
+    logging.getLogger().addFilter(note)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(note)
 
 
 def drop_unused_domains(path: Path) -> None:

@@ -24,15 +24,22 @@ class PruneSettings:
     steps: int = 1
 
 
-def count_macs_params(module: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """MACs and parameters for one sample, counted by Torch-Pruning's op counter."""
+def count_macs_params(module: Any, input_shape: tuple[int, ...] | None, example: Any = None) -> tuple[int | None, int]:
+    """MACs and parameters for one sample, counted by Torch-Pruning's op counter (``example``: the
+    inputs, for a model of several or of integer inputs). A module the counter cannot trace
+    (TorchScript, an exported graph) gets its parameters counted and MACs None: the ONNX export
+    counts them."""
     import torch
     import torch_pruning as tp
 
+    params = sum(p.numel() for p in module.parameters())
+    if isinstance(module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        return None, int(params)
     was_training = module.training
     module.eval()
     try:
-        macs, params = tp.utils.count_ops_and_params(module, torch.zeros(1, *input_shape))
+        example = example if example is not None else torch.zeros(1, *input_shape)
+        macs, params = tp.utils.count_ops_and_params(module, example)
     finally:
         module.train(was_training)
     return int(macs), int(params)

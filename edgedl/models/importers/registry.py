@@ -1,0 +1,37 @@
+"""A name from edgedl's model registry (``resnet8``, ``mobilenetv2_050``): edgedl's own code."""
+
+from __future__ import annotations
+
+from edgedl.models.importers import Importer
+
+
+class RegistryImporter(Importer):
+    name = "registry"
+    opens = "builds one of edgedl's own architectures (random weights until trained or given --weights)"
+
+    @classmethod
+    def matches(cls, spec: str) -> bool:
+        return True  # the last in the order: anything else is a name
+
+    def check(self, spec: str, *, trust: bool = False, weights: str | None = None) -> None:
+        from edgedl.models.registry import check_name
+
+        check_name(spec)
+        if weights is not None:
+            from edgedl.models.importers.factory import check_weights
+
+            check_weights(weights, trust)
+
+    def load(self, spec: str, *, trust: bool = False, weights: str | None = None, kwargs: dict | None = None):
+        from edgedl.models.registry import create_model
+        from edgedl.models.spec import LoadedModel
+
+        kwargs = dict(kwargs or {})
+        if weights is not None:
+            from edgedl.models.importers.factory import with_weights
+
+            return with_weights(lambda kw: create_model(spec, **kw), spec, weights, kwargs, trust)
+        return LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
+
+    def stem(self, spec: str) -> str:
+        return spec

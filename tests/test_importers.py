@@ -1,0 +1,236 @@
+"""Every form a user's model arrives in, from the CLI through export, quantize, evaluate and bench:
+a factory with a state_dict or safetensors, TorchScript (trusted), a torch.export .pt2, a Hugging
+Face folder (a sentence encoder with its tokenizer, a ViT with its image processor) and the
+refusals of each form, one line and exit 2 with nothing written. The models are made here (small,
+random or briefly trained); transformers builds them from a config, nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hf_models import bert_folder, sentence_file, sentences, vit_folder  # noqa: E402
+
+from edgedl.cli import main  # noqa: E402
+from edgedl.models.importers import ORDER, importer_for, registered  # noqa: E402
+
+FAST = ["--set", "stages.benchmark.rounds=1", "--set", "stages.benchmark.runs=10", "--set",
+        "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.warmup=1", "--quiet"]
+NET = """import torch
+
+def build(num_classes=10, in_channels=1, **_):
+    return torch.nn.Sequential(torch.nn.Conv2d(in_channels, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, num_classes))
+"""
+
+
+def cli(args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def manifest_of(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def user_net(tmp_path_factory):
+    """mynet.py:build trained one epoch on digits, held as a state_dict, safetensors, TorchScript, .pt2."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgedl.data import load_dataset
+    from edgedl.train import FitConfig, fit
+
+    folder = tmp_path_factory.mktemp("usernet")
+    (folder / "mynet.py").write_text(NET)
+    sys.path.insert(0, str(folder))
+    import mynet
+
+    torch.manual_seed(0)
+    model = mynet.build()
+    data = load_dataset("digits")
+    fit(model, data.train, data.val, FitConfig(epochs=3, lr=3e-3, batch_size=64, seed=0))
+    model.eval()
+    torch.save(model.state_dict(), folder / "mynet_sd.pt")
+    save_file(model.state_dict(), str(folder / "mynet.safetensors"))
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 1, 8, 8)), str(folder / "scripted.pt"))
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(folder / "exported.pt2"))
+    with torch.no_grad():
+        reference = model(torch.from_numpy(data.test.x)).argmax(1).numpy()
+    return folder, float((reference == data.test.y).mean())
+
+
+def test_every_form_has_one_importer_that_says_whether_it_runs_code():
+    IMPORTERS = registered()
+    assert list(IMPORTERS) == list(ORDER)
+    for name in ORDER:
+        assert IMPORTERS[name].opens, name
+    assert {n for n in ORDER if IMPORTERS[n].runs_code} == {"torchscript"}
+    assert IMPORTERS["pt2"].module == "graph" and IMPORTERS["onnx"].module is None
+
+
+def test_a_factory_takes_a_plain_state_dict_and_safetensors(user_net, tmp_path, capsys):
+    folder, torch_accuracy = user_net
+    run = tmp_path / "sd"
+    code, _, err = cli(["compress", "--model", f"{folder / 'mynet.py'}:build", "--weights", folder / "mynet_sd.pt",
+                        "--data", "digits", "--quantize", "int8", "--out", run, *FAST], capsys)
+    assert code == 0, err
+    artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
+    assert {"mynet.pt", "mynet.fp32.onnx", "mynet.int8.onnx"} <= set(artifacts)  # named after the file
+    assert artifacts["mynet.fp32.onnx"]["metrics"]["accuracy"] == pytest.approx(torch_accuracy, abs=1e-9)
+    assert artifacts["mynet.int8.onnx"]["metrics"]["latency_ms"]["p50"] > 0
+    from edgedl.models import load_model
+
+    a = load_model(f"{folder / 'mynet.py'}:build", weights=str(folder / "mynet.safetensors")).module
+    b = load_model(f"{folder / 'mynet.py'}:build", weights=str(folder / "mynet_sd.pt")).module
+    assert all((a.state_dict()[k] == b.state_dict()[k]).all() for k in a.state_dict())
+
+
+def test_weights_that_do_not_fit_name_the_keys(user_net, tmp_path, capsys):
+    import torch
+
+    folder, _ = user_net
+    state = torch.load(folder / "mynet_sd.pt", weights_only=True)
+    state["extra.bias"] = torch.zeros(3)
+    state["4.weight"] = torch.zeros(5, 8)
+    del state["0.bias"]
+    torch.save({"model": state}, tmp_path / "wrong.pt")  # nested under "model", as training scripts do
+    code, _, err = cli(["compress", "--model", f"{folder / 'mynet.py'}:build", "--weights", tmp_path / "wrong.pt",
+                        "--data", "digits", "--out", tmp_path / "run", "--quiet"], capsys)
+    assert code == 1 and "missing 1: 0.bias" in err and "unexpected 1: extra.bias" in err
+    assert "shape differs 1: 4.weight (5, 8) vs (10, 8)" in err and err.count("\n") == 1
+
+
+def test_torchscript_opens_only_when_trusted_and_goes_to_onnx(user_net, tmp_path, capsys):
+    folder, torch_accuracy = user_net
+    base = ["compress", "--model", folder / "scripted.pt", "--data", "digits", "--quantize", "int8"]
+    code, _, err = cli([*base, "--out", tmp_path / "no", "--quiet"], capsys)
+    assert code == 2 and "TorchScript program" in err and "--trust-model-code" in err and err.count("\n") == 1
+    assert not (tmp_path / "no").exists()
+    for extra, what in ((["--prune", "0.5"], "prune"), (["--targets", "tflite"], "no TFLite")):
+        code, _, err = cli([*base, *extra, "--trust-model-code", "--out", tmp_path / "x", "--quiet"], capsys)
+        assert code == 2 and what in err and not (tmp_path / "x").exists(), err
+    run = tmp_path / "ts"
+    code, _, err = cli([*base, "--trust-model-code", "--out", run, *FAST], capsys)
+    assert code == 0, err
+    artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
+    assert artifacts["scripted.fp32.onnx"]["metrics"]["accuracy"] == pytest.approx(torch_accuracy, abs=1e-9)
+    assert "TorchScript" in artifacts["scripted.fp32.onnx"]["export_route"]
+    assert artifacts["scripted.int8.onnx"]["metrics"]["accuracy"] > torch_accuracy - 0.05
+
+
+def test_a_pt2_goes_to_onnx_and_tflite_and_one_that_would_unpickle_is_refused(user_net, tmp_path, capsys):
+    import zipfile
+
+    folder, torch_accuracy = user_net
+    run = tmp_path / "pt2"
+    code, _, err = cli(["compress", "--model", folder / "exported.pt2", "--data", "digits", "--targets", "onnx,tflite",
+                        "--out", run, *FAST], capsys)
+    assert code == 0, err
+    artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
+    assert {"exported.fp32.onnx", "exported.fp32.tflite"} <= set(artifacts)
+    for name in ("exported.fp32.onnx", "exported.fp32.tflite"):
+        assert artifacts[name]["metrics"]["accuracy"] == pytest.approx(torch_accuracy, abs=0.003)
+    # The same archive with one weight marked as pickled: refused from the archive's own table,
+    # before torch.export.load (which would unpickle it) reads anything.
+    hostile = tmp_path / "pickled.pt2"
+    with zipfile.ZipFile(folder / "exported.pt2") as src, zipfile.ZipFile(hostile, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("_weights_config.json"):
+                table = json.loads(data)
+                first = next(iter(table["config"]))
+                table["config"][first]["use_pickle"] = True
+                data = json.dumps(table).encode()
+            dst.writestr(item, data)
+    code, _, err = cli(["compress", "--model", hostile, "--data", "digits", "--out", tmp_path / "h", "--quiet"], capsys)
+    assert code == 2 and "pickled parts" in err and not (tmp_path / "h").exists(), err
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hf")
+    return bert_folder(folder / "minilm"), sentence_file(folder / "sentences.txt")
+
+
+def test_a_hugging_face_sentence_encoder_goes_through_int8_and_predict_takes_text(encoder, tmp_path, capsys):
+    import edgedl.runtime as rt
+
+    folder, text = encoder
+    run = tmp_path / "enc"
+    code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--quantize", "int8", "--out", run,
+                        *FAST], capsys)
+    assert code == 0, err
+    manifest = manifest_of(run)
+    artifacts = {a["name"]: a for a in manifest["artifacts"]}
+    int8 = artifacts["minilm.int8.onnx"]
+    assert int8["quantization"]["quality_metric"] == "cosine"  # an embedding is judged by its cosine
+    sidecar = json.loads((run / "artifacts" / "minilm.int8.onnx.json").read_text())
+    assert sidecar["task"] == "embedding" and sidecar["model"]["tokenizer"]["file"] == "minilm.tokenizer.json"
+    assert [i["dtype"] for i in sidecar["inputs"]] == ["int64", "int64"]
+    sentence = sentences(300)[250]  # one the calibration never saw
+    with rt.load(run / "artifacts" / "minilm.fp32.onnx") as f32, rt.load(run / "artifacts" / "minilm.int8.onnx") as q:
+        a, b = f32.predict(sentence).output, q.predict(sentence).output
+    assert a.shape == (64,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)  # Normalize, as modules.json says
+    assert float(a @ b) > 0.99
+    code, out, err = cli(["bench", run / "artifacts" / "minilm.int8.onnx", "--runs", "5", "--warmup", "1",
+                          "--min-seconds", "0", "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["conditions"]["input_shapes"] == {"input_ids": [1, 32], "attention_mask": [1, 32]}
+
+
+def test_a_hugging_face_vit_reads_a_folder_of_images(tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = tmp_path / "images"
+    for i, (pixels, label) in enumerate(zip(digits.images[:300], digits.target[:300])):
+        (images / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 15).astype(np.uint8)).convert("RGB").save(images / str(label) / f"{i}.png")
+    folder = vit_folder(tmp_path / "vit", num_labels=10)
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", "--model", folder, "--data", f"images:{images}", "--quantize", "fp16",
+                        "--out", run, *FAST], capsys)
+    assert code == 0, err
+    artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
+    sidecar = json.loads((run / "artifacts" / "vit.fp32.onnx.json").read_text())
+    assert sidecar["labels"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"] == [0.5] * 3
+    assert artifacts["vit.fp32.onnx"]["metrics"]["accuracy"] == artifacts["vit.pt"]["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda f: f.mkdir(), "without config.json"),
+    (lambda f: (f.mkdir(), (f / "config.json").write_text('{"model_type": "bert", "auto_map": {"AutoModel": '
+                                                          '"modeling.Evil"}, "vocab_size": 10}')), "remote code"),
+    (lambda f: (bert_folder(f), (f / "tokenizer.json").unlink()), "without tokenizer.json"),
+    (lambda f: (bert_folder(f), (f / "model.safetensors").rename(f / "pytorch_model.bin")), "pickle"),
+    (lambda f: (f.mkdir(), (f / "config.json").write_text("[1, 2")), "not valid JSON"),
+])
+def test_a_folder_that_is_not_a_usable_model_is_one_line(tmp_path, capsys, make, message):
+    folder = tmp_path / "model"
+    make(folder)
+    (tmp_path / "s.txt").write_text("one sentence here\n")
+    code, _, err = cli(["compress", "--model", folder, "--data", f"text:{tmp_path / 's.txt'}", "--out",
+                        tmp_path / "run", "--quiet"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "run").exists(), err
+
+
+def test_importer_claims_by_form_and_contents(user_net, tmp_path):
+    folder, _ = user_net
+    assert importer_for("resnet8").name == "registry"
+    assert importer_for(f"{folder / 'mynet.py'}:build").name == "factory"
+    assert importer_for(str(folder / "scripted.pt")).name == "torchscript"  # a .pt that holds a program
+    assert importer_for(str(folder / "mynet_sd.pt")).name == "checkpoint"
+    assert importer_for(str(folder / "exported.pt2")).name == "pt2"
+    assert importer_for(str(tmp_path)).name == "hf"
