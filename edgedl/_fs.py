@@ -85,3 +85,23 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     import json
 
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+TEXT_LIMIT = 4 << 20  # bytes: a recipe, sidecar or profile larger than this is not one
+
+
+def read_text(path: str | os.PathLike, what: str, limit: int = TEXT_LIMIT) -> str:
+    """A small UTF-8 text file (recipe, sidecar, profile, config), or one UsageError line naming the
+    file and what is wrong: missing, too large to be what it claims, or not UTF-8 text."""
+    from edgedl.errors import UsageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise UsageError(f"{what} {path} is {size} bytes, over the {limit >> 20} MiB a {what} may hold")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

@@ -322,6 +322,11 @@ def bench(
         source, energy_reason = open_source(energy, root, profile, rails)
     except EnergyUnavailable as exc:
         raise EnergyUnavailable(f"--energy {energy}: {exc}") from None
+    if artifact.suffix.lower() == ".onnx":  # before ONNX Runtime reads it: a parser crash, external data outside
+        from edgedl.formats.onnx import graph as onnx_graph
+
+        onnx_graph.probe(artifact)
+        onnx_graph.load_graph(artifact)
     previous = session.pin(cpus)  # restored after: an API caller's process keeps its own affinity
     try:
         input_shapes = dict(input_shapes or {})

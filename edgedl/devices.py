@@ -202,11 +202,14 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     """One profile file, validated; a wrong field is named by its path."""
     import yaml
 
+    from edgedl._fs import read_text
+
     path = Path(path)
+    text = read_text(path, "device profile")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"device profile {path}: {exc}") from None
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"device profile {path}: {str(exc).splitlines()[0]}") from None
     try:
         profile = DeviceProfile.model_validate(raw)
     except ValidationError as exc:

@@ -117,9 +117,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, targets: l
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"recipe not found: {path}")
+    from edgedl._fs import read_text
+
+    text = read_text(path, "recipe")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(text)  # plain data: no python/object tags
+    except yaml.YAMLError as exc:
         raise UsageError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"recipe {path} must be a mapping with model, data and stages")

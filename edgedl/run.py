@@ -132,6 +132,9 @@ class RunDir:
             digest = write_sidecar(dest, format, precision, sidecar)["sha256"]
         else:
             digest = sha256_file(dest)
+        from edgedl.runtime import probed
+
+        probed.mark(digest)  # written by this process's exporters and quantizers, not brought from elsewhere
         record = {
             "name": name,
             "path": str(dest.relative_to(self.path)),

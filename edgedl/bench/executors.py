@@ -41,7 +41,9 @@ class LocalExecutor(Executor):
         out_json = scratch / f"{artifact.name}.bench.json"
         cmd = [sys.executable, "-m", "edgedl", "bench", str(artifact), "--json", str(out_json), "--quiet",
                *bench_args(options)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        from edgedl.runtime.probed import child_env
+
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())  # files this run wrote
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise StageError(f"benchmark of {artifact.name} failed: {last}")

@@ -190,14 +190,21 @@ def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint's payload, read with ``weights_only=True``: tensors and plain values, no code."""
     import torch
 
+    from edgedl.models.importers import is_torchscript_zip, zip_names
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
+    if is_torchscript_zip(zip_names(path)):
+        raise TrustError(f"{path.name} is a TorchScript program, not a checkpoint, and opening it runs its code: "
+                         f"edgedl takes it as a model only when trusted (edgedl compress --model {path.name} "
+                         "--trust-model-code)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"cannot read checkpoint {path}: {first}") from None
+        from edgedl.models.importers.factory import unpickle_trusted
+
+        unpickle_trusted(path, exc, trust=False)  # one line: pickled objects (not opened) or not a torch file
     version = payload.get("edgedl_checkpoint") if isinstance(payload, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise UsageError(

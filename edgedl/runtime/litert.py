@@ -109,8 +109,12 @@ class LiteRTRunner(Runner):
             raise UsageError(f"unknown compute unit '{self.compute}' for LiteRT here: use xnnpack (the default) or "
                               "cpu-no-xnnpack; the GPU and NPU delegates run on the phone")
         check_flatbuffer(self.path)
-        if not self.trusted:
+        from edgedl.runtime import probed
+
+        digest = probed.digest(self.path)
+        if not probed.seen(digest):  # a sidecar travels with the file: it says which file, not that it is safe
             probe(self.path)
+            probed.mark(digest)
         try:
             with native_output_silenced():
                 self._interp = cls(model_path=str(self.path), num_threads=self.threads, **options)

@@ -28,9 +28,11 @@ def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
         return None
     import json
 
+    from edgedl._fs import read_text
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_text(path, "sidecar"))
+    except ValueError as exc:
         raise UsageError(f"cannot read sidecar {path}: {exc}; delete it or re-export") from None
     version = data.get("edgedl_sidecar") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

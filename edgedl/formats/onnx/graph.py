@@ -95,8 +95,9 @@ def check_external_data(model, path: Path) -> None:
         target = (folder / location).resolve()
         if (not location or Path(location).is_absolute() or ".." in parts or "\\" in location
                 or not target.is_relative_to(folder)):
-            raise UsageError(f"{path.name}: the external data of tensor '{tensor.name}' is '{location}', outside the "
-                             f"model's folder {folder}; edgedl reads external data only from inside that folder "
+            link = "" if not (folder / location).is_symlink() else f", a symlink to {target}"
+            raise UsageError(f"{path.name}: the external data of tensor '{tensor.name}' is '{location}'{link}, outside "
+                             f"the model's folder {folder}; edgedl reads external data only from inside that folder "
                              "(move the data file beside the model and fix its location)")
 
 
@@ -273,6 +274,7 @@ def summarize(path: str | os.PathLike, target: str | None = None,
 
         raise UsageError(f"--target {target} applies to .tflite files")
     path = Path(path)
+    probe(path)  # inspect reads files from anywhere: one that crashes the parser must not take this process
     model = load_graph(path)
     if input_shapes:
         from edgedl.formats.onnx.export import check_input_shapes
@@ -306,23 +308,23 @@ def summarize(path: str | os.PathLike, target: str | None = None,
     }
 
 
-_PROBED: set = set()
 _PROBE = ("import sys\nfrom edgedl.errors import EdgedlError\nfrom edgedl.formats.onnx.graph import load_graph\n"
           "try:\n    load_graph(sys.argv[1])\nexcept EdgedlError as exc:\n    print(exc, file=sys.stderr)\n"
           "    sys.exit(2)\n")
 
 
 def probe(path: str | os.PathLike, timeout: float = 120) -> None:
-    """Parse a file from outside edgedl in a child process first: protobuf's native parser may crash
-    on a corrupt file, and then only the child dies. Files edgedl wrote (their sidecar's sha256
-    matches) and files probed before in this process are not parsed twice."""
+    """Parse a file from elsewhere in a child process first: protobuf's native parser may crash on
+    a corrupt file, and then only the child dies. Files this process (or its parent) wrote or
+    probed before are not parsed twice (:mod:`edgedl.runtime.probed`)."""
     import subprocess
     import sys
 
+    from edgedl.runtime import probed
+
     path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _PROBED or _pinned(path):
+    digest = probed.digest(path)
+    if probed.seen(digest):
         return
     try:
         proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
@@ -334,15 +336,4 @@ def probe(path: str | os.PathLike, timeout: float = 120) -> None:
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise UsageError((lines or [f"{path} is not a readable ONNX file"])[-1])
-    _PROBED.add(key)
-
-
-def _pinned(path: Path) -> bool:
-    from edgedl._fs import sha256_file
-    from edgedl.runtime.sidecar import read_sidecar
-
-    try:
-        sidecar = read_sidecar(path) or {}
-    except Exception:
-        return False
-    return bool(sidecar.get("sha256")) and sidecar["sha256"] == sha256_file(path)
+    probed.mark(digest)

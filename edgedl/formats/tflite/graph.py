@@ -23,8 +23,13 @@ TARGETS = ("tflite-gpu", "nnapi")
 def _interpreter(path: Path):
     from edgedl.runtime.litert import check_flatbuffer, interpreter_class, probe
 
+    from edgedl.runtime import probed
+
     check_flatbuffer(path)
-    probe(path)  # inspect reads files from anywhere: a corrupt one must not crash this process
+    digest = probed.digest(path)
+    if not probed.seen(digest):  # inspect reads files from anywhere: a corrupt one must not crash this process
+        probe(path)
+        probed.mark(digest)
     cls, provider = interpreter_class()
     return cls(model_path=str(path)), provider
 
