@@ -122,7 +122,10 @@ class LiteRTRunner(Runner):
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UsageError(f"LiteRT cannot load {self.path}: {first}") from None
-        self._refresh()
+        try:
+            self._refresh()
+        except UnicodeDecodeError:  # names are decoded from the flatbuffer as they are read
+            raise UsageError(f"{self.path} is corrupt: a tensor name in it is not UTF-8") from None
         self._inputs = tuple(_info(d) for d in self._in)
         self._outputs = tuple(_info(d) for d in self._out)
         self._buffers: list = []

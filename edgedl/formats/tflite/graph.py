@@ -39,6 +39,14 @@ def summarize(path: str | Path, target: str | None = None) -> dict[str, Any]:
     path = Path(path)
     if target is not None and target not in TARGETS:
         raise UsageError(f"unknown --target '{target}'; use one of {', '.join(TARGETS)}")
+    try:
+        return _summarize(path, target)
+    except (ValueError, RuntimeError) as exc:  # the interpreter's own refusals (UnicodeDecodeError is a ValueError)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UsageError(f"{path} is not a readable .tflite file: {first}") from None
+
+
+def _summarize(path: Path, target: str | None) -> dict[str, Any]:
     interp, provider = _interpreter(path)
     tensors = lambda details: [  # noqa: E731
         {"name": d["name"], "shape": [int(x) if x >= 0 else None for x in d.get("shape_signature", d["shape"])],
