@@ -23,6 +23,23 @@ TRUST = click.option(
          "never runs code it names.")
 
 
+def shape_label(shape) -> str:
+    """A shape for the screen: sizes, the names of dynamic dimensions (``batch``), and ``?`` for an
+    unnamed one or the long generated names exporters write (``unk__2``, ``s77``,
+    ``Addoutput_dim_1``): they say nothing to a reader."""
+    import re
+
+    def dim(d) -> str:
+        if isinstance(d, int) and d >= 0:
+            return str(d)
+        if not isinstance(d, str) or not d or d == "None":
+            return "?"
+        generated = re.fullmatch(r"(unk__\d+|s\d+|.*_dim_\d+|.*[Oo]utput.*)", d) or len(d) > 16
+        return "?" if generated else d
+
+    return "x".join(dim(d) for d in shape) or "scalar"
+
+
 def _console(quiet: bool = False):
     from rich.console import Console
 
@@ -315,7 +332,7 @@ def inspect(artifact, target, dla, input_shapes, device, as_json, trust_model_co
         io_table.add_column(col)
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            io_table.add_row(kind[:-1], t["name"], "x".join("?" if d is None else str(d) for d in t["shape"]), t["dtype"])
+            io_table.add_row(kind[:-1], t["name"], shape_label(t["shape"]), t["dtype"])
     console.print(io_table)
     opsets = ", ".join(f"{k} {v}" for k, v in info.get("opsets", {}).items()) or "—"
     macs = "—" if info["macs"] is None else f"{info['macs']:,}"

@@ -234,3 +234,44 @@ def test_importer_claims_by_form_and_contents(user_net, tmp_path):
     assert importer_for(str(folder / "mynet_sd.pt")).name == "checkpoint"
     assert importer_for(str(folder / "exported.pt2")).name == "pt2"
     assert importer_for(str(tmp_path)).name == "hf"
+
+
+def stateful_onnx(path: Path) -> Path:
+    """A streaming model as third-party VAD models are: input [batch, samples], state [2, batch, 3]
+    (a recurrent state: the batch on axis 1), sr a scalar; outputs output [batch, 3] and the new state."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "w")
+    nodes = [helper.make_node("MatMul", ["input", "w"], ["mm"]),
+             helper.make_node("ReduceSum", ["state"], ["s"], keepdims=0),
+             helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["s", "srf"], ["ss"]),
+             helper.make_node("Add", ["mm", "ss"], ["output"]),
+             helper.make_node("Identity", ["state"], ["stateN"])]
+    graph = helper.make_graph(nodes, "stream", [
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 3]),
+        helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", "Addoutput_dim_1"])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def test_a_recurrent_state_keeps_its_batch_on_axis_1_and_exact_arrays_are_one_feed(tmp_path, capsys):
+    model = stateful_onnx(tmp_path / "vad.onnx")
+    np.savez(tmp_path / "feed.npz", input=np.ones((1, 4), np.float32), state=np.ones((2, 1, 3), np.float32),
+             sr=np.array(16000, np.int64))
+    code, _, err = cli(["bench", model, "--data", tmp_path / "feed.npz", "--runs", "3", "--warmup", "0",
+                        "--min-seconds", "0", "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "b.json").read_text())["conditions"]["input_shapes"] == {
+        "input": [1, 4], "state": [2, 1, 3], "sr": []}
+    from edgedl.data.feeds import batch_axis
+    from edgedl.runtime.base import TensorInfo
+
+    infos = [TensorInfo("input", ("batch", 4), "float32"), TensorInfo("state", (2, "batch", 3), "float32")]
+    assert [batch_axis(i, infos) for i in infos] == [0, 1]
+    code, out, err = cli(["inspect", model], capsys)
+    assert code == 0 and "batchx4" in out and "2xbatchx3" in out and "2xbatchx?" in out and "None" not in out

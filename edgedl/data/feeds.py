@@ -115,11 +115,16 @@ def resolve(arrays: Mapping[str, np.ndarray], inputs: Sequence[Any], source: str
         raise UsageError(f"{source} has arrays {sorted(arrays)} but the model's inputs are {names}: missing "
                          f"{missing}; save one array per input name ({CONVENTION})")
     samples = Samples()
+    # A recurrent state keeps the batch on another axis ([layers, batch, hidden]): then the arrays at
+    # the inputs' own ranks are one feed, as the user wrote them, not samples along axis 0.
+    as_written = any(batch_axis(info, inputs) != 0 for info in inputs)
     for info in inputs:
         value = np.asarray(arrays[info.name])
         value = _fit_dtype(info, value)
         rank = len(info.shape)
-        if value.ndim == rank + 1 and _fits(info, value.shape, 1):
+        if as_written and value.ndim == rank and _fits(info, value.shape, 0):
+            samples.constants[info.name] = value
+        elif value.ndim == rank + 1 and _fits(info, value.shape, 1):
             samples.whole[info.name] = value
         elif value.ndim == rank and _static(info) and tuple(value.shape) == tuple(info.shape):
             samples.constants[info.name] = value
@@ -132,6 +137,20 @@ def resolve(arrays: Mapping[str, np.ndarray], inputs: Sequence[Any], source: str
     if len(counts) > 1:
         raise UsageError(f"{source}: the per-sample arrays hold different numbers of samples {sorted(counts)}")
     return samples
+
+
+def batch_axis(info, inputs: Sequence[Any]) -> int:
+    """The input's batch axis, from the model's own dimensions: the dynamic one named like a dynamic
+    dimension of another input (``batch`` in ``input [batch, samples]`` and ``state [2, batch, 128]``),
+    else its first axis when that is dynamic, else its first dynamic one, else 0."""
+    dynamic = [j for j, d in enumerate(info.shape) if not (isinstance(d, int) and d >= 0)]
+    others = {d for other in inputs if other is not info for d in other.shape if isinstance(d, str)}
+    shared = [j for j in dynamic if isinstance(info.shape[j], str) and info.shape[j] in others]
+    if shared:
+        return shared[0]
+    if not dynamic or dynamic[0] == 0:
+        return 0
+    return dynamic[0]
 
 
 def as_samples(x: Any, inputs: Sequence[Any]) -> Samples:

@@ -96,8 +96,8 @@ def pickled_members(path: Path) -> list[str]:
                 if "/data/sample_inputs/" in name and not _weights_only(archive.read(name)):
                     found.append(name.split("/", 1)[-1])
             return found
-    except zipfile.BadZipFile as exc:
-        raise UsageError(f"{path} is not a .pt2 archive: {first_line(exc)}") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:  # a member name that is not UTF-8 is a ValueError
+        raise UsageError(f"{path} is not a readable .pt2 archive: {first_line(exc)}") from None
 
 
 def _weights_only(data: bytes) -> bool:
