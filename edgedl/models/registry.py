@@ -20,8 +20,8 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 # The built-in models and the module that registers each: a name is checked, and only its module
 # imported (they import torch), without importing the others (tests/test_second_hour.py holds it to them).
-BUILTIN = {"cnn1d": "cnn1d", "mlp": "mlp", "mobilenetv2_050": "mobilenet", "mobilenetv2_100": "mobilenet",
-           "resnet8": "resnet", "resnet18": "resnet"}
+BUILTIN = {"cnn1d": "cnn1d", "gru": "rnn", "lstm": "rnn", "mlp": "mlp", "mobilenetv2_050": "mobilenet",
+           "mobilenetv2_100": "mobilenet", "resnet8": "resnet", "resnet18": "resnet", "vit_tiny": "vit"}
 
 
 def register_model(name: str | None = None, *, default_input=(3, 224, 224), description: str = ""):
@@ -86,4 +86,4 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
 
 def _ensure_builtin() -> None:
     # Importing the definitions registers them; done lazily so the registry module stays cheap.
-    from edgedl.models import cnn1d, mlp, mobilenet, resnet  # noqa: F401
+    from edgedl.models import cnn1d, mlp, mobilenet, resnet, rnn, vit  # noqa: F401

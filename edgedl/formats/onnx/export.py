@@ -95,6 +95,7 @@ def _export(module, example, path, opset: int, dynamic_batch: bool, output_name:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="no signature found", category=UserWarning)  # TorchScript inputs
         warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)  # one batch, several inputs
+        warnings.filterwarnings("ignore", message="The tensor attributes", category=UserWarning)  # an RNN's weights
         try:
             program = getattr(module, "exported_program", None)  # a .pt2: its own graph and shapes
             if program is not None:

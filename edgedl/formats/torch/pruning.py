@@ -53,6 +53,39 @@ def output_layers(model: Any) -> list[Any]:
     return leaves[-1:]
 
 
+def unprunable(model: Any) -> str | None:
+    """Why Torch-Pruning cannot prune this model as edgedl drives it, or None.
+
+    - Attention (transformers' modules): Torch-Pruning prunes heads only with per-model bookkeeping
+      (``num_heads`` and the module's own head sizes updated after), which edgedl does not do yet:
+      channel pruning would cut a head's width and break its reshape.
+    - Recurrent layers: Torch-Pruning 1.6 prunes single-layer LSTMs only (and fails on them inside
+      a model's dependency graph here); GRUs not at all. edgedl leaves them alone, so a model that is
+      one recurrent layer and its head has nothing left to prune.
+    """
+    import torch
+
+    modules = list(model.modules())
+    if any(type(m).__module__.startswith("transformers.") and "Attention" in type(m).__name__ for m in modules):
+        return ("it has attention layers, and Torch-Pruning prunes attention heads only with per-model head "
+                "bookkeeping that edgedl does not do yet: compress it by distillation into a smaller config, or quantize")
+    recurrent = [type(m).__name__ for m in modules if isinstance(m, torch.nn.RNNBase)]
+    if recurrent:
+        prunable = [m for m in modules if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+        if len(prunable) <= len(output_layers(model)):
+            return (f"its {recurrent[0]} layer is all there is to prune, and Torch-Pruning does not prune "
+                    f"{recurrent[0]}s inside a model's graph (1.6 handles a lone LSTM only): compress it with "
+                    "a smaller hidden size (distillation) or dynamic INT8")
+    return None
+
+
+def recurrent_layers(model: Any) -> list[Any]:
+    """GRU/LSTM/RNN layers, left alone by pruning (see :func:`unprunable`)."""
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.RNNBase)]
+
+
 def _importance(name: str):
     import torch_pruning as tp
 
@@ -95,8 +128,13 @@ def prune(
         raise UsageError("prune.importance 'taylor' needs labelled data for gradients; use l1, l2 or bn_scale")
     if config.importance == "bn_scale" and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise UsageError("prune.importance 'bn_scale' needs BatchNorm layers, and this model has none; use l1 or l2")
+    why = unprunable(model)
+    if why:
+        from edgedl.errors import StageError
+
+        raise StageError(f"cannot prune this model: {why}")
     named = dict(model.named_modules())
-    ignored, ignored_names = list(output_layers(model)), []
+    ignored, ignored_names = list(output_layers(model)) + recurrent_layers(model), []
     for pattern in config.ignore:
         hits = [n for n in named if n and fnmatch.fnmatch(n, pattern)]
         if not hits:

@@ -184,15 +184,21 @@ def model_inputs(info: dict) -> list:
     return [TensorInfo("pixel_values", (None, info["channels"], *info["image_size"]), "float32", "NCHW")]
 
 
-def _from_pretrained(info: dict):
+def quiet_transformers() -> None:
+    """transformers' progress bars and notes are not the user's model's: keep the screen edgedl's."""
     import logging
 
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import notes, not the user's
-    import transformers
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import notes
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every reload of a run's checkpoint
+
+
+def _from_pretrained(info: dict):
+    import transformers
+
+    quiet_transformers()
 
     auto = {"text-classification": "AutoModelForSequenceClassification",
             "image-classification": "AutoModelForImageClassification"}.get(info["task"], "AutoModel")
