@@ -38,6 +38,11 @@ def precision_label(precision: str) -> str:
     return {"int8_dynamic": "int8dyn", "int8_float_io": "int8fio"}.get(precision, precision)
 
 
+# Tasks whose quality is not a label's: judged against the float model's outputs (and, for a
+# reconstruction, against the input itself), never by argmax against the data's classes.
+UNLABELLED_TASKS = ("embedding", "reconstruction")
+
+
 def model_kwargs(dataset, overrides: dict | None = None) -> dict[str, Any]:
     """Architecture options that fit a model spec to a dataset (channels, classes, input size)."""
     kwargs: dict[str, Any] = {"in_channels": dataset.input_shape[0]}
@@ -86,7 +91,8 @@ def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: d
     for info in inputs:
         if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
             info["layout"] = "NCHW"
-    task = "embedding" if (model or {}).get("task") == "feature-extraction" else infer_task(dataset, outputs)
+    task = {"feature-extraction": "embedding", "reconstruction": "reconstruction"}.get(
+        (model or {}).get("task"), None) or infer_task(dataset, outputs)
     return {"inputs": inputs, "outputs": outputs, "task": task, "normalization": dataset.normalization,
             "labels": dataset.labels, "source": source, **({"model": model} if model else {}), **extra}
 

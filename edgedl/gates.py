@@ -20,8 +20,8 @@ from edgedl.bench import side_by_side
 class Quality:
     """Scores artifacts on a split: accuracy with labels, else agreement with the reference file."""
 
-    def __init__(self, split, reference_path: Path, classifier: bool, **load_options: Any):
-        self.x, self.y = split.x, split.y
+    def __init__(self, split, reference_path: Path, classifier: bool, use_labels: bool = True, **load_options: Any):
+        self.x, self.y = split.x, (split.y if use_labels else None)  # an embedding's or reconstruction's labels say nothing
         self.load_options = load_options
         self.reference = predict(reference_path, self.x, **load_options)
         self.classifier = classifier

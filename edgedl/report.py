@@ -37,6 +37,21 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _quality(m: dict) -> str:
+    """The accuracy column: accuracy, or the measure the task is judged by where it has none
+    (``mse 0.0213`` for an autoencoder, ``cos 0.9998`` for an embedding or unlabelled data)."""
+    if m.get("accuracy") is not None:
+        return f"{100 * m['accuracy']:.2f}%"
+    if m.get("reconstruction_mse") is not None:
+        auc = m.get("anomaly_auc")
+        return f"mse {m['reconstruction_mse']:.4g}" + (f", AUC {auc:.3f}" if auc is not None else "")
+    agreement = m.get("agreement")
+    if agreement:
+        short = {"cosine": "cos", "top1_agreement": "top-1 agr."}.get(agreement["measure"], agreement["measure"])
+        return f"{short} {agreement['value']:.4f}"
+    return "—"
+
+
 def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
     out = []
     for a in manifest["artifacts"]:
@@ -47,7 +62,7 @@ def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
             # a file its own gates advise against looks different from the others
             "artifact": a["name"] + (" (not recommended)" if a.get("recommended") is False else ""), "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),
             "params": _count(m.get("params")), "MACs": _count(m.get("macs")),
-            "accuracy": "—" if acc is None else f"{100 * acc:.2f}%",
+            "accuracy": _quality(m),
             "p50 ms": _num(lat.get("p50"), ".3f"), "p90 ms": _num(lat.get("p90"), ".3f"),
             "p99 ms": _num(lat.get("p99"), ".3f"), "inf/s": _num(m.get("throughput_ips"), ".0f"),
             "peak RSS MB": _num(m.get("peak_rss_mb"), ".0f"),

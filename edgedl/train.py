@@ -55,6 +55,19 @@ def accuracy(model: Any, split: Split, batch_size: int = 512) -> float:
     return correct / max(1, len(split))
 
 
+def reconstruction_mse(model: Any, split: Split, batch_size: int = 512) -> float:
+    """Mean squared error of a model's reconstruction of its input, over a split."""
+    import torch
+
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for xb, _ in split.batches(batch_size):
+            x = torch.from_numpy(xb)
+            total += float(((model(x) - x) ** 2).mean(dim=tuple(range(1, x.ndim))).sum())
+    return total / max(1, len(split))
+
+
 def fit(
     model: Any,
     train: Split,
@@ -63,6 +76,7 @@ def fit(
     loss_fn: Callable[[Any, Any, Any], Any] | None = None,
     progress: Any = None,
     extra_params: list | None = None,
+    task: str = "classification",
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the best validation epoch.
 
@@ -74,14 +88,20 @@ def fit(
         loss_fn: ``loss_fn(model, x, y) -> scalar tensor``; default cross entropy on logits.
         progress: a ``rich.progress.Progress`` to report into, or None for silence.
         extra_params: parameters outside ``model`` that ``loss_fn`` trains too (projections).
+        task: ``reconstruction`` trains the model to give back its input (mean squared error, no labels
+            needed) and picks the epoch of the lowest validation error (stored negated as the score).
     """
     import torch
     import torch.nn.functional as F
 
-    if train.y is None:
+    reconstruct = task == "reconstruction"
+    if train.y is None and not reconstruct:
         raise UsageError("training needs labels; this dataset has none (use digits or a labelled .npz)")
     seed_everything(config.seed)
-    if loss_fn is None:
+    if loss_fn is None and reconstruct:
+        def loss_fn(m, xb, yb):
+            return F.mse_loss(m(xb), xb)
+    elif loss_fn is None:
         def loss_fn(m, xb, yb):
             return F.cross_entropy(m(xb), yb, label_smoothing=config.label_smoothing)
 
@@ -96,7 +116,8 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
+    x_all = torch.from_numpy(train.x)
+    y_all = torch.from_numpy(train.y) if train.y is not None else torch.zeros(len(train), dtype=torch.long)
     gen = torch.Generator().manual_seed(config.seed)
     task = progress.add_task("train", total=config.epochs * steps_per_epoch) if progress else None
 
@@ -117,7 +138,10 @@ def fit(
             seen += len(idx)
             if progress:
                 progress.advance(task)
-        val_acc = accuracy(model, val) if val is not None and val.y is not None else None
+        if reconstruct:
+            val_acc = -reconstruction_mse(model, val) if val is not None else None
+        else:
+            val_acc = accuracy(model, val) if val is not None and val.y is not None else None
         best.history.append({"epoch": epoch, "loss": total / seen, "val_accuracy": val_acc})
         if progress:
             shown = "n/a" if val_acc is None else f"{val_acc:.3f}"

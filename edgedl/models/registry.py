@@ -15,16 +15,18 @@ class ModelEntry:
     factory: Callable
     default_input: tuple[int, ...]  # (C, H, W) the architecture was designed for; (C, T) for 1-D models
     description: str
+    task: str = "classification"  # or "reconstruction": trained, judged and evaluated on its own input
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 # The built-in models and the module that registers each: a name is checked, and only its module
 # imported (they import torch), without importing the others (tests/test_second_hour.py holds it to them).
-BUILTIN = {"cnn1d": "cnn1d", "gru": "rnn", "lstm": "rnn", "mlp": "mlp", "mobilenetv2_050": "mobilenet",
+BUILTIN = {"cnn1d": "cnn1d", "conv_autoencoder": "autoencoder", "gru": "rnn", "lstm": "rnn", "mlp": "mlp", "mobilenetv2_050": "mobilenet",
            "mobilenetv2_100": "mobilenet", "resnet8": "resnet", "resnet18": "resnet", "vit_tiny": "vit"}
 
 
-def register_model(name: str | None = None, *, default_input=(3, 224, 224), description: str = ""):
+def register_model(name: str | None = None, *, default_input=(3, 224, 224), description: str = "",
+                   task: str = "classification"):
     """Register a factory ``f(num_classes, in_channels, input_size, **kw) -> nn.Module``."""
 
     def wrap(fn: Callable) -> Callable:
@@ -32,7 +34,7 @@ def register_model(name: str | None = None, *, default_input=(3, 224, 224), desc
         if key in _REGISTRY:
             raise ValueError(f"model '{key}' is registered twice")
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _REGISTRY[key] = ModelEntry(key, fn, tuple(default_input), doc)
+        _REGISTRY[key] = ModelEntry(key, fn, tuple(default_input), doc, task)
         return fn
 
     return wrap
@@ -78,6 +80,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         **kwargs: architecture options, e.g. ``input_size=(8, 8)`` for ``mlp``.
     """
     entry = get_entry(name)
+    if entry.task != "classification":
+        kwargs.pop("num_classes", None)
+        num_classes = None
     try:
         return entry.factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
     except TypeError as exc:
@@ -86,4 +91,4 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
 
 def _ensure_builtin() -> None:
     # Importing the definitions registers them; done lazily so the registry module stays cheap.
-    from edgedl.models import cnn1d, mlp, mobilenet, resnet, rnn, vit  # noqa: F401
+    from edgedl.models import autoencoder, cnn1d, mlp, mobilenet, resnet, rnn, vit  # noqa: F401

@@ -84,6 +84,12 @@ class RunContext:
             info["tokenizer"] = dict(tokenizer, file=name)
         return info
 
+    @property
+    def task(self) -> str:
+        """What the model does: ``classification``, ``embedding`` (feature extraction) or ``reconstruction``."""
+        task = (self.model_info or {}).get("task")
+        return {"feature-extraction": "embedding"}.get(task, task) or "classification"
+
     def require_torch(self, stage: str) -> None:
         if self.model is None:
             raise UsageError(f"stage '{stage}' needs a PyTorch model; '{self.recipe.model.spec}' is an "

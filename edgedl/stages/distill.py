@@ -8,7 +8,7 @@ from pydantic import Field
 
 from edgedl.artifacts import model_kwargs
 
-from edgedl.errors import UsageError
+from edgedl.errors import StageError, UsageError
 from edgedl.stages.base import RunContext, Stage, StageConfig
 from edgedl.formats.torch.progress import progress_bar
 from edgedl.train import FitConfig, accuracy, fit
@@ -105,6 +105,9 @@ class DistillStage(Stage):
         from edgedl.models import LoadedModel, load_model
 
         ctx.require_torch(self.name)
+        if ctx.task != "classification":
+            raise StageError(f"distill matches a teacher's class probabilities, and this is a {ctx.task} model; for it, "
+                             "train a smaller configuration (fewer channels or layers) instead")
         ctx.start_compression()
         c, data = self.config, ctx.dataset
         if not data.labeled:

@@ -1,12 +1,16 @@
-"""The ``evaluate`` stage: accuracy of every artifact, measured through edgedl.runtime."""
+"""The ``evaluate`` stage: every artifact's quality, measured through edgedl.runtime, by the measure
+its task calls for: accuracy for a classifier with labels; agreement with the float model without
+labels (top-1) or for an embedding (cosine); reconstruction error and anomaly AUC for an autoencoder."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
-from edgedl.artifacts import accuracy, runnable, wilson_interval
+from edgedl.artifacts import accuracy, compare, predict, runnable, wilson_interval
+from edgedl.errors import StageError
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -25,14 +29,14 @@ class EvaluateStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         split = ctx.dataset.split(self.config.split)
-        if split.y is None:
-            reason = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
-            for record in ctx.run.manifest["artifacts"]:
-                ctx.run.set_metrics(record, notes={"accuracy": reason})
+        runnable_records = [r for r in ctx.run.manifest["artifacts"] if runnable(r)]
+        if ctx.task == "reconstruction":
+            self._reconstruction(ctx, split, runnable_records)
             return
-        for record in ctx.run.manifest["artifacts"]:
-            if not runnable(record):
-                continue
+        if split.y is None or ctx.task == "embedding":
+            self._agreement(ctx, split, runnable_records)
+            return
+        for record in runnable_records:
             acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, factory=ctx.factory,
                            trust_model_code=ctx.trust_model_code)
             interval = wilson_interval(acc, len(split))
@@ -40,3 +44,53 @@ class EvaluateStage(Stage):
                                                                          "accuracy_ci95": interval})
             ctx.log(f"evaluated {record['name']}: accuracy {acc:.4f} on {len(split)} {self.config.split} samples "
                     f"(95% interval {interval[0]:.4f}-{interval[1]:.4f})")
+
+    def _outputs(self, ctx: RunContext, record: dict, split):
+        return predict(ctx.run.artifact_path(record), split.x, self.config.batch_size, factory=ctx.factory,
+                       trust_model_code=ctx.trust_model_code)
+
+    def _agreement(self, ctx: RunContext, split, records: list) -> None:
+        """Without labels (or for an embedding, whose labels say nothing of it), each file is judged by
+        its agreement with the float model, the run's first file: top-1 for a classifier, else cosine;
+        the manifest names the measure and the reference."""
+        if not records:
+            return
+        reference = self._outputs(ctx, records[0], split)
+        measure = "top1_agreement" if ctx.task == "classification" else "cosine"
+        why = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
+        if ctx.task == "embedding":
+            why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
+        for record in records:
+            value = compare(reference, self._outputs(ctx, record, split))[measure]
+            agreement = {"measure": measure, "value": value, "reference": records[0]["name"], "samples": len(split)}
+            ctx.run.set_metrics(record, {"agreement": agreement},
+                                notes={"accuracy": f"{why} ({measure} {value:.4f} against {records[0]['name']})"})
+            ctx.log(f"evaluated {record['name']}: {measure} {value:.4f} against {records[0]['name']} on {len(split)} "
+                    f"{self.config.split} samples")
+
+    def _reconstruction(self, ctx: RunContext, split, records: list) -> None:
+        """A reconstruction model's error on the split (mean squared, per sample averaged), and with
+        labels of two classes (0 normal, 1 anomalous), how well that error separates them (ROC AUC)."""
+        x = split.x if isinstance(split.x, np.ndarray) else None
+        if x is None:
+            raise StageError("a reconstruction model's evaluation needs single-input data")
+        binary = split.y is not None and set(np.unique(split.y).tolist()) <= {0, 1} and len(np.unique(split.y)) == 2
+        for record in records:
+            out = self._outputs(ctx, record, split).reshape(x.shape)
+            errors = ((out - x) ** 2).reshape(len(x), -1).mean(1)
+            metrics = {"reconstruction_mse": float(errors.mean()), "anomaly_auc": anomaly_auc(errors, split.y) if binary
+                       else None}
+            note = ("a reconstruction model has no accuracy: see reconstruction_mse"
+                    + ("" if binary else "; anomaly_auc needs labels 0 (normal) and 1 (anomalous)"))
+            ctx.run.set_metrics(record, metrics, notes={"accuracy": note})
+            ctx.log(f"evaluated {record['name']}: reconstruction MSE {metrics['reconstruction_mse']:.4g}"
+                    + (f", anomaly AUC {metrics['anomaly_auc']:.4f}" if binary else ""))
+
+
+def anomaly_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of anomaly scores against labels (1 anomalous): the chance that a random anomalous
+    sample scores above a random normal one (Mann-Whitney, ties counted half)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))

@@ -114,7 +114,8 @@ class ExportTfliteStage(Stage):
 
         if not self.config.gates or len(produced) < 2:
             return {}
-        quality = Quality(ctx.dataset.val, fp32, classifier=ctx.dataset.num_classes is not None)
+        quality = Quality(ctx.dataset.val, fp32, classifier=ctx.task == "classification" and ctx.dataset.num_classes is not None,
+                          use_labels=ctx.task == "classification")
         if quality.warning:
             ctx.run.manifest["notes"].append(quality.warning)
             ctx.log(f"warning: {quality.warning}")

@@ -40,8 +40,9 @@ class PruneStage(Stage):
         ctx.start_compression()
         c = self.config
         module, data = ctx.model.module, ctx.dataset
-        labeled = data.labeled
-        finetune = labeled and c.finetune_epochs > 0
+        reconstruct = ctx.task == "reconstruction"  # trained on its own input: no labels needed
+        labeled = data.labeled and not reconstruct
+        finetune = (labeled or reconstruct) and c.finetune_epochs > 0
         history: list[dict] = []
 
         def gradient_batch(model):
@@ -53,7 +54,7 @@ class PruneStage(Stage):
                 if finetune:
                     result = fit(module, data.train, data.val, FitConfig(
                         epochs=c.finetune_epochs, lr=c.lr, batch_size=c.batch_size, seed=ctx.recipe.seed + step),
-                        progress=bar)
+                        progress=bar, task=ctx.task)
                     history.append({"step": step + 1, "val_accuracy": result.best_val_accuracy})
 
             result = prune(module, data.input_shape,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedl.artifacts import precision_label
+from edgedl.artifacts import UNLABELLED_TASKS, precision_label
 from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
@@ -93,7 +93,8 @@ class QuantizeStage(Stage):
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
         task = (read_sidecar(parent_path) or {}).get("task")
-        quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification")
+        quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
+                          use_labels=task not in UNLABELLED_TASKS)
         sample = single_sample(ctx.dataset.val.x)
         threads = c.threads or bench_threads(ctx.recipe)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,

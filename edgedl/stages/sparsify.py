@@ -38,11 +38,12 @@ class SparsifyStage(Stage):
         if not layers:
             raise UsageError("sparsify: no layer fits the 2:4 pattern (dense Conv2d/Linear with inputs per "
                              "output a multiple of 4)")
-        finetuned = data.labeled and c.finetune_epochs > 0
+        finetuned = (data.labeled or ctx.task == "reconstruction") and c.finetune_epochs > 0
         if finetuned:
             with progress_bar(ctx.console, enabled=ctx.progress) as bar:
                 fit(module, data.train, data.val, FitConfig(epochs=c.finetune_epochs, lr=c.lr,
-                                                            batch_size=c.batch_size, seed=ctx.recipe.seed), progress=bar)
+                                                            batch_size=c.batch_size, seed=ctx.recipe.seed), progress=bar,
+                    task=ctx.task)
         finalize_2_4(module)
         module.eval()
         info = {"pattern": "2:4", "layers": layers, "finetuned": finetuned,

@@ -34,9 +34,12 @@ class TrainStage(Stage):
         config = FitConfig(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
                            optimizer=c.optimizer, label_smoothing=c.label_smoothing, seed=ctx.recipe.seed)
         with progress_bar(ctx.console, enabled=ctx.progress) as progress:
-            result = fit(ctx.model.module, ctx.dataset.train, ctx.dataset.val, config, progress=progress)
+            result = fit(ctx.model.module, ctx.dataset.train, ctx.dataset.val, config, progress=progress, task=ctx.task)
         ctx.save_model("", stage=self.name, training={
             "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy, "history": result.history})
         acc = result.best_val_accuracy
+        if ctx.task == "reconstruction":
+            ctx.log(f"trained {ctx.stem}: best epoch {result.best_epoch}, val reconstruction MSE {-acc:.4g}")
+            return
         ctx.log(f"trained {ctx.stem}: best epoch {result.best_epoch}, val accuracy "
                 f"{'n/a' if acc is None else f'{acc:.4f}'}")

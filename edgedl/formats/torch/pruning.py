@@ -49,7 +49,8 @@ def output_layers(model: Any) -> list[Any]:
     """The layer(s) producing the model's output: pruning them would change the output size."""
     import torch
 
-    leaves = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    leaves = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d,
+                                                            torch.nn.ConvTranspose2d))]
     return leaves[-1:]
 
 

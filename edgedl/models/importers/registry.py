@@ -31,7 +31,12 @@ class RegistryImporter(Importer):
             from edgedl.models.importers.factory import with_weights
 
             return with_weights(lambda kw: create_model(spec, **kw), spec, weights, kwargs, trust)
-        return LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
+        from edgedl.models.registry import get_entry
+
+        loaded = LoadedModel(create_model(spec, **kwargs), {"spec": spec, "kwargs": kwargs})
+        if get_entry(spec).task != "classification":
+            loaded.hf = {"task": get_entry(spec).task}  # what the model does, for the stages and sidecars
+        return loaded
 
     def stem(self, spec: str) -> str:
         return spec
