@@ -17,7 +17,7 @@ import numpy as np
 from edgedl.data.feeds import Samples, resolve
 from edgedl.errors import MissingDependencyError, UsageError
 
-KNOWN_SPECS = ("digits[:CxHxW], random:CxHxW, path/to/file.npz (array x, or one array per model input name, "
+KNOWN_SPECS = ("digits[:CxHxW], digits:seq (rows as 8 time steps of 8 features), random:CxHxW, path/to/file.npz (array x, or one array per model input name, "
                "and optionally y), images:FOLDER[:CxHxW] (class subfolders), text:FILE (a sentence per line)")
 _SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
@@ -128,6 +128,8 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_frac
         folder, _, shape = (arg if name == "images" else spec).partition(":")
         return _images(spec, Path(folder), parse_shape(shape, spec) if shape else None, inputs, normalization,
                        seed, val_fraction, test_fraction)
+    if name == "digits" and arg == "seq":
+        return _digit_sequences(spec, seed, val_fraction, test_fraction)
     if name == "digits":
         return _digits(spec, parse_shape(arg, spec) if arg else None, seed, val_fraction, test_fraction)
     if name == "random":
@@ -190,6 +192,17 @@ def _digits(spec, shape, seed, val_fraction, test_fraction) -> Dataset:
         normalization={"scale": 1 / 16, "mean": [mean] * channels, "std": [std] * channels,
                        "resize": "bilinear_align_corners", "raw": "8x8 grey, 0..16", "raw_range": [0, 16]},
     )
+
+
+def _digit_sequences(spec, seed, val_fraction, test_fraction) -> Dataset:
+    """The digits as sequences for sensor-window models (C x T, like an IMU window): each image's 8
+    rows are 8 time steps of 8 features (its columns)."""
+    images = _digits(spec, None, seed, val_fraction, test_fraction)
+    for split in (images.train, images.val, images.test):
+        split.x = np.ascontiguousarray(split.x[:, 0].transpose(0, 2, 1))  # (N, columns=C, rows=T)
+    images.input_shape = (8, 8)
+    images.normalization = None  # a sequence model's app feeds its sensor window as the training data was
+    return images
 
 
 def _random(spec, shape, seed, n: int = 64) -> Dataset:

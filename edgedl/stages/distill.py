@@ -106,8 +106,8 @@ class DistillStage(Stage):
 
         ctx.require_torch(self.name)
         if ctx.task != "classification":
-            raise StageError(f"distill matches a teacher's class probabilities, and this is a {ctx.task} model; for it, "
-                             "train a smaller configuration (fewer channels or layers) instead")
+            raise StageError(f"distill matches a teacher's class probabilities, and this model's task is {ctx.task}: "
+                             "train a smaller configuration (fewer channels or layers) of it instead")
         ctx.start_compression()
         c, data = self.config, ctx.dataset
         if not data.labeled:

@@ -55,6 +55,12 @@ class ExportTfliteStage(Stage):
                 "TFLite route (onnx2tf) pins numpy 1.x and exact TensorFlow versions and is known to produce empty "
                 "exports, so edgedl does not take it; pass the PyTorch model (registry name, file.py:factory or "
                 "checkpoint) instead of the .onnx file")
+        from edgedl.data.feeds import Samples
+
+        if isinstance(ctx.dataset.val.x, Samples):
+            names = ", ".join([*ctx.dataset.val.x.stacked, *ctx.dataset.val.x.whole, *ctx.dataset.val.x.constants])
+            raise StageError(f"edgedl's TFLite export feeds and calibrates one input, and this model takes several ({names}); "
+                             "take the ONNX route for it (ONNX Runtime runs on phones too)")
         parent = ctx.ensure_model_artifact()
         module = ctx.model.module.eval()
         stem = parent.rsplit(".", 1)[0]

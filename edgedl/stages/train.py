@@ -30,6 +30,11 @@ class TrainStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         ctx.require_torch(self.name)
+        if ctx.task == "embedding":
+            from edgedl.errors import StageError
+
+            raise StageError("an embedding model learns from pairs or contrasts with its own training code; edgedl "
+                             "trains classifiers and autoencoders: fine-tune it where it was made and bring the folder")
         c = self.config
         config = FitConfig(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, weight_decay=c.weight_decay,
                            optimizer=c.optimizer, label_smoothing=c.label_smoothing, seed=ctx.recipe.seed)
