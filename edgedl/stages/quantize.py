@@ -153,7 +153,7 @@ class QuantizeStage(Stage):
     def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict, sample, threads) -> Attempt:
         c = self.config
         scheme = self.scheme(ctx)
-        names = ["tensorrt"] if scheme == "tensorrt" else list(qo.CPU_CANDIDATES)
+        names = ["tensorrt"] if scheme == "tensorrt" else list(qo.cpu_candidates(prepared))
         attempts = []
         for name in names:
             attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info)

@@ -46,8 +46,23 @@ SCHEMES = {
                        quantize_bias=False),
     "cpu_u8s8_per_tensor": Scheme("cpu_u8s8_per_tensor", "uint8", per_channel=False, symmetric_activations=False),
     "cpu_s8s8_per_channel": Scheme("cpu_s8s8_per_channel", "int8", per_channel=True, symmetric_activations=True),
+    # Transformers: only the weighted layers in INT8; LayerNorm, Softmax, GELU and the residual adds
+    # stay float, where INT8 costs accuracy (outliers) and buys no speed on a CPU (each Q/DQ pair
+    # around a cheap op is a round trip).
+    "cpu_u8s8_weighted": Scheme("cpu_u8s8_weighted", "uint8", per_channel=False, symmetric_activations=False,
+                                op_types=("Conv", "ConvTranspose", "Gemm", "MatMul")),
 }
 CPU_CANDIDATES = ("cpu_u8s8_per_tensor", "cpu_s8s8_per_channel")
+TRANSFORMER_OPS = {"LayerNormalization", "Softmax"}
+
+
+def cpu_candidates(path: Path) -> tuple[str, ...]:
+    """The CPU schemes to try for this model: the weighted-layers-only scheme joins them when the
+    graph has transformer blocks (LayerNorm, Softmax)."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return CPU_CANDIDATES + (("cpu_u8s8_weighted",) if ops & TRANSFORMER_OPS else ())
 
 
 def _ort_quant():
@@ -187,7 +202,8 @@ class _AxisNote(logging.Filter):
     as it should, and the note is noise on edgedl's screen."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "is out-of-range for weight" not in record.getMessage()
+        message = record.getMessage()  # and its advice to pre-process, which edgedl's prepare() does for static INT8
+        return "is out-of-range for weight" not in message and "consider to run pre-processing" not in message
 
 
 @contextlib.contextmanager
@@ -225,7 +241,8 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     # torch's exporter lists weights in value_info; once the quantizer rewrites those weights the
     # stale entries contradict shape inference, so let it infer them afresh.
     del model.graph.value_info[:]
-    q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+    with _quiet_axis_warnings():
+        q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
     drop_unused_domains(dst)
 
 
