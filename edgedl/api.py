@@ -35,22 +35,33 @@ class CompressResult:
         return self.path / self.artifacts[name]["path"]
 
 
-def check_trust(recipe: Recipe, trust_model_code: bool, named: str | None = None) -> None:
-    """Refuse a recipe file's Python factories unless the user said to run them.
+def check_trust(recipe: Recipe, trust_model_code: bool, named: str | tuple | None = None) -> None:
+    """Refuse the Python a recipe file names (factories, a data function) unless the user said to run it.
 
-    The model a user names on the command line (``named``, from ``--model``) or in a Recipe built
-    in Python is theirs to run; a factory that a recipe file names is code a file chose, like a
+    What a user names on the command line (``named``: ``--model``, ``--data``) or in a Recipe built
+    in Python is theirs to run; code that a recipe file names is code a file chose, like a
     checkpoint's.
     """
+    from edgedl.data.source import is_code_spec
     from edgedl.models.spec import is_factory_spec
 
-    found = [("model", recipe.model.spec)]
-    found += [(f"stages.{s.stage}.teacher", s.teacher) for s in recipe.stages if getattr(s, "teacher", None)]
-    for field, spec in found:
-        if is_factory_spec(spec) and not trust_model_code and spec != named:
+    named = named if isinstance(named, tuple) else (named,)
+    found = [("model", recipe.model.spec, "--model")]
+    found += [(f"stages.{s.stage}.teacher", s.teacher, "--model") for s in recipe.stages if getattr(s, "teacher", None)]
+    for field, spec, flag in found:
+        if is_factory_spec(spec) and not trust_model_code and spec not in named:
             raise TrustError(f"the recipe's {field} is the Python factory '{spec}', and edgedl does not run code a "
                              "file names: pass --trust-model-code if you trust it, or name it yourself with "
-                             f"--model {spec}")
+                             f"{flag} {spec}")
+    for stage in recipe.stages:
+        metric = getattr(stage, "metric", None)
+        if isinstance(metric, str) and metric and not trust_model_code and metric not in named:
+            raise TrustError(f"the recipe's stages.{stage.stage}.metric is the Python function '{metric}', and edgedl "
+                             "does not run code a file names: pass --trust-model-code if you trust it")
+    if is_code_spec(recipe.data.spec) and not trust_model_code and recipe.data.spec not in named:
+        raise TrustError(f"the recipe's data is the Python function '{recipe.data.spec}', and edgedl does not run code "
+                         f"a file names: pass --trust-model-code if you trust it, or name it yourself with --data "
+                         f"{recipe.data.spec}")
 
 
 def _check_model_file(recipe: Recipe, stages: list, trust_model_code: bool = False) -> list | None:

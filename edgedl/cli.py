@@ -125,7 +125,8 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
         click.echo(recipe_to_yaml(resolved), nl=False)
         return
     # A factory named with --model is the user's to run; one a recipe file names needs the flag.
-    api.check_trust(resolved, trust_model_code, named=model)
+    typed = tuple(o.split("=", 1)[1] for o in overrides if "=" in o)  # --set values: typed by the user too
+    api.check_trust(resolved, trust_model_code, named=(model, data, *typed))
     api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet,
                  trust_model_code=trust_model_code)
 

@@ -40,6 +40,9 @@ class ModelSpec(_Strict):
                                                      "takes (--model mynet.py:build --weights ckpt.pt)")
     input_shapes: dict[str, list[int]] = Field(
         default_factory=dict, description="ONNX models: fix dynamic input dimensions, {name: [1, 3, 224, 224]}")
+    keep_dynamic: bool = Field(False, description="ONNX models: keep dynamic dimensions past the batch dynamic in "
+                                                  "every artifact (calibrated on the data's shape; the files still "
+                                                  "take any size), instead of fixing them from the data")
 
     @model_validator(mode="before")
     @classmethod

@@ -275,3 +275,55 @@ def test_a_recurrent_state_keeps_its_batch_on_axis_1_and_exact_arrays_are_one_fe
     assert [batch_axis(i, infos) for i in infos] == [0, 1]
     code, out, err = cli(["inspect", model], capsys)
     assert code == 0 and "batchx4" in out and "2xbatchx3" in out and "2xbatchx?" in out and "None" not in out
+
+
+FEEDS = """import numpy as np
+from sklearn.datasets import load_digits
+
+
+def samples():
+    digits = load_digits()
+    for image, label in zip(digits.images[:600], digits.target[:600]):
+        yield {"input": (image[None] / 16).astype(np.float32), "y": int(label)}
+
+
+def worst_class_recall(outputs, labels, reference):
+    predicted = outputs.argmax(1)
+    return min(float((predicted[labels == c] == c).mean()) for c in np.unique(labels))
+"""
+
+
+def test_data_and_a_metric_from_the_users_own_code_run_only_when_named(tmp_path, capsys, monkeypatch):
+    (tmp_path / "feeds.py").write_text(FEEDS)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", "--model", "resnet8", "--data", "feeds.py:samples", "--epochs", "2",
+                        "--set", "stages.evaluate.metric=feeds.py:worst_class_recall", "--out", run, *FAST], capsys)
+    assert code == 0, err
+    manifest = manifest_of(run)
+    onnx = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx")
+    assert onnx["metrics"]["accuracy"] > 0.3 and 0 <= onnx["metrics"]["metric"]["value"] <= onnx["metrics"]["accuracy"]
+    assert manifest["recipe"]["data"]["spec"] == "feeds.py:samples"
+    # The same code named by a recipe file runs only with --trust-model-code.
+    (tmp_path / "r.yaml").write_text("model: resnet8\ndata: feeds.py:samples\ntargets: []\n"
+                                     "stages: [{stage: train, epochs: 1}]\n")
+    code, _, err = cli(["compress", tmp_path / "r.yaml", "--out", tmp_path / "r2", "--quiet"], capsys)
+    assert code == 2 and "--trust-model-code" in err and not (tmp_path / "r2").exists()
+
+
+def test_an_onnx_models_dynamic_size_is_kept_on_request(tmp_path, tiny_conv_onnx, capsys):
+    from test_first_hour import dynamic_hw_onnx
+
+    import edgedl.runtime as rt
+
+    model = dynamic_hw_onnx(tiny_conv_onnx, tmp_path / "dyn.onnx")
+    for keep, shape in ((False, (None, 1, 8, 8)), (True, (None, 1, "H", "W"))):
+        run = tmp_path / f"run{keep}"
+        code, _, err = cli(["compress", "--model", model, "--data", "digits", "--quantize", "int8", "--set",
+                            f"model.keep_dynamic={str(keep).lower()}", "--set", "stages.quantize.on_gate_miss=warn",
+                            "--out", run, *FAST], capsys)
+        assert code == 0, err
+        with rt.load(run / "artifacts" / "dyn.int8.onnx") as m:
+            assert tuple(None if isinstance(d, str) and d == "batch" else d for d in m.inputs[0].shape)[1:] == shape[1:]
+            if keep:  # the same file takes another size
+                assert m(np.zeros((1, 1, 16, 16), np.float32)).shape[0] == 1

@@ -138,6 +138,10 @@ def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_frac
         return _random(spec, parse_shape(arg, spec), seed)
     if spec.lower().endswith(".npz"):
         return _npz(Path(spec), seed, val_fraction, test_fraction, inputs)
+    from edgedl.data.source import is_code_spec
+
+    if is_code_spec(spec):
+        return _from_code(spec, seed, val_fraction, test_fraction, inputs)
     raise UsageError(f"unknown dataset '{spec}'; known: {KNOWN_SPECS}")
 
 
@@ -230,14 +234,26 @@ def _unlabelled_split(n: int, seed: int, val_fraction: float):
     return idx[n_val:], idx[:n_val], idx[:n_val]
 
 
-def _npz(path: Path, seed, val_fraction, test_fraction, inputs=None) -> Dataset:
-    if not path.is_file():
-        raise UsageError(f"data file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            files = dict(arrays)
-    except Exception as exc:
-        raise UsageError(f"cannot read {path} as .npz: {exc}") from None
+def _from_code(spec: str, seed, val_fraction, test_fraction, inputs) -> Dataset:
+    """Samples a user's function gives, split and shaped as an .npz of the same arrays would be."""
+    from edgedl.data.source import load_samples
+
+    arrays, y = load_samples(spec)
+    if y is not None:
+        arrays["y"] = y
+    return _npz(Path(spec.rpartition(":")[0]), seed, val_fraction, test_fraction, inputs, files=arrays, name=spec)
+
+
+def _npz(path: Path, seed, val_fraction, test_fraction, inputs=None, files: dict | None = None,
+         name: str | None = None) -> Dataset:
+    if files is None:
+        if not path.is_file():
+            raise UsageError(f"data file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                files = dict(arrays)
+        except Exception as exc:
+            raise UsageError(f"cannot read {path} as .npz: {exc}") from None
     named = {k: v for k, v in files.items() if k not in ("y", "labels")}
     y = files.get("y")
     if inputs is not None and (len(inputs) > 1 or "x" not in named):
@@ -281,7 +297,7 @@ def _npz(path: Path, seed, val_fraction, test_fraction, inputs=None) -> Dataset:
     if labels is not None and num_classes and len(labels) < num_classes:
         raise UsageError(f"{path}: 'labels' names {len(labels)} classes but y has {num_classes}")
     return Dataset(
-        name=str(path),
+        name=name or str(path),
         train=Split(x[tr], take(tr)),
         val=Split(x[va], take(va)),
         test=Split(x[te], take(te)),

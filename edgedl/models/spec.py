@@ -127,29 +127,38 @@ def _resolved_from(spec: str, folder: Path) -> str:
     return spec
 
 
-def _from_factory(spec: str, kwargs: dict) -> Any:
-    import torch
-
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise UsageError(f"model spec '{spec}' must look like path/to/file.py:factory or module:factory")
+def _import_target(target: str, spec: str) -> Any:
+    """The module of a ``file.py:fn`` or ``module:fn`` spec, imported (its code runs: the caller checked
+    that the user named it or trusts it)."""
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise UsageError(f"model file not found: {path}")
+            raise UsageError(f"file not found: {path} (from {spec})")
         name = f"edgedl_user_{abs(hash(str(path.resolve())))}"
+        if name in sys.modules:
+            return sys.modules[name]
         mod_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
         try:
             mod_spec.loader.exec_module(module)
         except Exception as exc:
+            del sys.modules[name]
             raise EdgedlError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UsageError(f"cannot import module '{target}' for model spec '{spec}': {exc}") from None
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module '{target}' for '{spec}': {exc}") from None
+
+
+def _from_factory(spec: str, kwargs: dict) -> Any:
+    import torch
+
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise UsageError(f"model spec '{spec}' must look like path/to/file.py:factory or module:factory")
+    module = _import_target(target, spec)
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise UsageError(f"'{attr}' is not a callable in {target}")

@@ -77,11 +77,22 @@ class BenchmarkStage(Stage):
             for record in records if i % 2 == 0 else records[::-1]:
                 options = {"runs": math.ceil(c.runs / c.rounds), "warmup": c.warmup, "min_seconds": c.min_seconds / c.rounds,
                            "batch": c.batch, "threads": c.threads, "device": device, "energy": c.energy if i == 0 else "none",
-                           "idle_seconds": c.idle_seconds}
+                           "idle_seconds": c.idle_seconds, "input_shape": self._shape(ctx, record)}
                 results[record["name"]].append(executor.bench(ctx.run.artifact_path(record), options, scratch))
         for record in records:
             self._record(ctx, record, results[record["name"]])
         self._verdicts(ctx, results)
+
+    def _shape(self, ctx: RunContext, record: dict) -> str | None:
+        """``--input-shape`` for a file that keeps dynamic dimensions past the batch (model.keep_dynamic):
+        timed at the data's sample shape, which the conditions then record."""
+        from edgedl.runtime.sidecar import read_sidecar
+
+        inputs = (read_sidecar(ctx.run.artifact_path(record)) or {}).get("inputs") or []
+        if len(inputs) != 1 or all(isinstance(d, int) for d in inputs[0]["shape"][1:]):
+            return None
+        shape = (self.config.batch, *ctx.dataset.input_shape)
+        return f"{inputs[0]['name']}={'x'.join(map(str, shape))}"
 
     def _record(self, ctx: RunContext, record: dict, rounds: list[dict]) -> None:
         """The median round's figures in the table; energy, memory and cold start from the first round."""

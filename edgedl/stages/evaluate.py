@@ -4,7 +4,7 @@ labels (top-1) or for an embedding (cosine); reconstruction error and anomaly AU
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -20,6 +20,9 @@ class EvaluateConfig(StageConfig):
     stage: Literal["evaluate"]
     split: Literal["test", "val"] = "test"
     batch_size: int = Field(256, ge=1)
+    metric: Optional[str] = Field(None, description="your measure as well, path/to/metrics.py:fn or module:fn, called "
+                                                    "fn(outputs, labels, reference) -> float (labels None without "
+                                                    "them; reference: the float model's outputs); Python you run")
 
 
 class EvaluateStage(Stage):
@@ -30,6 +33,8 @@ class EvaluateStage(Stage):
     def run(self, ctx: RunContext) -> None:
         split = ctx.dataset.split(self.config.split)
         runnable_records = [r for r in ctx.run.manifest["artifacts"] if runnable(r)]
+        if self.config.metric:
+            self._custom(ctx, split, runnable_records)
         if ctx.task == "reconstruction":
             self._reconstruction(ctx, split, runnable_records)
             return
@@ -44,6 +49,25 @@ class EvaluateStage(Stage):
                                                                          "accuracy_ci95": interval})
             ctx.log(f"evaluated {record['name']}: accuracy {acc:.4f} on {len(split)} {self.config.split} samples "
                     f"(95% interval {interval[0]:.4f}-{interval[1]:.4f})")
+
+    def _custom(self, ctx: RunContext, split, records: list) -> None:
+        """The user's measure on every file: ``fn(outputs, labels, reference)``, recorded as ``metric``."""
+        from edgedl.models.spec import _import_target
+
+        spec = self.config.metric
+        target, _, attr = spec.rpartition(":")
+        function = getattr(_import_target(target, spec), attr, None) if target and attr else None
+        if not callable(function):
+            raise StageError(f"stages.evaluate.metric {spec}: not a callable (path/to/metrics.py:fn or module:fn)")
+        reference = self._outputs(ctx, records[0], split) if records else None
+        for record in records:
+            try:
+                value = float(function(self._outputs(ctx, record, split), split.y, reference))
+            except Exception as exc:
+                raise StageError(f"stages.evaluate.metric {spec} failed on {record['name']}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            ctx.run.set_metrics(record, {"metric": {"name": spec, "value": value, "reference": records[0]["name"]}})
+            ctx.log(f"evaluated {record['name']}: {attr} {value:.4f}")
 
     def _outputs(self, ctx: RunContext, record: dict, split):
         return predict(ctx.run.artifact_path(record), split.x, self.config.batch_size, factory=ctx.factory,

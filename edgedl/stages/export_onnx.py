@@ -120,8 +120,9 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
 
     from edgedl.models.importers import importer_for
 
+    sample_shape = None if ctx.recipe.model.keep_dynamic else ctx.dataset.input_shape
     model, fixes, opset = importer_for(str(source)).bring(str(source), dict(ctx.recipe.model.input_shapes),
-                                                          ctx.dataset.input_shape)
+                                                          sample_shape)
     tmp = ctx.run.tempdir() / f"{ctx.stem}.fp32.onnx"
     onnx.save(model, str(tmp))
     add_onnx_artifact(ctx, tmp, parent=None, opset=opset, known_layout=False,
