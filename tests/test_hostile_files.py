@@ -175,3 +175,16 @@ def test_a_sidecar_that_travels_with_a_file_does_not_skip_the_parser_probe(tmp_p
     assert len(calls) == 1 and probed.seen(probed.digest(model))
     onnx_graph.probe(model)  # once per process
     assert len(calls) == 1
+
+
+def test_a_parser_that_dies_in_the_probe_is_one_error_line(tmp_path, monkeypatch):
+    """No file at hand crashes protobuf's parser (the fuzz found none in 10,000), so the child is
+    made to die as a segfault would: the caller gets one UsageError, and this process lives."""
+    from edgedl.errors import UsageError
+    from edgedl.formats.onnx import graph as onnx_graph
+
+    model = tmp_path / "crash.onnx"
+    model.write_bytes(b"\x08\x07")
+    monkeypatch.setattr(onnx_graph, "_PROBE", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    with pytest.raises(UsageError, match=r"crash.onnx is corrupt: the ONNX parser crashed reading it \(signal 11\)"):
+        onnx_graph.probe(model)
