@@ -58,9 +58,13 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint or .onnx.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint whose weights the --model factory takes.")
-@click.option("--data", help="Data spec: digits[:CxHxW], random:CxHxW or path/to/file.npz.")
+@click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint, TorchScript "
+                              "file (trusted), .pt2, Hugging Face folder or .onnx (docs/models.md).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Weights the --model architecture takes: a state_dict .pt (read with weights_only), .safetensors, "
+                   "or an edgedl checkpoint.")
+@click.option("--data", help="Data spec: digits[:CxHxW], digits:seq, random:CxHxW, file.npz, images:FOLDER, "
+                             "text:FILE or feeds.py:function.")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Train this many epochs first (the train stage alone: --prune fine-tunes 5 epochs on labelled data "
                    "and --distill runs 10; change them with --set stages.prune.finetune_epochs=N, --set "
@@ -133,7 +137,7 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
 
 @cli.command()
 @click.option("--model", required=True, help="Registry name, file.py:factory, module:factory or checkpoint.")
-@click.option("--data", required=True, help="digits[:CxHxW], random:CxHxW or path/to/file.npz.")
+@click.option("--data", required=True, help="digits[:CxHxW], digits:seq, random:CxHxW, file.npz, images:FOLDER, text:FILE or feeds.py:function.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)

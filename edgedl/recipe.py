@@ -32,12 +32,14 @@ Target.__doc__ = "Where artifacts run. Each target needs its export stage in the
 
 
 class ModelSpec(_Strict):
-    """The model: a registry name, ``file.py:factory``, ``module:factory`` or a checkpoint."""
+    """The model: a registry name, ``file.py:factory``, ``module:factory``, a checkpoint, a TorchScript
+    file, a ``.pt2``, a Hugging Face folder or an ONNX file (docs/models.md)."""
 
     spec: str
     kwargs: dict[str, Any] = Field(default_factory=dict, description="architecture options")
-    weights: Optional[str] = Field(None, description="an edgedl checkpoint whose weights the spec's factory "
-                                                     "takes (--model mynet.py:build --weights ckpt.pt)")
+    weights: Optional[str] = Field(None, description="weights the spec's architecture takes: a state_dict .pt, "
+                                                     ".safetensors or an edgedl checkpoint (--model mynet.py:build "
+                                                     "--weights mynet_state.pt)")
     input_shapes: dict[str, list[int]] = Field(
         default_factory=dict, description="ONNX models: fix dynamic input dimensions, {name: [1, 3, 224, 224]}")
     keep_dynamic: bool = Field(False, description="ONNX models: keep dynamic dimensions past the batch dynamic in "
@@ -51,7 +53,8 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """The data: ``digits[:CxHxW]``, ``random:CxHxW`` or ``path/to/file.npz``."""
+    """The data: ``digits[:CxHxW]``, ``digits:seq``, ``random:CxHxW``, ``path/to/file.npz``,
+    ``images:FOLDER``, ``text:FILE`` or ``path/to/feeds.py:function`` (docs/models.md)."""
 
     spec: str
     val_fraction: float = Field(0.15, gt=0, lt=0.5)

@@ -57,7 +57,6 @@ def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
     for a in manifest["artifacts"]:
         m = a["metrics"]
         lat = m.get("latency_ms") or {}
-        acc = m.get("accuracy")
         cells = {
             # a file its own gates advise against looks different from the others
             "artifact": a["name"] + (" (not recommended)" if a.get("recommended") is False else ""), "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),

@@ -327,3 +327,21 @@ def test_an_onnx_models_dynamic_size_is_kept_on_request(tmp_path, tiny_conv_onnx
             assert tuple(None if isinstance(d, str) and d == "batch" else d for d in m.inputs[0].shape)[1:] == shape[1:]
             if keep:  # the same file takes another size
                 assert m(np.zeros((1, 1, 16, 16), np.float32)).shape[0] == 1
+
+
+def test_a_pt2_from_another_torch_is_one_line_before_any_work(user_net, tmp_path, capsys):
+    import zipfile
+
+    folder, _ = user_net
+    newer = tmp_path / "newer.pt2"
+    with zipfile.ZipFile(folder / "exported.pt2") as src, zipfile.ZipFile(newer, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("models/model.json"):
+                model = json.loads(data)
+                model["schema_version"], model["torch_version"] = {"major": 99, "minor": 0}, "3.9.0"
+                data = json.dumps(model).encode()
+            dst.writestr(item, data)
+    code, _, err = cli(["compress", "--model", newer, "--data", "digits", "--out", tmp_path / "run", "--quiet"], capsys)
+    assert code == 2 and "written by torch 3.9.0 (export schema 99.0)" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

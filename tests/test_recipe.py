@@ -51,7 +51,7 @@ def test_misspelt_top_level_and_nested_model_field():
         validate_recipe(raw)
     msg = str(err.value)
     assert "modle: unknown field; did you mean 'model'? (allowed keys: data, device, model, name, seed, stages, targets)" in msg
-    assert "model.kwarg: unknown field; did you mean 'kwargs'? (allowed keys: input_shapes, kwargs, spec, weights)" in msg
+    assert "model.kwarg: unknown field; did you mean 'kwargs'? (allowed keys: input_shapes, keep_dynamic, kwargs, spec, weights)" in msg
 
 
 def test_mistyped_and_out_of_range_fields():

@@ -127,13 +127,13 @@ def _resolved_from(spec: str, folder: Path) -> str:
     return spec
 
 
-def _import_target(target: str, spec: str) -> Any:
+def _import_target(target: str, spec: str, what: str = "file") -> Any:
     """The module of a ``file.py:fn`` or ``module:fn`` spec, imported (its code runs: the caller checked
     that the user named it or trusts it)."""
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise UsageError(f"file not found: {path} (from {spec})")
+            raise UsageError(f"{what} not found: {path} (from {spec})")
         name = f"edgedl_user_{abs(hash(str(path.resolve())))}"
         if name in sys.modules:
             return sys.modules[name]
@@ -158,7 +158,7 @@ def _from_factory(spec: str, kwargs: dict) -> Any:
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise UsageError(f"model spec '{spec}' must look like path/to/file.py:factory or module:factory")
-    module = _import_target(target, spec)
+    module = _import_target(target, spec, "model file")
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise UsageError(f"'{attr}' is not a callable in {target}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -69,18 +68,11 @@ _PROBE = ("import sys\nfrom edgedl.runtime.litert import interpreter_class, nati
 
 
 def probe(path, timeout: float = 120) -> None:
-    """Load the file in a child process first: a corrupt model may crash the native parser, and
-    then only the child dies."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"LiteRT did not finish loading {path} within {timeout:.0f} s; the file may be corrupt") from None
-    if proc.returncode < 0:
-        raise UsageError(f"{path} is corrupt: the LiteRT interpreter crashed loading it (signal {-proc.returncode})")
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("INFO:")]
-        raise UsageError(f"LiteRT cannot load {path}: {(lines or ['unknown error'])[-1]}")
+    """Load the file in a child process first (unless this process or its parent did): a corrupt
+    model may crash the native parser, and then only the child dies."""
+    from edgedl.runtime import probed
+
+    probed.in_child(path, _PROBE, "the LiteRT interpreter", prefix=f"LiteRT cannot load {path}: ", timeout=timeout)
 
 
 def _info(detail: dict) -> TensorInfo:
@@ -109,12 +101,7 @@ class LiteRTRunner(Runner):
             raise UsageError(f"unknown compute unit '{self.compute}' for LiteRT here: use xnnpack (the default) or "
                               "cpu-no-xnnpack; the GPU and NPU delegates run on the phone")
         check_flatbuffer(self.path)
-        from edgedl.runtime import probed
-
-        digest = probed.digest(self.path)
-        if not probed.seen(digest):  # a sidecar travels with the file: it says which file, not that it is safe
-            probe(self.path)
-            probed.mark(digest)
+        probe(self.path)  # not skipped for a sidecar's sha256: it says which file, not that it is safe
         try:
             with native_output_silenced():
                 self._interp = cls(model_path=str(self.path), num_threads=self.threads, **options)

@@ -35,3 +35,33 @@ def child_env() -> dict[str, str]:
     """The environment for a child edgedl process: this one's, with what it probed added."""
     inherited = [d for d in os.environ.get(ENV, "").split(",") if d]
     return {**os.environ, ENV: ",".join(sorted(set(inherited) | _SEEN))}
+
+
+def in_child(path: str | os.PathLike, script: str, parser: str, prefix: str = "", timeout: float = 120) -> None:
+    """Open ``path`` with ``script`` (``python -c``, the path as its argument) in a child process
+    first, unless this process or its parent did before; a child that dies (a parser's segfault)
+    or fails is one UsageError line here, and this process lives.
+
+    Args:
+        parser: what crashed, for the message (``the ONNX parser``).
+        prefix: put before the child's last line of stderr when it fails with an error.
+    """
+    import subprocess
+    import sys
+
+    from edgedl.errors import UsageError
+
+    sha256 = digest(path)
+    if seen(sha256):
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{parser} did not finish reading {path} within {timeout:.0f} s; the file may be corrupt") from None
+    if proc.returncode < 0:
+        raise UsageError(f"{path} is corrupt: {parser} crashed reading it (signal {-proc.returncode})")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip() and not line.startswith("INFO:")]
+        raise UsageError(prefix + (lines or ["unknown error"])[-1])
+    mark(sha256)

@@ -317,23 +317,6 @@ def probe(path: str | os.PathLike, timeout: float = 120) -> None:
     """Parse a file from elsewhere in a child process first: protobuf's native parser may crash on
     a corrupt file, and then only the child dies. Files this process (or its parent) wrote or
     probed before are not parsed twice (:mod:`edgedl.runtime.probed`)."""
-    import subprocess
-    import sys
-
     from edgedl.runtime import probed
 
-    path = Path(path)
-    digest = probed.digest(path)
-    if probed.seen(digest):
-        return
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"parsing {path} took over {timeout:.0f} s; the file may be corrupt") from None
-    if proc.returncode < 0:
-        raise UsageError(f"{path} is corrupt: the ONNX parser crashed reading it (signal {-proc.returncode})")
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise UsageError((lines or [f"{path} is not a readable ONNX file"])[-1])
-    probed.mark(digest)
+    probed.in_child(path, _PROBE, "the ONNX parser", timeout=timeout)

@@ -37,6 +37,7 @@ class Pt2Importer(Importer):
         if weights is not None:
             raise UsageError(f"--weights goes with an architecture; {path.name} holds its own weights")
         pickled = pickled_members(path)
+        check_schema(path)
         if pickled and not trust:
             raise TrustError(f"{path.name} has pickled parts ({', '.join(pickled[:3])}), which torch.export.load "
                              "unpickles, running any code they name: edgedl opens it only with --trust-model-code; "
@@ -49,8 +50,13 @@ class Pt2Importer(Importer):
 
         self.check(spec, trust=trust, weights=weights)
         path = Path(spec)
+        import logging
         import warnings
 
+        check_schema(path)
+        log = logging.getLogger("torch.export")  # it logs a traceback before raising its own error
+        level = log.level
+        log.setLevel(logging.CRITICAL)
         try:
             with warnings.catch_warnings():  # torch's own deprecation notes about its pytree classes
                 warnings.simplefilter("ignore", FutureWarning)
@@ -61,9 +67,30 @@ class Pt2Importer(Importer):
                 raise UsageError(f"{path.name} was written by another torch ({message}); this is torch "
                                  f"{torch.__version__}: re-export it with this version") from None
             raise UsageError(f"cannot load {path} with torch.export.load: {message}") from None
+        finally:
+            log.setLevel(level)
         loaded = LoadedModel(exported_module(program), {"spec": str(path.resolve()), "kwargs": {}}, kind="graph")
         loaded.inputs = program_inputs(program)
         return loaded
+
+
+def check_schema(path: Path) -> None:
+    """Refuse, in one line, a .pt2 whose graph schema this torch does not read (a newer or much older
+    torch wrote it), before torch.export.load fails with a page of traceback."""
+    import torch
+    from torch._export.serde.schema import SCHEMA_VERSION
+
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if "/models/" in name and name.endswith(".json"):
+                model = _zip_json(archive, name, path)
+                version = model.get("schema_version") or {}
+                major = version.get("major") if isinstance(version, dict) else None
+                if isinstance(major, int) and major != SCHEMA_VERSION[0]:
+                    written = model.get("torch_version") or "another torch"
+                    raise UsageError(f"{path.name} was written by torch {written} (export schema {major}.{version.get('minor')}); "
+                                     f"this torch {torch.__version__} reads schema {SCHEMA_VERSION[0]}.x: export it "
+                                     "again with this torch, or bring it as ONNX")
 
 
 def _zip_json(archive: zipfile.ZipFile, name: str, path: Path) -> dict:
