@@ -167,22 +167,25 @@ def test_a_hugging_face_sentence_encoder_goes_through_int8_and_predict_takes_tex
 
     folder, text = encoder
     run = tmp_path / "enc"
-    code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--quantize", "int8", "--out", run,
-                        *FAST], capsys)
+    code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--prune", "0.5", "--quantize", "int8",
+                        "--out", run, *FAST], capsys)
     assert code == 0, err
     manifest = manifest_of(run)
     artifacts = {a["name"]: a for a in manifest["artifacts"]}
-    int8 = artifacts["minilm.int8.onnx"]
+    assert artifacts["minilm.pruned.pt"]["pruning"]["attention_heads"] == {
+        "before": 8, "after": 4, "pruned": "whole heads (each keeps its width); the hidden width is kept"}
+    int8 = artifacts["minilm.pruned.int8.onnx"]
     assert int8["quantization"]["quality_metric"] == "cosine"  # an embedding is judged by its cosine
-    sidecar = json.loads((run / "artifacts" / "minilm.int8.onnx.json").read_text())
+    sidecar = json.loads((run / "artifacts" / "minilm.pruned.int8.onnx.json").read_text())
     assert sidecar["task"] == "embedding" and sidecar["model"]["tokenizer"]["file"] == "minilm.tokenizer.json"
     assert [i["dtype"] for i in sidecar["inputs"]] == ["int64", "int64"]
     sentence = sentences(300)[250]  # one the calibration never saw
-    with rt.load(run / "artifacts" / "minilm.fp32.onnx") as f32, rt.load(run / "artifacts" / "minilm.int8.onnx") as q:
+    with rt.load(run / "artifacts" / "minilm.pruned.fp32.onnx") as f32, \
+            rt.load(run / "artifacts" / "minilm.pruned.int8.onnx") as q:
         a, b = f32.predict(sentence).output, q.predict(sentence).output
     assert a.shape == (64,) and np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)  # Normalize, as modules.json says
     assert float(a @ b) > 0.99
-    code, out, err = cli(["bench", run / "artifacts" / "minilm.int8.onnx", "--runs", "5", "--warmup", "1",
+    code, out, err = cli(["bench", run / "artifacts" / "minilm.pruned.int8.onnx", "--runs", "5", "--warmup", "1",
                           "--min-seconds", "0", "--json", tmp_path / "b.json"], capsys)
     assert code == 0, err
     bench = json.loads((tmp_path / "b.json").read_text())

@@ -12,7 +12,8 @@ from typing import Any
 
 # Integer attributes that describe a layer's shape (Conv*, Linear, BatchNorm*, GroupNorm, ...).
 SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-               "num_channels", "num_groups", "embedding_dim", "num_embeddings", "hidden_size", "input_size")
+               "num_channels", "num_groups", "embedding_dim", "num_embeddings", "hidden_size", "input_size",
+               "num_attention_heads", "all_head_size")  # a transformer's attention after heads are pruned
 
 
 def structure_of(model: Any) -> dict[str, dict[str, int]]:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from edgedl.artifacts import example_inputs
 from edgedl.formats.torch.pruning import PruneSettings, prune
 from edgedl.stages.base import RunContext, Stage, StageConfig
 from edgedl.formats.torch.progress import progress_bar
@@ -60,7 +61,8 @@ class PruneStage(Stage):
             result = prune(module, data.input_shape,
                            PruneSettings(ratio=c.ratio, importance=c.importance, scope=c.scope,
                                        ignore=tuple(c.ignore), round_to=c.round_to, steps=c.steps),
-                           gradient_batch=gradient_batch if labeled else None, after_step=after_step)
+                           gradient_batch=gradient_batch if labeled else None, after_step=after_step,
+                           example=example_inputs(ctx.model.inputs) if ctx.model.inputs else None)
         result["finetuned"] = finetune
         result["finetune"] = history
         if not finetune:

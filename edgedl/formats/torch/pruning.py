@@ -6,6 +6,7 @@ The only module that calls ``torch_pruning``; the rest of edgedl sees plain torc
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,9 +68,10 @@ def unprunable(model: Any) -> str | None:
     import torch
 
     modules = list(model.modules())
-    if any(type(m).__module__.startswith("transformers.") and "Attention" in type(m).__name__ for m in modules):
-        return ("it has attention layers, and Torch-Pruning prunes attention heads only with per-model head "
-                "bookkeeping that edgedl does not do yet: compress it by distillation into a smaller config, or quantize")
+    attention = [m for m in modules if type(m).__module__.startswith("transformers.") and "Attention" in type(m).__name__]
+    if attention and not attention_heads(model):
+        return (f"its attention ({type(attention[0]).__name__}) is not one edgedl can prune by whole heads (it needs "
+                "query, key and value projections and a head count): quantize it, or distill it into a smaller config")
     recurrent = [type(m).__name__ for m in modules if isinstance(m, torch.nn.RNNBase)]
     if recurrent:
         prunable = [m for m in modules if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
@@ -78,6 +80,60 @@ def unprunable(model: Any) -> str | None:
                     f"{recurrent[0]}s inside a model's graph (1.6 handles a lone LSTM only): compress it with "
                     "a smaller hidden size (distillation) or dynamic INT8")
     return None
+
+
+_QKV = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+
+
+def attention_heads(model: Any) -> dict:
+    """``{projection: heads}`` for every query, key and value projection of transformers' attention
+    (ViT's q_proj/k_proj/v_proj, BERT's query/key/value): Torch-Pruning's ``num_heads``, so that it
+    removes whole heads together. Empty when some attention module does not have that shape."""
+    heads: dict = {}
+    for module in model.modules():
+        if not (type(module).__module__.startswith("transformers.") and "Attention" in type(module).__name__):
+            continue
+        count = getattr(module, "num_attention_heads", None)
+        names = next((n for n in _QKV if all(hasattr(module, p) for p in n)), None)
+        if names is None:
+            if any(hasattr(child, "num_attention_heads") for child in module.children()):
+                continue  # a wrapper (BertAttention) around the module that holds the projections
+            return {}
+        if not isinstance(count, int):
+            return {}
+        heads.update({getattr(module, p): count for p in names})
+    return heads
+
+
+def _fixed_width(model: Any, heads: dict) -> list[Any]:
+    """Layers that write a transformer's residual stream (its hidden width, kept: every block adds into
+    it) and its embeddings; whole attention heads and the MLPs' inner width are what gets pruned."""
+    import torch
+
+    if not heads:
+        return []
+    hidden = next(iter(heads)).in_features
+    fixed = []
+    for module in model.modules():
+        out = getattr(module, "out_features", getattr(module, "out_channels", getattr(module, "embedding_dim", None)))
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.Embedding)) and out == hidden \
+                and module not in heads:
+            fixed.append(module)
+    return fixed
+
+
+def _after_head_pruning(model: Any, heads: dict) -> None:
+    """Each attention module's own head count and width, from its pruned query projection."""
+    for module in model.modules():
+        names = next((n for n in _QKV if all(hasattr(module, p) for p in n)), None)
+        if names is None or not isinstance(getattr(module, "num_attention_heads", None), int):
+            continue
+        width = getattr(module, names[0]).out_features
+        size = getattr(module, "head_dim", None) or getattr(module, "attention_head_size", None)
+        if size:
+            module.num_attention_heads = width // size
+        if hasattr(module, "all_head_size"):
+            module.all_head_size = width
 
 
 def recurrent_layers(model: Any) -> list[Any]:
@@ -107,6 +163,7 @@ def prune(
     config: PruneSettings,
     gradient_batch: Callable[[Any], Any] | None = None,
     after_step: Callable[[int], None] | None = None,
+    example: Any = None,
 ) -> dict:
     """Prune ``model`` in place, in ``config.steps`` steps.
 
@@ -116,6 +173,8 @@ def prune(
         config: ratio, importance, scope, layers to ignore, channel rounding, steps.
         gradient_batch: ``f(model) -> loss`` on a labelled batch; Taylor importance needs it.
         after_step: called after each pruning step (fine-tuning goes here).
+        example: the inputs to trace with (a tuple for several, or integer ids); zeros of
+            ``input_shape`` when None.
 
     Returns:
         MACs and parameters before and after, and the layers left alone.
@@ -135,7 +194,8 @@ def prune(
 
         raise StageError(f"cannot prune this model: {why}")
     named = dict(model.named_modules())
-    ignored, ignored_names = list(output_layers(model)) + recurrent_layers(model), []
+    heads = attention_heads(model)
+    ignored, ignored_names = list(output_layers(model)) + recurrent_layers(model) + _fixed_width(model, heads), []
     for pattern in config.ignore:
         hits = [n for n in named if n and fnmatch.fnmatch(n, pattern)]
         if not hits:
@@ -145,29 +205,37 @@ def prune(
         ignored_names += hits
     ignored_names += [n for n, m in named.items() if m in ignored[:1]]
 
-    macs_before, params_before = count_macs_params(model, input_shape)
-    example = torch.zeros(1, *input_shape)
+    example = example if example is not None else torch.zeros(1, *input_shape)
+    macs_before, params_before = count_macs_params(model, input_shape, example)
     model.eval()
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=_importance(config.importance),
-        pruning_ratio=config.ratio,
-        global_pruning=config.scope == "global",
-        iterative_steps=config.steps,
-        ignored_layers=ignored,
-        round_to=config.round_to if config.round_to > 1 else None,
-    )
+    head_options = {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False,
+                    "head_pruning_ratio": config.ratio} if heads else {}  # whole heads: each keeps its width
+    heads_before = sum(heads.values()) // 3
+    with warnings.catch_warnings():
+        if heads:  # the class token and position table follow the hidden width, which stays whole
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=_importance(config.importance),
+            pruning_ratio=config.ratio,
+            global_pruning=config.scope == "global",
+            iterative_steps=config.steps,
+            ignored_layers=ignored,
+            round_to=config.round_to if config.round_to > 1 else None,
+            **head_options,
+        )
     for step in range(config.steps):
         if config.importance == "taylor":
             model.zero_grad()
             gradient_batch(model).backward()
         pruner.step()
+        _after_head_pruning(model, heads)
         model.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step(step)
     model.eval()
-    macs_after, params_after = count_macs_params(model, input_shape)
+    macs_after, params_after = count_macs_params(model, input_shape, example)
     return {
         "macs_before": macs_before,
         "macs_after": macs_after,
@@ -175,4 +243,7 @@ def prune(
         "params_after": params_after,
         "mac_reduction": macs_before / max(1, macs_after),
         "ignored_layers": sorted(set(ignored_names)),
+        **({"attention_heads": {"before": heads_before, "after": sum(attention_heads(model).values()) // 3,
+                                "pruned": "whole heads (each keeps its width); the hidden width is kept"}}
+           if heads else {}),
     }

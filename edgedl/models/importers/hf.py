@@ -188,7 +188,10 @@ def quiet_transformers() -> None:
     """transformers' progress bars and notes are not the user's model's: keep the screen edgedl's."""
     import logging
 
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's import notes
+    # transformers imports torchao, whose import logs notes about CUDA kernels this CPU build lacks and
+    # torch's pytree deprecations: not the user's model's business.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
