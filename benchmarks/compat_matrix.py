@@ -101,7 +101,7 @@ def short(text: str) -> str:
         text = ("an ONNX file has no PyTorch module: it is quantized, evaluated, benchmarked and linted for TensorRT; "
                 "edgedl does not take the ONNX->TensorFlow->TFLite route")
     text = re.sub(r"/\S+/", "", text)  # paths say nothing in a README
-    return text[:260] + ("..." if len(text) > 260 else "")
+    return text[:320] + ("..." if len(text) > 320 else "")
 
 
 def cell(family: dict, column: str, out: Path) -> tuple[str, str]:

@@ -116,7 +116,7 @@ def test_torchscript_opens_only_when_trusted_and_goes_to_onnx(user_net, tmp_path
     code, _, err = cli([*base, "--out", tmp_path / "no", "--quiet"], capsys)
     assert code == 2 and "TorchScript program" in err and "--trust-model-code" in err and err.count("\n") == 1
     assert not (tmp_path / "no").exists()
-    for extra, what in ((["--prune", "0.5"], "prune"), (["--targets", "tflite"], "no TFLite")):
+    for extra, what in ((["--prune", "0.5"], "prune"), (["--targets", "tflite"], "TFLite needs torch.export")):
         code, _, err = cli([*base, *extra, "--trust-model-code", "--out", tmp_path / "x", "--quiet"], capsys)
         assert code == 2 and what in err and not (tmp_path / "x").exists(), err
     run = tmp_path / "ts"

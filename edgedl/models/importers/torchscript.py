@@ -20,9 +20,8 @@ class TorchScriptImporter(Importer):
     module = "script"
     opens = "runs the TorchScript program the file holds (its code/ folder) in torch's interpreter"
     cannot = ("a TorchScript file is a compiled program without its Python class: edgedl quantizes, exports to ONNX, "
-              "evaluates and benchmarks it (no TFLite: litert-torch converts through torch.export, which does not "
-              "trace TorchScript); to prune, distill or train, bring the Python model (file.py:build with "
-              "--weights)")
+              "evaluates and benchmarks it; TFLite needs torch.export, which does not trace TorchScript; to prune, "
+              "distill or train, bring the Python model (file.py:build --weights)")
 
     @classmethod
     def matches(cls, spec: str) -> bool:
