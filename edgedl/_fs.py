@@ -105,3 +105,20 @@ def read_text(path: str | os.PathLike, what: str, limit: int = TEXT_LIMIT) -> st
         raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """A small YAML file as plain data (``safe_load``: no Python tags), or one UsageError line:
+    missing, too large, not UTF-8, not YAML, or using aliases (``*name``), which are refused because
+    a few hundred bytes of nested aliases expand to gigabytes once the recipe is written out."""
+    import yaml
+
+    from edgedl.errors import UsageError
+
+    text = read_text(path, what)
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise UsageError(f"{what} {path} uses YAML aliases (*name); write the values out")
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise UsageError(f"cannot read {what} {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgedl._fs import check_writable
+from edgedl._fs import atomic_write_bytes, check_writable
 from edgedl.artifacts import model_kwargs
 from edgedl.devices import get_profile, resolve_device
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
@@ -107,7 +107,7 @@ def load_data_and_model(recipe: Recipe, inputs: list | None, trust_model_code: b
         model = build_model(recipe, None, trust_model_code)
         hf = model.hf or {}
         dataset = load_dataset(recipe.data.spec, inputs=model.inputs, tokenizer=hf.get("tokenizer"),
-                               normalization=hf.get("normalization"), **options)
+                               normalization=hf.get("normalization"), classes=hf.get("labels"), **options)
         return dataset, model
     dataset = load_dataset(recipe.data.spec, inputs=inputs, **options)
     return dataset, build_model(recipe, dataset, trust_model_code)
@@ -230,7 +230,6 @@ def train(
     ``edgedl.runtime.load`` and ``compress --model out.pt``.
     """
     from edgedl.artifacts import checkpoint_sidecar, write_sidecar
-    from edgedl.data import load_dataset
     from edgedl.formats.torch.progress import progress_bar
     from edgedl.models import save_checkpoint
     from edgedl.models.spec import CHECKPOINT_SUFFIXES
@@ -248,15 +247,26 @@ def train(
     if model.lower().endswith(".onnx"):
         raise UsageError(f"edgedl train needs a PyTorch model; '{model}' is an ONNX file")
     check_spec(model)
-    _check_model_file(recipe, [], trust_model_code)
-    dataset = load_dataset(data, seed=seed)
-    built = build_model(recipe, dataset, trust_model_code)
+    from edgedl.stages import stage_for
+
+    _check_model_file(recipe, [stage_for(cfg) for cfg in recipe.stages], trust_model_code)
+    dataset, built = load_data_and_model(recipe, None, trust_model_code)
+    task = {"feature-extraction": "embedding"}.get((built.hf or {}).get("task"), (built.hf or {}).get("task"))
+    if task == "embedding":
+        raise UsageError("an embedding model learns from pairs or contrasts with its own training code; edgedl trains "
+                         "classifiers and autoencoders")
     with progress_bar(console, enabled=progress) as bar:
         result = fit(built.module, dataset.train, dataset.val,
-                     FitConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), progress=bar)
+                     FitConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), progress=bar,
+                     task=task or "classification")
     save_checkpoint(out, built.module, built.arch, data=data, seed=seed, best_epoch=result.best_epoch,
                     val_accuracy=result.best_val_accuracy, input_shape=list(dataset.input_shape))
-    write_sidecar(out, "torch", "fp32", checkpoint_sidecar(built.module, dataset, model))
+    info = dict(built.hf) if built.hf else None
+    if info and info.get("tokenizer"):  # beside the checkpoint, named relative to it, as a run does
+        tokenizer = out.with_name(f"{out.stem}.tokenizer.json")
+        atomic_write_bytes(tokenizer, Path(info["tokenizer"]["file"]).read_bytes())
+        info["tokenizer"] = dict(info["tokenizer"], file=tokenizer.name)
+    write_sidecar(out, "torch", "fp32", checkpoint_sidecar(built.module, dataset, model, built.inputs, info))
     return {"checkpoint": str(out), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
             "test_accuracy_torch": accuracy(built.module, dataset.test)}
 
@@ -333,7 +343,11 @@ def bench(
         source, energy_reason = open_source(energy, root, profile, rails)
     except EnergyUnavailable as exc:
         raise EnergyUnavailable(f"--energy {energy}: {exc}") from None
-    if artifact.suffix.lower() == ".onnx":  # before ONNX Runtime reads it: a parser crash, external data outside
+    from edgedl.runtime.backends import BACKENDS
+    from edgedl.runtime.sidecar import read_sidecar
+
+    opened_as = BACKENDS[backend].format if backend in BACKENDS else rt.backend_for(artifact, read_sidecar(artifact)).format
+    if opened_as == "onnx":  # before ONNX Runtime reads it (whatever its name): a parser crash, external data outside
         from edgedl.formats.onnx import graph as onnx_graph
 
         onnx_graph.probe(artifact)

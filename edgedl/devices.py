@@ -200,16 +200,10 @@ def profiles_dir() -> Path:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     """One profile file, validated; a wrong field is named by its path."""
-    import yaml
-
-    from edgedl._fs import read_text
+    from edgedl._fs import read_yaml
 
     path = Path(path)
-    text = read_text(path, "device profile")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"device profile {path}: {str(exc).splitlines()[0]}") from None
+    raw = read_yaml(path, "device profile")
     try:
         profile = DeviceProfile.model_validate(raw)
     except ValidationError as exc:

@@ -123,13 +123,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, targets: l
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"recipe not found: {path}")
-    from edgedl._fs import read_text
+    from edgedl._fs import read_yaml
 
-    text = read_text(path, "recipe")
-    try:
-        raw = yaml.safe_load(text)  # plain data: no python/object tags
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot read recipe {path}: {str(exc).splitlines()[0]}") from None
+    raw = read_yaml(path, "recipe")  # plain data: no python/object tags, no aliases
     if not isinstance(raw, dict):
         raise UsageError(f"recipe {path} must be a mapping with model, data and stages")
     if targets:  # first: --set may then name a stage the targets added (stages.build_engine.workspace_mb=512)

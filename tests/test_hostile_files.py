@@ -188,3 +188,62 @@ def test_a_parser_that_dies_in_the_probe_is_one_error_line(tmp_path, monkeypatch
     monkeypatch.setattr(onnx_graph, "_PROBE", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     with pytest.raises(UsageError, match=r"crash.onnx is corrupt: the ONNX parser crashed reading it \(signal 11\)"):
         onnx_graph.probe(model)
+
+
+def test_a_pt2_in_the_older_layout_that_torch_would_unpickle_is_refused(tmp_path):
+    """torch.export.load falls back to its older reader (which unpickles serialized_*.pt) for an
+    archive its new reader does not take; edgedl reads only torch.export.save's layout untrusted."""
+    import io
+    import zipfile
+
+    import torch
+
+    marker = tmp_path / "pwned"
+    payload = io.BytesIO()
+    torch.save(_Touch(marker), payload)
+    path = tmp_path / "old.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a/models/m.json", "{}")
+        archive.writestr("a/serialized_exported_program.json", "{}")
+        archive.writestr("a/serialized_state_dict.pt", payload.getvalue())
+        archive.writestr("a/version", "1")
+    r = cli("compress", "--model", path, "--data", "digits", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "serialized_state_dict.pt" in r.stderr and "--trust-model-code" in r.stderr, r.stderr
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_hugging_face_folder_whose_files_lead_out_of_it_is_refused(tmp_path):
+    """A tokenizer.json that is a symlink to a secret would be copied into the run (and the device)."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from hf_models import bert_folder, sentence_file
+
+    folder = bert_folder(tmp_path / "model")
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"not": "a tokenizer"}')
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").symlink_to(secret)
+    text = sentence_file(tmp_path / "s.txt", 40)
+    r = cli("compress", "--model", folder, "--data", f"text:{text}", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "outside the model folder" in r.stderr and not (tmp_path / "run").exists(), r.stderr
+
+
+def test_a_yaml_alias_bomb_and_a_deeply_nested_sidecar_are_one_line(tmp_path):
+    recipe = tmp_path / "bomb.yaml"
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(6)]
+    recipe.write_text("\n".join(["x:"] + [f"  {line}" for line in levels]) + "\nmodel: resnet8\ndata: digits\n")
+    r = cli("compress", recipe, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "aliases" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = tmp_path / "m.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(model))
+    (tmp_path / "m.onnx.json").write_text("[" * 100000 + "]" * 100000)
+    r = cli("inspect", model)
+    assert r.returncode == 2 and "cannot read sidecar" in r.stderr and r.stderr.count("\n") == 1, r.stderr

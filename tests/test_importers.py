@@ -153,7 +153,7 @@ def test_a_pt2_goes_to_onnx_and_tflite_and_one_that_would_unpickle_is_refused(us
                 data = json.dumps(table).encode()
             dst.writestr(item, data)
     code, _, err = cli(["compress", "--model", hostile, "--data", "digits", "--out", tmp_path / "h", "--quiet"], capsys)
-    assert code == 2 and "pickled parts" in err and not (tmp_path / "h").exists(), err
+    assert code == 2 and "would unpickle" in err and not (tmp_path / "h").exists(), err
 
 
 @pytest.fixture(scope="module")
@@ -348,3 +348,19 @@ def test_a_pt2_from_another_torch_is_one_line_before_any_work(user_net, tmp_path
     code, _, err = cli(["compress", "--model", newer, "--data", "digits", "--out", tmp_path / "run", "--quiet"], capsys)
     assert code == 2 and "written by torch 3.9.0 (export schema 99.0)" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_specs_are_claimed_by_their_form_not_by_what_lies_in_the_folder(tmp_path, monkeypatch):
+    from edgedl.errors import UsageError
+    from edgedl.models.importers import importer_for
+    from edgedl.models.spec import _relative_to, check_spec, is_factory_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resnet8").mkdir()  # a run folder named after the model (--out resnet8)
+    assert importer_for("resnet8").name == "registry" and _relative_to("resnet8", tmp_path / "x") == "resnet8"
+    (tmp_path / "my-bert").mkdir()
+    assert importer_for("my-bert").name == "hf" and importer_for("./resnet8").name == "hf"
+    assert importer_for("mypkg.pt2net:build").name == "factory" and is_factory_spec("mypkg.onnxnets:build")
+    with pytest.raises(UsageError, match="model file or folder not found: models/missing-bert"):
+        check_spec("models/missing-bert")
+    assert _relative_to(str(tmp_path / "my-bert"), tmp_path) == "./my-bert"  # reads as a path when restored

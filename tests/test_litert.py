@@ -175,9 +175,13 @@ sys.modules.update({"tflite_runtime": package, "tflite_runtime.interpreter": mod
 
 
 def test_falls_back_to_tflite_runtime_when_litert_is_absent(tflite_run, tmp_path, monkeypatch):
-    """A device with only tflite_runtime, in this process and in the child that probes an
-    untrusted file: the file is copied without its sidecar, so the probe really runs, and both
-    processes construct tflite_runtime's interpreter."""
+    """A device with only tflite_runtime, in this process and in the child that probes a file from
+    elsewhere: this process forgets what it wrote and probed (a fresh app would not know the file),
+    so the probe really runs, and both processes construct tflite_runtime's interpreter."""
+    from edgedl.runtime import probed
+
+    monkeypatch.setattr(probed, "_SEEN", set())
+    monkeypatch.delenv(probed.ENV, raising=False)
     run, a = tflite_run
     shim_dir, markers = tmp_path / "shim", tmp_path / "markers"
     shim_dir.mkdir()

@@ -38,12 +38,16 @@ class LocalExecutor(Executor):
     name = "local"
 
     def bench(self, artifact: Path, options: dict[str, Any], scratch: Path) -> dict:
-        out_json = scratch / f"{artifact.name}.bench.json"
-        cmd = [sys.executable, "-m", "edgedl", "bench", str(artifact), "--json", str(out_json), "--quiet",
+        out_json = (scratch / f"{artifact.name}.bench.json").resolve()
+        # `python -m` puts the working directory first on sys.path, where a model's folder may hold a
+        # numpy.py: -P (3.11+) leaves it out and keeps the user's relative paths (--energy csv:FILE) valid.
+        safe = ["-P"] if sys.version_info >= (3, 11) else ["-I"]
+        cmd = [sys.executable, *safe, "-m", "edgedl", "bench", str(artifact), "--json", str(out_json), "--quiet",
                *bench_args(options)]
-        from edgedl.runtime.probed import child_env
+        from edgedl.runtime.probed import child_env, digest
 
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())  # files this run wrote
+        # told that this process wrote or probed the artifact, so its first open needs no probe again
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env([digest(artifact)]))
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise StageError(f"benchmark of {artifact.name} failed: {last}")

@@ -114,20 +114,22 @@ def parse_shape(text: str, spec: str) -> tuple[int, int, int]:
 
 def load_dataset(spec: str, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
                  inputs: list | None = None, tokenizer: dict | None = None,
-                 normalization: dict | None = None) -> Dataset:
+                 normalization: dict | None = None, classes: list[str] | None = None) -> Dataset:
     """Load the dataset a spec names, split with ``seed`` (the same seed gives the same split).
 
     ``inputs`` (the model's TensorInfos, when known) lets an .npz hold one array per input name and
     sizes images; ``tokenizer`` (``{"file", "max_length"}``) turns ``text:FILE`` into ids and masks;
-    ``normalization`` is the model's own image preprocessing (else the training split's statistics).
+    ``normalization`` is the model's own image preprocessing (else the training split's statistics);
+    ``classes`` the model's own class names in its output order (a Hugging Face config's id2label),
+    which text and image labels are matched to by name.
     """
     name, _, arg = spec.partition(":")
     if name == "text":
-        return _text(spec, Path(arg), tokenizer, inputs, seed, val_fraction, test_fraction)
+        return _text(spec, Path(arg), tokenizer, inputs, seed, val_fraction, test_fraction, classes)
     if name == "images" or (":" not in spec and Path(spec).is_dir()):
         folder, _, shape = (arg if name == "images" else spec).partition(":")
         return _images(spec, Path(folder), parse_shape(shape, spec) if shape else None, inputs, normalization,
-                       seed, val_fraction, test_fraction)
+                       seed, val_fraction, test_fraction, classes)
     if name == "digits" and arg == "seq":
         return _digit_sequences(spec, seed, val_fraction, test_fraction)
     if name == "digits":
@@ -315,7 +317,21 @@ def _split_arrays(n: int, y, seed, val_fraction, test_fraction):
     return _unlabelled_split(n, seed, val_fraction)
 
 
-def _text(spec: str, path: Path, tokenizer: dict | None, inputs, seed, val_fraction, test_fraction) -> Dataset:
+def class_order(found: list[str], classes: list[str] | None, spec: str) -> list[str]:
+    """The class names in output order: the model's own (every name in the data must be one of
+    them), else the data's names sorted (numerically when they are all numbers)."""
+    names = sorted(set(found), key=lambda n: (0, int(n), "") if n.isdigit() else (1, 0, n))
+    if classes is None:
+        return names
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise UsageError(f"data spec '{spec}': classes {unknown[:5]} are not among the model's labels "
+                         f"({', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}); name them as the model does")
+    return list(classes)
+
+
+def _text(spec: str, path: Path, tokenizer: dict | None, inputs, seed, val_fraction, test_fraction,
+          classes=None) -> Dataset:
     from edgedl.data.text import read_lines, tokenize
 
     if tokenizer is None:
@@ -323,7 +339,7 @@ def _text(spec: str, path: Path, tokenizer: dict | None, inputs, seed, val_fract
                          "tokenizer.json); for other models give token ids as .npz keyed by input name")
     sentences, names = read_lines(path)
     arrays = tokenize(sentences, tokenizer, [i.name for i in inputs] if inputs else ["input_ids", "attention_mask"])
-    labels = sorted(set(names)) if names else None
+    labels = class_order(names, classes, spec) if names else None
     y = np.array([labels.index(n) for n in names], dtype=np.int64) if names else None
     tr, va, te = _split_arrays(len(sentences), y, seed, val_fraction, test_fraction)
     x = Samples(stacked=arrays)
@@ -335,7 +351,8 @@ def _text(spec: str, path: Path, tokenizer: dict | None, inputs, seed, val_fract
                    labels=labels, notes=notes)
 
 
-def _images(spec: str, folder: Path, shape, inputs, normalization, seed, val_fraction, test_fraction) -> Dataset:
+def _images(spec: str, folder: Path, shape, inputs, normalization, seed, val_fraction, test_fraction,
+            classes=None) -> Dataset:
     from edgedl.data.images import find, read
 
     if shape is None and inputs and len(inputs) == 1 and len(inputs[0].shape) == 4 and all(
@@ -345,6 +362,10 @@ def _images(spec: str, folder: Path, shape, inputs, normalization, seed, val_fra
         raise UsageError(f"data spec '{spec}': give the size the model takes, images:{folder}:3x224x224")
     files, y, labels = find(folder)
     x = read(files, shape[0], tuple(shape[1:]))
+    if labels is not None:  # folder names, matched to the model's own order (or sorted, numbers as numbers)
+        order = class_order(labels, classes, spec)
+        y = [order.index(labels[i]) for i in y]
+        labels = order
     y = np.array(y, dtype=np.int64) if y is not None else None
     tr, va, te = _split_arrays(len(files), y, seed, val_fraction, test_fraction)
     if normalization:

@@ -102,7 +102,9 @@ def _canonical(spec: str) -> str:
 
 def is_factory_spec(spec: str) -> bool:
     """``file.py:fn`` or ``module:fn``: Python code that builds the model."""
-    return ":" in spec and not spec.lower().endswith((*CHECKPOINT_SUFFIXES, ".onnx"))
+    from edgedl.models.importers.factory import FactoryImporter
+
+    return FactoryImporter.matches(spec)
 
 
 def _relative_to(spec: str, folder: Path) -> str:
@@ -112,8 +114,12 @@ def _relative_to(spec: str, folder: Path) -> str:
 
     target, _, attr = spec.rpartition(":")
     if not target.endswith(".py"):
-        if ":" not in spec and Path(spec).exists():  # a file or folder the model came from (TorchScript, HF)
-            return Path(os.path.relpath(Path(spec).resolve(), folder.resolve())).as_posix()
+        from edgedl.models.importers import importer_for
+
+        if ":" not in spec and Path(spec).exists() and importer_for(spec).name not in ("registry", "factory"):
+            # a file or folder the model came from (TorchScript, HF), written ./name so that it reads as a path
+            relative = Path(os.path.relpath(Path(spec).resolve(), folder.resolve())).as_posix()
+            return relative if "/" in relative else f"./{relative}"
         return spec
     return f"{Path(os.path.relpath(Path(target).resolve(), folder.resolve())).as_posix()}:{attr}"
 
@@ -134,7 +140,8 @@ def _import_target(target: str, spec: str, what: str = "file") -> Any:
         path = Path(target)
         if not path.is_file():
             raise UsageError(f"{what} not found: {path} (from {spec})")
-        name = f"edgedl_user_{abs(hash(str(path.resolve())))}"
+        stat = path.stat()  # an edited file is imported afresh (a notebook, an API session)
+        name = f"edgedl_user_{abs(hash((str(path.resolve()), stat.st_mtime_ns, stat.st_size)))}"
         if name in sys.modules:
             return sys.modules[name]
         mod_spec = importlib.util.spec_from_file_location(name, path)
@@ -251,6 +258,9 @@ def refuse_untrusted_factory(path: str | Path, spec: str) -> None:
         f"the factory yourself: --model {spec} --weights {path}")
 
 
+_LOADING: set = set()  # checkpoints being rebuilt now: one that names itself, through others, is refused
+
+
 def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: str | None = None) -> LoadedModel:
     """Load an edgedl checkpoint and rebuild its model.
 
@@ -281,9 +291,17 @@ def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: s
         from edgedl.models.importers import importer_for
 
         named, spec = spec, _resolved_from(spec, path.parent)
-        if (is_factory_spec(spec) or importer_for(spec).runs_code) and not trust_model_code:
+        importer = importer_for(spec)
+        if importer.name == "checkpoint" and Path(spec).resolve() in _LOADING | {path.resolve()}:
+            raise UsageError(f"{path.name} names a checkpoint that leads back to itself ({named}) as its architecture")
+        # another .pt as the architecture is only a pickled module (which unpickles): trusted, like code
+        if (is_factory_spec(spec) or importer.runs_code or importer.name == "checkpoint") and not trust_model_code:
             refuse_untrusted_factory(path, named)
-        built = _rebuild(spec, kwargs, trust=trust_model_code)
+        _LOADING.add(path.resolve())
+        try:
+            built = _rebuild(spec, kwargs, trust=trust_model_code)
+        finally:
+            _LOADING.discard(path.resolve())
     if payload.get("structure"):
         from edgedl.models.structure import apply_structure
 

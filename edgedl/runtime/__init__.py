@@ -71,7 +71,10 @@ def backend_for(path: str | os.PathLike, sidecar: dict | None = None) -> Backend
         if suffix in backend.suffixes:
             return backend
     known = ", ".join(sorted(s for b in BACKENDS.values() for s in b.suffixes))
-    raise UsageError(f"no runtime backend for '{Path(path).name}': known file types are {known}")
+    hint = ("; a model to bring in (TorchScript, .pt2, a folder) goes through `edgedl compress --model "
+            f"{Path(path).name}`, which writes files these run" if Path(path).suffix.lower() in (".pt2", ".ts", ".zip")
+            else "")
+    raise UsageError(f"no runtime backend for '{Path(path).name}': known file types are {known}{hint}")
 
 
 def load(

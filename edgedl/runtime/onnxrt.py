@@ -30,6 +30,20 @@ _PROVIDERS = {
 }
 
 
+def _external_data_inside(path) -> None:
+    """Refuse external data outside the model's folder before ONNX Runtime reads it, where the onnx
+    package is loaded already (a workstation: compress, inspect, bench). In a device app the runtime
+    imports onnxruntime alone, whose own check (1.31) refuses absolute paths, '..' and symlinks out.
+    An app's own files are not parsed in a child process first: that is for files from elsewhere."""
+    import sys
+
+    if "onnx" not in sys.modules:
+        return
+    from edgedl.formats.onnx.graph import load_graph
+
+    load_graph(path)
+
+
 def _info(node) -> TensorInfo:
     dtype = _ORT_DTYPES.get(node.type)
     if dtype is None:
@@ -60,6 +74,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
             options.inter_op_num_threads = 1
+        _external_data_inside(self.path)
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises several private exception types

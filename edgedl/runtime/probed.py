@@ -11,6 +11,7 @@ says the file is the one the sidecar describes, not that it is safe to parse.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 ENV = "EDGEDL_PROBED"
 _SEEN: set[str] = set()
@@ -31,10 +32,10 @@ def mark(sha256: str) -> None:
     _SEEN.add(sha256)
 
 
-def child_env() -> dict[str, str]:
-    """The environment for a child edgedl process: this one's, with what it probed added."""
-    inherited = [d for d in os.environ.get(ENV, "").split(",") if d]
-    return {**os.environ, ENV: ",".join(sorted(set(inherited) | _SEEN))}
+def child_env(digests: list[str]) -> dict[str, str]:
+    """The environment for a child edgedl process that opens these files: this one's, with those of
+    them this process probed or wrote (only those: the list stays short)."""
+    return {**os.environ, ENV: ",".join(d for d in digests if seen(d))}
 
 
 def in_child(path: str | os.PathLike, script: str, parser: str, prefix: str = "", timeout: float = 120) -> None:
@@ -48,6 +49,7 @@ def in_child(path: str | os.PathLike, script: str, parser: str, prefix: str = ""
     """
     import subprocess
     import sys
+    import tempfile
 
     from edgedl.errors import UsageError
 
@@ -55,8 +57,11 @@ def in_child(path: str | os.PathLike, script: str, parser: str, prefix: str = ""
     if seen(sha256):
         return
     try:
-        proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
-                              timeout=timeout)
+        # In an empty folder: `python -c` puts the working directory first on sys.path, and the model's
+        # own folder (a cloned repository) may hold a numpy.py the child would import.
+        with tempfile.TemporaryDirectory(prefix="edgedl-probe-") as empty:
+            proc = subprocess.run([sys.executable, "-c", script, str(Path(path).resolve())], capture_output=True,
+                                  text=True, timeout=timeout, cwd=empty)
     except subprocess.TimeoutExpired:
         raise UsageError(f"{parser} did not finish reading {path} within {timeout:.0f} s; the file may be corrupt") from None
     if proc.returncode < 0:

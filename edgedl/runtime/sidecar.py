@@ -32,8 +32,8 @@ def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
 
     try:
         data = json.loads(read_text(path, "sidecar"))
-    except ValueError as exc:
-        raise UsageError(f"cannot read sidecar {path}: {exc}; delete it or re-export") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: thousands of nested brackets
+        raise UsageError(f"cannot read sidecar {path}: {str(exc)[:200]}; delete it or re-export") from None
     version = data.get("edgedl_sidecar") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise UsageError(f"{path} is not an edgedl sidecar; delete it or re-export")

@@ -23,6 +23,9 @@ def encode(texts: Sequence[str], tokenizer: dict, folder: Path, names: Sequence[
         from tokenizers import Tokenizer
     except ImportError:
         raise MissingDependencyError("tokenizers", "hf", "Feeding text to the model") from None
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("file"), str) \
+            or not isinstance(tokenizer.get("max_length"), int):
+        raise UsageError("the sidecar's model.tokenizer must name a file and an integer max_length; re-export")
     path = (folder / tokenizer["file"]).resolve()
     if not path.is_relative_to(folder.resolve()):
         raise UsageError(f"the sidecar's tokenizer {tokenizer['file']} lies outside {folder}; edgedl reads it only "
@@ -30,9 +33,13 @@ def encode(texts: Sequence[str], tokenizer: dict, folder: Path, names: Sequence[
     if not path.is_file():
         raise UsageError(f"the model's tokenizer {path.name} is missing beside the artifact; copy it from the run")
     length = int(tokenizer["max_length"])
-    key = (str(path), length)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, length)  # a tokenizer written again is read again
     if key not in _CACHE:
-        tok = Tokenizer.from_file(str(path))
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise UsageError(f"cannot read tokenizer {path.name}: {str(exc).splitlines()[0][:200] if str(exc) else exc}") from None
         tok.enable_truncation(max_length=length)
         pad = tok.token_to_id("[PAD]")
         tok.enable_padding(length=length, pad_id=pad if pad is not None else 0)

@@ -82,14 +82,8 @@ def _touch_names(model) -> None:
 def check_external_data(model, path: Path) -> None:
     """Refuse external data that lies outside the model's folder (``..``, an absolute path, or a
     symlink that leads out), before onnx or onnxruntime reads any of it."""
-    onnx = _onnx()
     folder = path.resolve().parent
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        tensors += [a.t for a in node.attribute if a.HasField("t")]
-    for tensor in tensors:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
+    for tensor in external_tensors(model):
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         parts = Path(location).parts
         target = (folder / location).resolve()
@@ -101,15 +95,38 @@ def check_external_data(model, path: Path) -> None:
                              "(move the data file beside the model and fix its location)")
 
 
+def external_tensors(model) -> list:
+    """Every tensor whose data lives in an external file: initializers, sparse initializers and
+    attribute tensors of the graph, of every subgraph and of the model's functions (the same set
+    onnx's loader reads)."""
+    onnx = _onnx()
+    tensors, graphs = [], [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs:
+        graph = graphs.pop()
+        tensors += list(graph.initializer)
+        for sparse in graph.sparse_initializer:
+            tensors += [sparse.values, sparse.indices]
+        nodes += list(graph.node)
+        while nodes:
+            node = nodes.pop()
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensors.append(attr.t)
+                tensors += list(attr.tensors)
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs += list(attr.graphs)
+    return [t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
 def external_files(model, base: Path) -> list[Path]:
     """Files holding the model's external tensors, relative to the model's folder."""
-    onnx = _onnx()
     files = []
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in init.external_data:
-                if entry.key == "location" and (base / entry.value) not in files:
-                    files.append(base / entry.value)
+    for tensor in external_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location" and (base / entry.value) not in files:
+                files.append(base / entry.value)
     return files
 
 

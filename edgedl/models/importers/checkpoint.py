@@ -31,8 +31,13 @@ class CheckpointImporter(Importer):
         payload = self._payload(spec, trust)
         if payload is None:
             return  # a trusted pickled module
+        from edgedl.models.importers import importer_for
+        from edgedl.models.spec import _resolved_from
+
         named = str((payload.get("arch") or {}).get("spec", ""))
-        if is_factory_spec(named) and not trust:
+        target = importer_for(_resolved_from(named, Path(spec).parent)) if named else None
+        runs = is_factory_spec(named) or (target is not None and (target.runs_code or target.name == "checkpoint"))
+        if runs and not trust:  # the same refusal load_checkpoint makes, before any data is loaded
             refuse_untrusted_factory(spec, named)
 
     def _payload(self, spec: str, trust: bool) -> dict | None:

@@ -23,7 +23,8 @@ class FactoryImporter(Importer):
 
     @classmethod
     def matches(cls, spec: str) -> bool:
-        return ":" in spec and not Path(spec).suffix.lower().startswith((".pt", ".onnx", ".safetensors"))
+        # mypkg.pt2net:build is a factory; model.pt is a file (a Windows drive, C:\\, is not a spec here)
+        return ":" in spec and Path(spec).suffix.lower() not in (".pt", ".pth", ".bin", ".pt2", ".onnx", ".safetensors")
 
     def check(self, spec: str, *, trust: bool = False, weights: str | None = None) -> None:
         target, _, attr = spec.rpartition(":")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+from edgedl._fs import read_text
 from edgedl.errors import TrustError, UsageError
 from edgedl.models.importers import Importer, first_line
 
@@ -23,13 +25,35 @@ TASKS = {"ForSequenceClassification": "text-classification", "ForImageClassifica
 DEFAULT_MAX_LENGTH = 128
 
 
+def _registered(name: str) -> bool:
+    from edgedl.models.registry import BUILTIN, _REGISTRY
+
+    return name in BUILTIN or name in _REGISTRY
+
+
+def check_inside(folder: Path, path: Path) -> Path:
+    """``path`` if it (followed through symlinks) stays inside the model folder, or in the Hugging Face
+    cache's ``blobs`` beside a ``snapshots/<revision>`` folder; else one UsageError: a model folder
+    never makes edgedl read (and copy into a run) a file from elsewhere."""
+    root = folder.resolve()
+    target = path.resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":
+        allowed.append(root.parent.parent / "blobs")
+    if not any(target.is_relative_to(a) for a in allowed):
+        raise UsageError(f"{folder.name}/{path.relative_to(folder) if path.is_relative_to(folder) else path.name} leads "
+                         f"to {target}, outside the model folder; edgedl reads a model's files only from inside it")
+    return path
+
+
 def read_json(path: Path, limit: int = CONFIG_LIMIT) -> dict:
     """A JSON file of a model folder, refused in one line when too large or not a JSON object."""
     if path.stat().st_size > limit:
         raise UsageError(f"{path} is {path.stat().st_size} bytes, over the {limit >> 20} MiB edgedl reads for it")
+    check_inside(path.parent, path) if path.is_symlink() else None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid JSON: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} holds a JSON {type(data).__name__}, not an object")
@@ -43,11 +67,34 @@ class HFImporter(Importer):
 
     @classmethod
     def matches(cls, spec: str) -> bool:
-        return Path(spec).is_dir()
+        """A folder written as a path (``models/bert``, ``./bert``), or any folder holding config.json; a
+        bare name that is also a registry model stays the registry's (a run folder called resnet8)."""
+        path = Path(spec)
+        if not path.is_dir():
+            return False
+        return "/" in spec or spec.startswith(".") or (path / "config.json").is_file() or not _registered(spec)
 
     def describe(self, spec: str, trust: bool = False) -> dict:
-        """What the folder is, checked without torch: task, modality, weights, tokenizer, pooling."""
+        """What the folder is, checked without torch: task, modality, weights, tokenizer, pooling.
+        Every file it or transformers reads must stay inside the folder; a config whose values have
+        the wrong types is one line."""
         folder = Path(spec).resolve()
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+                     "modules.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+            if (folder / name).exists() or (folder / name).is_symlink():
+                check_inside(folder, folder / name)
+        try:
+            info = self._describe(folder, trust)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise UsageError(f"{folder.name}/config.json (or a file beside it) has a value of the wrong kind: "
+                             f"{first_line(exc)}") from None
+        if (folder / "model.safetensors.index.json").is_file():
+            shards = read_json(folder / "model.safetensors.index.json").get("weight_map") or {}
+            for shard in set(shards.values()) if isinstance(shards, dict) else ():
+                check_inside(folder, folder / str(shard))
+        return info
+
+    def _describe(self, folder: Path, trust: bool) -> dict:
         config_file = folder / "config.json"
         if not config_file.is_file():
             raise UsageError(f"{folder} is a folder without config.json: not a Hugging Face model folder (a model "
@@ -80,6 +127,12 @@ class HFImporter(Importer):
                              "model.safetensors")
         info: dict[str, Any] = {"folder": folder, "config": config, "architecture": arch or model_type, "task": task,
                                 "modality": "text" if text else "image", "safetensors": bool(weights)}
+        id2label = config.get("id2label")
+        if task != "feature-extraction" and isinstance(id2label, dict) and id2label:
+            # the model's own class order: data labels are matched to it by name, not sorted
+            labels = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
+            if not all(re.fullmatch(r"LABEL_\d+", name) for name in labels):  # transformers' defaults name nothing
+                info["labels"] = labels
         if text:
             tokenizer = folder / "tokenizer.json"
             if not tokenizer.is_file():
@@ -119,7 +172,7 @@ class HFImporter(Importer):
         loaded = LoadedModel(module.eval(), {"spec": str(Path(spec).resolve()), "kwargs": {}}, kind="python")
         loaded.inputs = model_inputs(info)
         loaded.hf = {k: v for k, v in info.items() if k in ("architecture", "task", "modality", "tokenizer",
-                                                           "pooling", "image_size")}
+                                                           "pooling", "image_size", "labels")}
         if info["modality"] == "image":
             loaded.hf["normalization"] = image_normalization(info.get("processor"), info["image_size"])
         return loaded
@@ -134,10 +187,15 @@ def _pooling(folder: Path) -> dict:
     modules_file = folder / "modules.json"
     modules = []
     if modules_file.is_file():
-        raw = json.loads(modules_file.read_text(encoding="utf-8")) if modules_file.stat().st_size < CONFIG_LIMIT else []
+        try:
+            raw = json.loads(read_text(modules_file, "modules.json", CONFIG_LIMIT))
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"{modules_file} is not valid JSON: {first_line(exc)}") from None
         modules = raw if isinstance(raw, list) else []
     for module in modules:
         kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+        if not isinstance(module, dict):
+            continue
         if kind.endswith("Normalize"):
             pooling["normalize"] = True
         if kind.endswith("Pooling"):

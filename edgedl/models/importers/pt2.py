@@ -6,6 +6,7 @@ archive's own tables first and refuses those, unless trusted, before torch opens
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -39,9 +40,10 @@ class Pt2Importer(Importer):
         pickled = pickled_members(path)
         check_schema(path)
         if pickled and not trust:
-            raise TrustError(f"{path.name} has pickled parts ({', '.join(pickled[:3])}), which torch.export.load "
-                             "unpickles, running any code they name: edgedl opens it only with --trust-model-code; "
-                             "re-save it with plain tensors (torch.export.save of a model without custom objects)")
+            raise TrustError(f"{path.name} has parts torch.export.load would unpickle or that are not torch.export.save's "
+                             f"layout ({', '.join(pickled[:3])}), which can run any code they name: edgedl opens it "
+                             "only with --trust-model-code; re-save it with plain tensors (torch.export.save of a model "
+                             "without custom objects)")
 
     def load(self, spec: str, *, trust: bool = False, weights: str | None = None, kwargs: dict | None = None):
         import torch
@@ -80,17 +82,19 @@ def check_schema(path: Path) -> None:
     import torch
     from torch._export.serde.schema import SCHEMA_VERSION
 
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if "/models/" in name and name.endswith(".json"):
-                model = _zip_json(archive, name, path)
-                version = model.get("schema_version") or {}
-                major = version.get("major") if isinstance(version, dict) else None
-                if isinstance(major, int) and major != SCHEMA_VERSION[0]:
-                    written = model.get("torch_version") or "another torch"
-                    raise UsageError(f"{path.name} was written by torch {written} (export schema {major}.{version.get('minor')}); "
-                                     f"this torch {torch.__version__} reads schema {SCHEMA_VERSION[0]}.x: export it "
-                                     "again with this torch, or bring it as ONNX")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            tables = [_zip_json(archive, n, path) for n in archive.namelist() if "/models/" in n and n.endswith(".json")]
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:  # a bad CRC, a truncated member
+        raise UsageError(f"{path} is not a readable .pt2 archive: {first_line(exc)}") from None
+    for model in tables:
+        version = model.get("schema_version") or {}
+        major = version.get("major") if isinstance(version, dict) else None
+        if isinstance(major, int) and major != SCHEMA_VERSION[0]:
+            written = model.get("torch_version") or "another torch"
+            raise UsageError(f"{path.name} was written by torch {written} (export schema {major}.{version.get('minor')}); "
+                             f"this torch {torch.__version__} reads schema {SCHEMA_VERSION[0]}.x: export it again "
+                             "with this torch, or bring it as ONNX")
 
 
 def _zip_json(archive: zipfile.ZipFile, name: str, path: Path) -> dict:
@@ -98,32 +102,53 @@ def _zip_json(archive: zipfile.ZipFile, name: str, path: Path) -> dict:
     if info.file_size > CONFIG_LIMIT:
         raise UsageError(f"{path.name}: {name} is {info.file_size} bytes, over the {CONFIG_LIMIT >> 20} MiB a table may hold")
     try:
-        return json.loads(archive.read(name))
-    except ValueError as exc:
+        table = json.loads(archive.read(name))
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path.name}: {name} is not valid JSON ({first_line(exc)})") from None
+    if not isinstance(table, dict):
+        raise UsageError(f"{path.name}: {name} holds a JSON {type(table).__name__}, not a table")
+    return table
+
+
+# torch.export.save's layout (torch 2.13), below the archive's one top folder. Anything else is
+# refused unless trusted: torch.export.load falls back to its older reader for an archive it does not
+# recognise, and that reader unpickles (serialized_*.pt), as AOTInductor packages load native code.
+_LAYOUT = re.compile(r"(models/[^/]+\.json|data/(weights|constants)/[^/]+|data/sample_inputs/[^/]+\.pt"
+                     r"|archive_format|archive_version|byteorder|version|\.data/version|\.data/serialization_id"
+                     r"|extra/[^/]+)")
+SAMPLE_LIMIT = 64 << 20  # bytes of sample inputs read to check them
 
 
 def pickled_members(path: Path) -> list[str]:
-    """The archive members torch.export.load would unpickle, read from the archive's own tables."""
+    """The archive members torch.export.load would unpickle (or that are not torch.export.save's
+    layout), read from the archive's own tables without unpickling anything."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            names = [n for n in archive.namelist() if not n.endswith("/")]
             if not any("/models/" in n and n.endswith(".json") for n in names):
                 raise UsageError(f"{path.name} is not a torch.export archive (no models/*.json inside); "
                                  "torch.export.save writes one")
-            found = [n for n in names if n.endswith(".pt") and ("/data/weights/" in n or "/data/constants/" in n)]
+            tops = {n.split("/", 1)[0] for n in names}
+            found = [n for n in names if len(tops) != 1 or "/" not in n or not _LAYOUT.fullmatch(n.split("/", 1)[1])]
+            found += [n for n in names if n.endswith(".pt") and ("/data/weights/" in n or "/data/constants/" in n)]
             for name in names:
                 if name.endswith(("_weights_config.json", "_constants_config.json")):
                     table = _zip_json(archive, name, path).get("config") or {}
+                    if not isinstance(table, dict):
+                        raise UsageError(f"{path.name}: {name} holds no table of tensors")
                     for fqn, meta in table.items():
-                        pathname = str((meta or {}).get("path_name", ""))
-                        if (meta or {}).get("use_pickle") or pathname.startswith(_PICKLED_PREFIXES):
+                        meta = meta if isinstance(meta, dict) else {}
+                        pathname = str(meta.get("path_name", ""))
+                        if meta.get("use_pickle") or pathname.startswith(_PICKLED_PREFIXES):
                             found.append(f"{fqn} ({pathname})")
             for name in names:  # sample inputs: torch falls back to a full unpickle when weights_only fails
-                if "/data/sample_inputs/" in name and not _weights_only(archive.read(name)):
-                    found.append(name.split("/", 1)[-1])
+                if "/data/sample_inputs/" in name:
+                    if archive.getinfo(name).file_size > SAMPLE_LIMIT:
+                        found.append(f"{name.split('/', 1)[-1]} (over {SAMPLE_LIMIT >> 20} MiB, not read)")
+                    elif not _weights_only(archive.read(name)):
+                        found.append(name.split("/", 1)[-1])
             return found
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as exc:  # a member name that is not UTF-8 is a ValueError
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, AttributeError) as exc:  # non-UTF-8 names: ValueError
         raise UsageError(f"{path} is not a readable .pt2 archive: {first_line(exc)}") from None
 
 
