@@ -278,6 +278,13 @@ def test_a_recurrent_state_keeps_its_batch_on_axis_1_and_exact_arrays_are_one_fe
     assert [batch_axis(i, infos) for i in infos] == [0, 1]
     code, out, err = cli(["inspect", model], capsys)
     assert code == 0 and "batchx4" in out and "2xbatchx3" in out and "2xbatchx?" in out and "None" not in out
+    # through compress: judged against the float file without labels, timed on the user's own arrays
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", "--model", model, "--data", tmp_path / "feed.npz", "--quantize", "int8_dynamic",
+                        "--out", run, *FAST], capsys)
+    assert code == 0, err
+    fp32 = next(a for a in manifest_of(run)["artifacts"] if a["name"] == "vad.fp32.onnx")
+    assert fp32["metrics"]["agreement"]["measure"] == "cosine" and fp32["benchmark"]["feeds"].endswith("feed.npz")
 
 
 FEEDS = """import numpy as np

@@ -77,22 +77,25 @@ class BenchmarkStage(Stage):
             for record in records if i % 2 == 0 else records[::-1]:
                 options = {"runs": math.ceil(c.runs / c.rounds), "warmup": c.warmup, "min_seconds": c.min_seconds / c.rounds,
                            "batch": c.batch, "threads": c.threads, "device": device, "energy": c.energy if i == 0 else "none",
-                           "idle_seconds": c.idle_seconds, "input_shape": self._shape(ctx, record)}
+                           "idle_seconds": c.idle_seconds, **self._feeds(ctx, record)}
                 results[record["name"]].append(executor.bench(ctx.run.artifact_path(record), options, scratch))
         for record in records:
             self._record(ctx, record, results[record["name"]])
         self._verdicts(ctx, results)
 
-    def _shape(self, ctx: RunContext, record: dict) -> str | None:
-        """``--input-shape`` for a file that keeps dynamic dimensions past the batch (model.keep_dynamic):
-        timed at the data's sample shape, which the conditions then record."""
+    def _feeds(self, ctx: RunContext, record: dict) -> dict:
+        """What a file with dynamic dimensions past the batch is timed on: one input at the data's
+        sample shape (``--input-shape``); several (a streaming model's input, state and rate) on the
+        run's own data file (``--data``), as the user's arrays give them. The conditions record it."""
         from edgedl.runtime.sidecar import read_sidecar
 
         inputs = (read_sidecar(ctx.run.artifact_path(record)) or {}).get("inputs") or []
-        if len(inputs) != 1 or all(isinstance(d, int) for d in inputs[0]["shape"][1:]):
-            return None
-        shape = (self.config.batch, *ctx.dataset.input_shape)
-        return f"{inputs[0]['name']}={'x'.join(map(str, shape))}"
+        if all(isinstance(d, int) for i in inputs for d in i["shape"][1:]):
+            return {}
+        if len(inputs) == 1:
+            shape = (self.config.batch, *ctx.dataset.input_shape)
+            return {"input_shape": f"{inputs[0]['name']}={'x'.join(map(str, shape))}"}
+        return {"data": ctx.recipe.data.spec}
 
     def _record(self, ctx: RunContext, record: dict, rounds: list[dict]) -> None:
         """The median round's figures in the table; energy, memory and cold start from the first round."""

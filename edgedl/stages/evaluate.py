@@ -79,13 +79,18 @@ class EvaluateStage(Stage):
         the manifest names the measure and the reference."""
         if not records:
             return
+        from edgedl.runtime.sidecar import read_sidecar
+
         reference = self._outputs(ctx, records[0], split)
-        measure = "top1_agreement" if ctx.task == "classification" else "cosine"
+        width = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
+        task = (read_sidecar(ctx.run.artifact_path(records[0])) or {}).get("task") or ctx.task
+        # one value per sample (a detector's score, a VAD's probability): argmax and cosine say nothing of it
+        measure = "max_abs_diff" if width == 1 else "top1_agreement" if task == "classification" else "cosine"
         why = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
         if ctx.task == "embedding":
             why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
         for record in records:
-            value = compare(reference, self._outputs(ctx, record, split))[measure]
+            value = compare(reference.reshape(len(reference), -1), self._outputs(ctx, record, split))[measure]
             agreement = {"measure": measure, "value": value, "reference": records[0]["name"], "samples": len(split)}
             ctx.run.set_metrics(record, {"agreement": agreement},
                                 notes={"accuracy": f"{why} ({measure} {value:.4f} against {records[0]['name']})"})
