@@ -22,7 +22,7 @@ def encode(texts: Sequence[str], tokenizer: dict, folder: Path, names: Sequence[
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise MissingDependencyError("tokenizers", "hf", "Feeding text to the model") from None
+        raise MissingDependencyError("tokenizers", "text", "Feeding text to the model") from None
     if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("file"), str) \
             or not isinstance(tokenizer.get("max_length"), int):
         raise UsageError("the sidecar's model.tokenizer must name a file and an integer max_length; re-export")
