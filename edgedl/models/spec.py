@@ -68,10 +68,6 @@ def check_spec(spec: str) -> None:
         raise UsageError(f"model file not found: {spec}")
 
 
-def is_checkpoint_spec(spec: str) -> bool:
-    return spec.lower().endswith(CHECKPOINT_SUFFIXES)
-
-
 def load_model(spec: str, trust_model_code: bool = False, weights: str | None = None, **kwargs: Any) -> LoadedModel:
     """Resolve a model spec to a torch module through its importer.
 

@@ -104,11 +104,3 @@ def is_torchscript_zip(names: list[str] | None) -> bool:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors run to pages)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
-def security_table() -> list[tuple[str, str, str]]:
-    """(form, what opening it can do, what edgedl does) for each importer, in claim order."""
-    _ensure_loaded()
-    return [(IMPORTERS[n].name, IMPORTERS[n].opens,
-             "opens only with --trust-model-code" if IMPORTERS[n].runs_code else "opens without running code")
-            for n in ORDER]
