@@ -36,6 +36,21 @@ def cli(args, capsys) -> tuple[int, str, str]:
     return exc.value.code, out.out, out.err
 
 
+def edited_pt2(source: Path, out: Path, member: str, edit) -> Path:
+    """A copy of a .pt2 archive with the JSON member ending in ``member`` changed in place by ``edit``."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(member):
+                table = json.loads(data)
+                edit(table)
+                data = json.dumps(table).encode()
+            dst.writestr(item, data)
+    return out
+
+
 def manifest_of(run: Path) -> dict:
     return json.loads((run / "manifest.json").read_text())
 
@@ -129,7 +144,6 @@ def test_torchscript_opens_only_when_trusted_and_goes_to_onnx(user_net, tmp_path
 
 
 def test_a_pt2_goes_to_onnx_and_tflite_and_one_that_would_unpickle_is_refused(user_net, tmp_path, capsys):
-    import zipfile
 
     folder, torch_accuracy = user_net
     run = tmp_path / "pt2"
@@ -142,16 +156,10 @@ def test_a_pt2_goes_to_onnx_and_tflite_and_one_that_would_unpickle_is_refused(us
         assert artifacts[name]["metrics"]["accuracy"] == pytest.approx(torch_accuracy, abs=0.003)
     # The same archive with one weight marked as pickled: refused from the archive's own table,
     # before torch.export.load (which would unpickle it) reads anything.
-    hostile = tmp_path / "pickled.pt2"
-    with zipfile.ZipFile(folder / "exported.pt2") as src, zipfile.ZipFile(hostile, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith("_weights_config.json"):
-                table = json.loads(data)
-                first = next(iter(table["config"]))
-                table["config"][first]["use_pickle"] = True
-                data = json.dumps(table).encode()
-            dst.writestr(item, data)
+    def mark_pickled(table):
+        table["config"][next(iter(table["config"]))]["use_pickle"] = True
+
+    hostile = edited_pt2(folder / "exported.pt2", tmp_path / "pickled.pt2", "_weights_config.json", mark_pickled)
     code, _, err = cli(["compress", "--model", hostile, "--data", "digits", "--out", tmp_path / "h", "--quiet"], capsys)
     assert code == 2 and "would unpickle" in err and not (tmp_path / "h").exists(), err
 
@@ -340,18 +348,10 @@ def test_an_onnx_models_dynamic_size_is_kept_on_request(tmp_path, tiny_conv_onnx
 
 
 def test_a_pt2_from_another_torch_is_one_line_before_any_work(user_net, tmp_path, capsys):
-    import zipfile
 
     folder, _ = user_net
-    newer = tmp_path / "newer.pt2"
-    with zipfile.ZipFile(folder / "exported.pt2") as src, zipfile.ZipFile(newer, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith("models/model.json"):
-                model = json.loads(data)
-                model["schema_version"], model["torch_version"] = {"major": 99, "minor": 0}, "3.9.0"
-                data = json.dumps(model).encode()
-            dst.writestr(item, data)
+    newer = edited_pt2(folder / "exported.pt2", tmp_path / "newer.pt2", "models/model.json",
+                       lambda model: model.update(schema_version={"major": 99, "minor": 0}, torch_version="3.9.0"))
     code, _, err = cli(["compress", "--model", newer, "--data", "digits", "--out", tmp_path / "run", "--quiet"], capsys)
     assert code == 2 and "written by torch 3.9.0 (export schema 99.0)" in err and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists()
