@@ -161,7 +161,10 @@ DEVICE = click.option("--device", metavar="NAME",
 
 
 @cli.command()
-@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--request", "request_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run a bench request file (what the benchmark stage's executors send) instead of ARTIFACT and "
+                   "the options: it carries them all; --json, --quiet and --trust-model-code still apply.")
 @click.option("--data", default=None, help="Feed real samples from a data spec (default: random arrays).")
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed runs (at least).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs first.")
@@ -192,27 +195,39 @@ DEVICE = click.option("--device", metavar="NAME",
               help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
 @TRUST
-def bench(artifact, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device, energy, sysfs_root,
-          rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet, trust_model_code) -> None:
+def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device,
+          energy, sysfs_root, rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet,
+          trust_model_code) -> None:
     """Measure cold start, latency, throughput, memory and energy per inference of an artifact.
 
     \b
       edgedl bench model.onnx
       edgedl bench model.onnx --energy ina3221 --device jetson-orin-nano
     """
-    from edgedl import api
     from edgedl._fs import atomic_write_json
+    from edgedl.bench.request import BenchRequest
     from edgedl.bench.session import parse_cpus
     from edgedl.recipe import parse_input_shapes
 
     if json_path is not None and str(json_path) != "-":  # before the run, not after it
         check_writable(json_path, "--json")
-    result = api.bench(artifact, data=data, runs=runs, warmup=warmup, min_seconds=min_seconds, batch=batch,
-                       threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
-                       trust_model_code=trust_model_code, device=device, energy=energy, sysfs_root=sysfs_root,
-                       rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
-                       idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
-                       profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
+    if request_path is not None:
+        context = click.get_current_context()
+        given = [p.opts[-1] for p in context.command.params if p.name not in ("request_path", "json_path", "quiet",
+                 "trust_model_code") and context.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if artifact is not None or given:
+            raise click.UsageError(f"--request carries the artifact and every option; drop {artifact or given[0]}")
+        request = BenchRequest.read(request_path)
+    elif artifact is None:
+        raise click.UsageError("give an ARTIFACT to benchmark (or --request FILE)")
+    else:
+        request = BenchRequest(artifact=str(artifact), data=data, runs=runs, warmup=warmup, min_seconds=min_seconds,
+                               batch=batch, threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
+                               device=device, energy=energy, sysfs_root=str(sysfs_root),
+                               rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
+                               idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
+                               profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
+    result = request.run(trust_model_code=trust_model_code)
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -148,12 +148,42 @@ def test_stage_for_an_unknown_stage_names_the_known_ones():
 
 
 def test_a_failing_benchmark_process_is_a_stage_error(tmp_path):
-    from edgedl.bench.executors import LocalExecutor
+    from edgedl.bench.executors import executor_for
+    from edgedl.bench.request import BenchRequest
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     with pytest.raises(StageError, match="benchmark of bad.onnx failed: error: .*bad.onnx is not a readable ONNX file"):
-        LocalExecutor().bench(bad, {"runs": 1}, tmp_path)
+        executor_for("local").bench(BenchRequest(artifact=str(bad), runs=1), tmp_path)
+
+
+def test_a_bench_request_travels_unchanged_and_grants_no_trust(tmp_path, tiny_conv_onnx, capsys):
+    """The benchmark stage's executors send a BenchRequest file: it is validated field by field, the
+    same result comes back as from the flags, and the options cannot be given beside it."""
+    import json
+
+    from edgedl.bench.executors import EXECUTORS, executor_for
+    from edgedl.bench.request import BenchRequest
+    from edgedl.cli import main
+
+    request = BenchRequest(artifact=str(tiny_conv_onnx), runs=3, warmup=0, min_seconds=0, energy="none",
+                           idle_seconds=0, input_shapes={"input": [2, 1, 8, 8]})
+    result = executor_for("local").bench(request, tmp_path)
+    assert result["conditions"]["input_shapes"] == {"input": [2, 1, 8, 8]} and result["conditions"]["runs"] >= 3
+    assert set(EXECUTORS) == {"local"}
+    sent = tmp_path / f"{tiny_conv_onnx.name}.request.json"
+    assert BenchRequest.read(sent) == request
+    (tmp_path / "bad.json").write_text(json.dumps({**request.model_dump(), "runs": 0}))
+    for args, message in ((["--request", tmp_path / "bad.json"], "bench request"),
+                          (["--request", sent, "--runs", "5"], "--request carries the artifact and every option"),
+                          (["--request", sent, tiny_conv_onnx], "--request carries")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", *map(str, args)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and err.count("\n") == 1, err
+    (tmp_path / "trust.json").write_text(json.dumps({**request.model_dump(), "trust_model_code": True}))
+    with pytest.raises(UsageError, match="trust_model_code"):  # trust is said on the command line, never by a file
+        BenchRequest.read(tmp_path / "trust.json")
 
 
 def test_an_artifact_name_is_used_once(tmp_path):

@@ -17,7 +17,8 @@ from pydantic import Field, field_validator
 
 from edgedl.artifacts import BENCH_METRICS, runnable
 from edgedl.bench.compare import median_round, round_p50, verdict
-from edgedl.bench.executors import LocalExecutor
+from edgedl.bench.executors import executor_for
+from edgedl.bench.request import BenchRequest
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -68,17 +69,19 @@ class BenchmarkStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         scratch = ctx.run.tempdir()
-        executor = LocalExecutor()
+        executor = executor_for("local")
         c = self.config
         device = ctx.recipe.device if ctx.recipe.device not in (None, "host") else None
         records = [r for r in ctx.run.manifest["artifacts"] if runnable(r) and r["format"] != "torch"]  # torch: the
         results: dict[str, list[dict]] = {r["name"]: [] for r in records}  # reference, not a device artifact
         for i in range(c.rounds):
             for record in records if i % 2 == 0 else records[::-1]:
-                options = {"runs": math.ceil(c.runs / c.rounds), "warmup": c.warmup, "min_seconds": c.min_seconds / c.rounds,
-                           "batch": c.batch, "threads": c.threads, "device": device, "energy": c.energy if i == 0 else "none",
-                           "idle_seconds": c.idle_seconds, **self._feeds(ctx, record)}
-                results[record["name"]].append(executor.bench(ctx.run.artifact_path(record), options, scratch))
+                request = BenchRequest(artifact=str(ctx.run.artifact_path(record).resolve()),
+                                       runs=math.ceil(c.runs / c.rounds), warmup=c.warmup,
+                                       min_seconds=c.min_seconds / c.rounds, batch=c.batch, threads=c.threads,
+                                       device=device, energy=c.energy if i == 0 else "none",
+                                       idle_seconds=c.idle_seconds, **self._feeds(ctx, record))
+                results[record["name"]].append(executor.bench(request, scratch))
         for record in records:
             self._record(ctx, record, results[record["name"]])
         self._verdicts(ctx, results)
@@ -93,8 +96,7 @@ class BenchmarkStage(Stage):
         if all(isinstance(d, int) for i in inputs for d in i["shape"][1:]):
             return {}
         if len(inputs) == 1:
-            shape = (self.config.batch, *ctx.dataset.input_shape)
-            return {"input_shape": f"{inputs[0]['name']}={'x'.join(map(str, shape))}"}
+            return {"input_shapes": {inputs[0]["name"]: [self.config.batch, *ctx.dataset.input_shape]}}
         return {"data": ctx.recipe.data.spec}
 
     def _record(self, ctx: RunContext, record: dict, rounds: list[dict]) -> None:
