@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgedl._fs import atomic_write_bytes, check_writable
+from edgedl._fs import check_writable
 from edgedl.artifacts import model_kwargs
 from edgedl.devices import get_profile, resolve_device
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
@@ -229,7 +229,7 @@ def train(
     The checkpoint opens with every command that takes one: ``bench``, ``inspect``,
     ``edgedl.runtime.load`` and ``compress --model out.pt``.
     """
-    from edgedl.artifacts import checkpoint_sidecar, write_sidecar
+    from edgedl.artifacts import checkpoint_sidecar, task_of, with_tokenizer_beside, write_sidecar
     from edgedl.formats.torch.progress import progress_bar
     from edgedl.models import save_checkpoint
     from edgedl.models.spec import CHECKPOINT_SUFFIXES
@@ -251,21 +251,17 @@ def train(
 
     _check_model_file(recipe, [stage_for(cfg) for cfg in recipe.stages], trust_model_code)
     dataset, built = load_data_and_model(recipe, None, trust_model_code)
-    task = {"feature-extraction": "embedding"}.get((built.hf or {}).get("task"), (built.hf or {}).get("task"))
+    task = task_of(built.hf)
     if task == "embedding":
         raise UsageError("an embedding model learns from pairs or contrasts with its own training code; edgedl trains "
                          "classifiers and autoencoders")
     with progress_bar(console, enabled=progress) as bar:
         result = fit(built.module, dataset.train, dataset.val,
                      FitConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed), progress=bar,
-                     task=task or "classification")
+                     task=task)
     save_checkpoint(out, built.module, built.arch, data=data, seed=seed, best_epoch=result.best_epoch,
                     val_accuracy=result.best_val_accuracy, input_shape=list(dataset.input_shape))
-    info = dict(built.hf) if built.hf else None
-    if info and info.get("tokenizer"):  # beside the checkpoint, named relative to it, as a run does
-        tokenizer = out.with_name(f"{out.stem}.tokenizer.json")
-        atomic_write_bytes(tokenizer, Path(info["tokenizer"]["file"]).read_bytes())
-        info["tokenizer"] = dict(info["tokenizer"], file=tokenizer.name)
+    info = with_tokenizer_beside(built.hf, out.parent, out.stem) if built.hf else None  # as a run does
     write_sidecar(out, "torch", "fp32", checkpoint_sidecar(built.module, dataset, model, built.inputs, info))
     return {"checkpoint": str(out), "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
             "test_accuracy_torch": accuracy(built.module, dataset.test)}

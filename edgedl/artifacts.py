@@ -38,6 +38,14 @@ def precision_label(precision: str) -> str:
     return {"int8_dynamic": "int8dyn", "int8_float_io": "int8fio"}.get(precision, precision)
 
 
+def task_of(info: dict | None) -> str:
+    """What a model does, from what its folder or registry entry says: ``classification`` (text or
+    image classification too), ``embedding`` (feature extraction) or ``reconstruction``."""
+    task = (info or {}).get("task")
+    return {"feature-extraction": "embedding", "text-classification": "classification",
+            "image-classification": "classification"}.get(task, task) or "classification"
+
+
 # Tasks whose quality is not a label's: judged against the float model's outputs (and, for a
 # reconstruction, against the input itself), never by argmax against the data's classes.
 UNLABELLED_TASKS = ("embedding", "reconstruction")
@@ -91,10 +99,23 @@ def build_sidecar(dataset, inputs: list[dict], outputs: list[dict], *, source: d
     for info in inputs:
         if len(info["shape"]) == 4 and (known_layout or info["shape"][1] in (1, 3, 4)):
             info["layout"] = "NCHW"
-    task = {"feature-extraction": "embedding", "reconstruction": "reconstruction"}.get(
-        (model or {}).get("task"), None) or infer_task(dataset, outputs)
+    task = task_of(model) if (model or {}).get("task") in ("feature-extraction", "reconstruction") \
+        else infer_task(dataset, outputs)
     return {"inputs": inputs, "outputs": outputs, "task": task, "normalization": dataset.normalization,
             "labels": dataset.labels, "source": source, **({"model": model} if model else {}), **extra}
+
+
+def with_tokenizer_beside(info: dict, folder: Path, stem: str) -> dict:
+    """A model's info with its tokenizer file copied into ``folder`` as ``STEM.tokenizer.json`` and
+    named relative to it, so that the artifacts there and their sidecars travel to a device whole."""
+    from edgedl._fs import atomic_write_bytes
+
+    tokenizer = (info or {}).get("tokenizer")
+    if not tokenizer or not Path(tokenizer["file"]).is_absolute():
+        return info
+    name = f"{stem}.tokenizer.json"
+    atomic_write_bytes(Path(folder) / name, Path(tokenizer["file"]).read_bytes())
+    return {**info, "tokenizer": {**tokenizer, "file": name}}
 
 
 def example_inputs(inputs) -> tuple:

@@ -51,8 +51,34 @@ def accuracy(model: Any, split: Split, batch_size: int = 512) -> float:
     correct = 0
     with torch.no_grad():
         for xb, yb in split.batches(batch_size):
-            correct += int((model(torch.from_numpy(xb)).argmax(1).numpy() == yb).sum())
+            correct += int((call(model, tensors(xb)).argmax(1).numpy() == yb).sum())
     return correct / max(1, len(split))
+
+
+class _Inputs(tuple):
+    """A model's several inputs (ids and a mask), indexed together along the batch axis."""
+
+    def __getitem__(self, index):
+        return _Inputs(t[index] for t in self)
+
+
+def tensors(x: Any) -> Any:
+    """Torch tensors of a split's samples: one tensor, or one per input (in the model's order) for a
+    model of several inputs (a text model's ids and mask)."""
+    import torch
+
+    from edgedl.data.feeds import Samples
+
+    if isinstance(x, Samples):
+        if x.whole or x.constants:
+            raise UsageError("training takes samples along the batch axis; this data holds whole feeds or constants")
+        return _Inputs(torch.from_numpy(v) for v in x.stacked.values())
+    return torch.from_numpy(x)
+
+
+def call(model: Any, x: Any) -> Any:
+    """``model(x)``, or ``model(*x)`` for several inputs."""
+    return model(*x) if isinstance(x, _Inputs) else model(x)
 
 
 def reconstruction_mse(model: Any, split: Split, batch_size: int = 512) -> float:
@@ -103,7 +129,7 @@ def fit(
             return F.mse_loss(m(xb), xb)
     elif loss_fn is None:
         def loss_fn(m, xb, yb):
-            return F.cross_entropy(m(xb), yb, label_smoothing=config.label_smoothing)
+            return F.cross_entropy(call(m, xb), yb, label_smoothing=config.label_smoothing)
 
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
     if config.optimizer == "adamw":
@@ -116,7 +142,7 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
-    x_all = torch.from_numpy(train.x)
+    x_all = tensors(train.x)
     y_all = torch.from_numpy(train.y) if train.y is not None else torch.zeros(len(train), dtype=torch.long)
     gen = torch.Generator().manual_seed(config.seed)
     task = progress.add_task("train", total=config.epochs * steps_per_epoch) if progress else None

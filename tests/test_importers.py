@@ -371,3 +371,26 @@ def test_specs_are_claimed_by_their_form_not_by_what_lies_in_the_folder(tmp_path
     with pytest.raises(UsageError, match="model file or folder not found: models/missing-bert"):
         check_spec("models/missing-bert")
     assert _relative_to(str(tmp_path / "my-bert"), tmp_path) == "./my-bert"  # reads as a path when restored
+
+
+def test_a_hugging_face_text_classifier_trains_prunes_and_distills_on_labelled_sentences(tmp_path, capsys):
+    """Text classification from a folder: labelled sentences (label<TAB>sentence) feed ids and masks
+    through training, head pruning and distillation (the training loop takes several inputs), then
+    INT8; the run's tokenizer travels with the files, and `edgedl train` writes one beside its .pt."""
+    folder = bert_folder(tmp_path / "classifier", task="text-classification")
+    text = tmp_path / "labelled.txt"
+    text.write_text("".join(f"{'short' if len(s) < 60 else 'long'}\t{s}\n" for s in sentences(160)))
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--epochs", "2", "--prune", "0.5",
+                        "--set", "stages.prune.finetune_epochs=1", "--distill", "--set", "stages.distill.epochs=1",
+                        "--quantize", "int8", "--set", "stages.quantize.on_gate_miss=warn", "--out", run, *FAST], capsys)
+    assert code == 0, err
+    artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
+    assert {"classifier.pt", "classifier.pruned.pt", "classifier.distilled.pt", "classifier.distilled.int8.onnx"} <= \
+        set(artifacts)
+    assert artifacts["classifier.distilled.int8.onnx"]["quantization"]["quality_metric"] == "accuracy"
+    sidecar = json.loads((run / "artifacts" / "classifier.distilled.fp32.onnx.json").read_text())
+    assert sidecar["labels"] == ["long", "short"] and sidecar["task"] == "classification"
+    code, _, err = cli(["train", "--model", folder, "--data", f"text:{text}", "--epochs", "1", "--out",
+                        tmp_path / "trained.pt", "--quiet"], capsys)
+    assert code == 0 and (tmp_path / "trained.tokenizer.json").is_file(), err

@@ -1,6 +1,7 @@
 """Text data for a model with a tokenizer: ``text:FILE``, one sentence per line (``label<TAB>sentence``
 lines carry a class), tokenized by the model's own ``tokenizer.json`` (Hugging Face's tokenizers
-library: a JSON table, no code) into ids and masks of the model's sequence length, int64."""
+library: a JSON table, no code) into ids and masks of the model's sequence length, int64, through
+the same encoding the runtime uses (edgedl.runtime.text)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedl.errors import MissingDependencyError, UsageError
+from edgedl.errors import UsageError
 
 TEXT_LIMIT = 256 << 20  # bytes of text edgedl reads from one file
 
@@ -32,25 +33,9 @@ def read_lines(path: Path) -> tuple[list[str], list[str] | None]:
 
 
 def tokenize(sentences: list[str], tokenizer: dict, names: list[str]) -> dict[str, np.ndarray]:
-    """Ids and masks (int64, padded and truncated to the model's length) keyed by the model's input names."""
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise MissingDependencyError("tokenizers", "hf", "Tokenizing text") from None
-    try:
-        tok = Tokenizer.from_file(str(tokenizer["file"]))
-    except Exception as exc:
-        raise UsageError(f"cannot read tokenizer {tokenizer['file']}: {str(exc).splitlines()[0][:200]}") from None
-    length = int(tokenizer["max_length"])
-    tok.enable_truncation(max_length=length)
-    pad_id = tok.token_to_id("[PAD]") if tok.token_to_id("[PAD]") is not None else 0
-    tok.enable_padding(length=length, pad_id=pad_id)
-    encoded = tok.encode_batch(sentences)
-    arrays = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-              "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-              "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64)}
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise UsageError(f"the model's inputs {missing} are not what a tokenizer gives (input_ids, attention_mask, "
-                         "token_type_ids); bring the data as .npz keyed by input name")
-    return {n: arrays[n] for n in names}
+    """Ids and masks (int64, padded and truncated to the model's length) keyed by the model's input
+    names: the runtime's own encoding, so calibration, evaluation and a device app's predict() agree."""
+    from edgedl.runtime.text import encode
+
+    file = Path(tokenizer["file"]).resolve()  # (a Hugging Face cache links it into its blobs)
+    return encode(sentences, {**tokenizer, "file": file.name}, file.parent, names)

@@ -198,13 +198,16 @@ def save_checkpoint(path: str | Path, model: Any, arch: dict, **meta: Any) -> No
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's payload, read with ``weights_only=True``: tensors and plain values, no code."""
+def read_checkpoint(path: str | Path, payload: dict | None = None) -> dict:
+    """The checkpoint's payload, read with ``weights_only=True``: tensors and plain values, no code.
+    ``payload``: what the caller already read from ``path`` that way (checked, not read again)."""
     import torch
 
     from edgedl.models.importers import is_torchscript_zip, zip_names
 
     path = Path(path)
+    if payload is not None:
+        return _checked(payload, path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
     if is_torchscript_zip(zip_names(path)):
@@ -217,6 +220,11 @@ def read_checkpoint(path: str | Path) -> dict:
         from edgedl.models.importers.factory import unpickle_trusted
 
         unpickle_trusted(path, exc, trust=False)  # one line: pickled objects (not opened) or not a torch file
+    return _checked(payload, path)
+
+
+def _checked(payload: Any, path: Path) -> dict:
+    """An edgedl checkpoint's payload whose format this edgedl reads, or one line saying why not."""
     version = payload.get("edgedl_checkpoint") if isinstance(payload, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise UsageError(
@@ -257,7 +265,8 @@ def refuse_untrusted_factory(path: str | Path, spec: str) -> None:
 _LOADING: set = set()  # checkpoints being rebuilt now: one that names itself, through others, is refused
 
 
-def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: str | None = None) -> LoadedModel:
+def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: str | None = None,
+                    payload: dict | None = None) -> LoadedModel:
     """Load an edgedl checkpoint and rebuild its model.
 
     Args:
@@ -265,12 +274,13 @@ def load_checkpoint(path: str | Path, trust_model_code: bool = False, factory: s
         trust_model_code: run the factory the checkpoint names, if it names one.
         factory: build the architecture with this factory (the caller names the code) and load the
             checkpoint's weights into it.
+        payload: the checkpoint as the caller already read it (``weights_only``), not read again.
 
     Raises:
         TrustError: the checkpoint names a factory and neither argument says to run code.
     """
     path = Path(path)
-    payload = read_checkpoint(path)
+    payload = read_checkpoint(path, payload)
     arch = dict(payload["arch"])
     kwargs = dict(arch.get("kwargs") or {})
     if "input_size" in kwargs and isinstance(kwargs["input_size"], list):

@@ -49,5 +49,6 @@ def encode(texts: Sequence[str], tokenizer: dict, folder: Path, names: Sequence[
               "token_type_ids": [e.type_ids for e in encoded]}
     missing = [n for n in names if n not in arrays]
     if missing:
-        raise UsageError(f"the model takes {missing}, which a tokenizer does not give; feed a dict of arrays")
+        raise UsageError(f"the model's inputs {missing} are not what a tokenizer gives (input_ids, attention_mask, "
+                         "token_type_ids); feed it a dict of arrays (or, as data, an .npz keyed by input name)")
     return {n: np.asarray(arrays[n], dtype=np.int64) for n in names}

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from edgedl.artifacts import BENCH_METRICS, checkpoint_sidecar, example_inputs
+from edgedl.artifacts import BENCH_METRICS, checkpoint_sidecar, example_inputs, task_of, with_tokenizer_beside
 from edgedl.data import Dataset
 from edgedl.errors import UsageError
 
@@ -75,20 +74,13 @@ class RunContext:
         info = getattr(self.model, "hf", None)
         if not info:
             return None
-        tokenizer = info.get("tokenizer")
-        if tokenizer and Path(tokenizer["file"]).is_absolute():
-            from edgedl._fs import atomic_write_bytes
-
-            name = f"{self.stem}.tokenizer.json"
-            atomic_write_bytes(self.run.artifacts_dir / name, Path(tokenizer["file"]).read_bytes())
-            info["tokenizer"] = dict(tokenizer, file=name)
-        return info
+        self.model.hf = with_tokenizer_beside(info, self.run.artifacts_dir, self.stem)  # once: named relative after
+        return self.model.hf
 
     @property
     def task(self) -> str:
         """What the model does: ``classification``, ``embedding`` (feature extraction) or ``reconstruction``."""
-        task = (self.model_info or {}).get("task")
-        return {"feature-extraction": "embedding"}.get(task, task) or "classification"
+        return task_of(self.model_info)
 
     def require_torch(self, stage: str) -> None:
         if self.model is None:

@@ -11,7 +11,7 @@ from edgedl.artifacts import model_kwargs
 from edgedl.errors import StageError, UsageError
 from edgedl.stages.base import RunContext, Stage, StageConfig
 from edgedl.formats.torch.progress import progress_bar
-from edgedl.train import FitConfig, accuracy, fit
+from edgedl.train import FitConfig, accuracy, call, fit, tensors
 
 
 def kd_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
@@ -122,9 +122,9 @@ class DistillStage(Stage):
         if c.student:
             ctx.model = load_model(c.student, **model_kwargs(data))
         student = ctx.model.module
-        sample = torch.from_numpy(data.train.x[:2])
+        sample = tensors(data.train.x[:2])  # one tensor, or a text model's ids and mask
         with torch.no_grad():
-            t_out, s_out = teacher(sample), student.eval()(sample)
+            t_out, s_out = call(teacher, sample), call(student.eval(), sample)
         if t_out.shape != s_out.shape:
             raise UsageError(f"distill.teacher '{teacher_name}' outputs shape {tuple(t_out.shape)} but the student "
                              f"outputs {tuple(s_out.shape)}; they must match")
@@ -132,8 +132,8 @@ class DistillStage(Stage):
 
         def loss_fn(model, xb, yb):
             with torch.no_grad():
-                t_logits = teacher(xb)
-            loss = kd_loss(model(xb), t_logits, yb, c.temperature, c.alpha)
+                t_logits = call(teacher, xb)
+            loss = kd_loss(call(model, xb), t_logits, yb, c.temperature, c.alpha)
             return loss + c.feature_weight * matcher.loss() if matcher else loss
 
         with progress_bar(ctx.console, enabled=ctx.progress) as bar:
@@ -144,7 +144,7 @@ class DistillStage(Stage):
         info = {"teacher": teacher_name, "student": c.student or ctx.model_artifact, "temperature": c.temperature,
                 "alpha": c.alpha, "features": [p.model_dump() for p in c.features],
                 "teacher_val_accuracy": accuracy(teacher, data.val), "val_accuracy": result.best_val_accuracy}
-        ctx.model = LoadedModel(student, ctx.model.arch)
+        ctx.model = LoadedModel(student, ctx.model.arch, inputs=ctx.model.inputs, hf=ctx.model.hf)  # same inputs, task
         summary = (f"distilled from `{teacher_name}` (T={c.temperature}, alpha={c.alpha}), val accuracy "
                    f"{result.best_val_accuracy:.4f}, teacher {info['teacher_val_accuracy']:.4f}")
         ctx.save_model(".distilled", stage=self.name, distillation=info, summary=summary)

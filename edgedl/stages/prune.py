@@ -10,7 +10,7 @@ from edgedl.artifacts import example_inputs
 from edgedl.formats.torch.pruning import PruneSettings, prune
 from edgedl.stages.base import RunContext, Stage, StageConfig
 from edgedl.formats.torch.progress import progress_bar
-from edgedl.train import FitConfig, fit
+from edgedl.train import FitConfig, call, fit, tensors
 
 
 class PruneConfig(StageConfig):
@@ -47,8 +47,8 @@ class PruneStage(Stage):
         history: list[dict] = []
 
         def gradient_batch(model):
-            x, y = torch.from_numpy(data.train.x[:256]), torch.from_numpy(data.train.y[:256])
-            return F.cross_entropy(model(x), y)
+            x, y = tensors(data.train.x[:256]), torch.from_numpy(data.train.y[:256])
+            return F.cross_entropy(call(model, x), y)
 
         with progress_bar(ctx.console, enabled=ctx.progress and finetune) as bar:
             def after_step(step: int) -> None:

@@ -48,12 +48,11 @@ def check_inside(folder: Path, path: Path) -> Path:
 
 def read_json(path: Path, limit: int = CONFIG_LIMIT) -> dict:
     """A JSON file of a model folder, refused in one line when too large or not a JSON object."""
-    if path.stat().st_size > limit:
-        raise UsageError(f"{path} is {path.stat().st_size} bytes, over the {limit >> 20} MiB edgedl reads for it")
-    check_inside(path.parent, path) if path.is_symlink() else None
+    if path.is_symlink():
+        check_inside(path.parent, path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        data = json.loads(read_text(path, path.name, limit))
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path} is not valid JSON: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} holds a JSON {type(data).__name__}, not an object")
