@@ -43,12 +43,29 @@ class BenchRequest(BaseModel):
     until_stable: Optional[float] = Field(None, gt=0)
     sustained: Optional[float] = Field(None, gt=0)
 
-    def run(self, trust_model_code: bool = False) -> dict:
-        """The result of :func:`edgedl.api.bench` for this request, here."""
-        from edgedl import api
+    @classmethod
+    def of(cls, **options) -> "BenchRequest":
+        """A request from :func:`edgedl.api.bench`'s options; a value out of range is one line naming
+        its command-line option (``--runs must be at least 1, got 0``)."""
+        options = {k: (str(v) if k in ("artifact", "sysfs_root") else v) for k, v in options.items()
+                   if v is not None or cls.model_fields[k].default is None}  # None: the default
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            flag = "--" + field.replace("_", "-")
+            limit = (first.get("ctx") or {}).get("ge", (first.get("ctx") or {}).get("gt"))
+            if first["type"] in ("greater_than_equal", "greater_than") and limit is not None:
+                word = "at least" if first["type"] == "greater_than_equal" else "more than"
+                raise UsageError(f"{flag} must be {word} {limit}, got {first['input']}") from None
+            raise UsageError(f"{flag}: {first['msg']}") from None
 
-        options = self.model_dump(exclude={"edgedl_bench_request"})
-        return api.bench(**options, trust_model_code=trust_model_code)
+    def run(self, trust_model_code: bool = False) -> dict:
+        """The result of this request, measured in this process (:func:`edgedl.bench.session.measure`)."""
+        from edgedl.bench.session import measure
+
+        return measure(self, trust_model_code)
 
     def write(self, path: str | Path) -> None:
         from edgedl._fs import atomic_write_json

@@ -228,3 +228,166 @@ def device_notes(device: dict, replayed: bool, root: str | Path, energy: dict) -
 
 __all__ = ["Timed", "cold_start", "current_cpus", "device_notes", "energy_result", "gpu_time", "judge", "op_time",
            "parse_cpus", "pin", "snapshot_memory", "statistics", "summarize_memory", "timed_window", "unpin"]
+
+
+def measure(request, trust_model_code: bool = False) -> dict:
+    """The result of one :class:`~edgedl.bench.request.BenchRequest`, measured in this process (the
+    order of a run is the module's docstring); :func:`edgedl.api.bench` documents each option."""
+    import edgedl.runtime as rt
+    from edgedl.api import fed_batch
+    from edgedl.bench.energy import EnergyUnavailable, open_source
+    from edgedl.data.feeds import concrete_shape, data_feeds, random_feeds
+    from edgedl.devices import detect, get_profile, resolve_device
+    from edgedl.errors import UsageError
+
+    (artifact, data, runs, warmup, min_seconds, batch, threads, input_shapes, device, energy, sysfs_root, rails,
+     idle_seconds, cpus, backend, compute, profile_ops, until_stable, sustained) = (
+        request.artifact, request.data, request.runs, request.warmup, request.min_seconds, request.batch,
+        request.threads, request.input_shapes, request.device, request.energy, request.sysfs_root, request.rails,
+        request.idle_seconds, request.cpus, request.backend, request.compute, request.profile_ops,
+        request.until_stable, request.sustained)
+    for name, value, low in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--batch", batch, 1)):
+        if value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if idle_seconds < 0:
+        raise UsageError(f"--idle-seconds must be at least 0, got {idle_seconds}")
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UsageError(f"artifact not found: {artifact}")
+    root = Path(sysfs_root)
+    if not root.is_dir():
+        raise UsageError(f"--sysfs-root {root}: no such folder")
+    replayed = root.resolve() != Path("/")
+    device_record = resolve_device(device)
+    profile = get_profile(device) if device not in (None, "host") else get_profile(detect(root)["profile"])
+    try:  # before any work: a named source that cannot measure here is an error now, not after the run
+        source, energy_reason = open_source(energy, root, profile, rails)
+    except EnergyUnavailable as exc:
+        raise EnergyUnavailable(f"--energy {energy}: {exc}") from None
+    from edgedl.runtime.backends import BACKENDS
+    from edgedl.runtime.sidecar import read_sidecar
+
+    opened_as = BACKENDS[backend].format if backend in BACKENDS else rt.backend_for(artifact, read_sidecar(artifact)).format
+    if opened_as == "onnx":  # before ONNX Runtime reads it (whatever its name): a parser crash, external data outside
+        from edgedl.formats.onnx import graph as onnx_graph
+
+        onnx_graph.probe(artifact)
+        onnx_graph.load_graph(artifact)
+    previous = pin(cpus)  # restored after: an API caller's process keeps its own affinity
+    try:
+        input_shapes = dict(input_shapes or {})
+        notes = {"accuracy": "bench measures speed and memory; accuracy comes from `edgedl compress` (evaluate stage)"}
+        flags: list[str] = []  # why a figure should not be trusted as it stands, one sentence each
+        mem_before = snapshot_memory()
+        start = time.perf_counter()
+        with rt.load(artifact, backend=backend, threads=threads, compute=compute,
+                     trust_model_code=trust_model_code) as runner:
+            load_ms = (time.perf_counter() - start) * 1000
+            mem_loaded = snapshot_memory()
+            unknown = sorted(set(input_shapes) - {i.name for i in runner.inputs})
+            if unknown:
+                raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
+                                 f"{[i.name for i in runner.inputs]}")
+            if data:
+                from edgedl.data import load_dataset
+
+                feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
+            else:
+                batch = fed_batch(input_shapes, batch)  # every input fed at the batch an --input-shape gives
+                for info in runner.inputs:  # refuse unknown dimensions before loading anything else
+                    concrete_shape(info, batch, input_shapes.get(info.name))
+                feeds = random_feeds(runner.inputs, batch, shapes=input_shapes)
+            shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+            run = runner.run
+            n = len(feeds)
+            start = time.perf_counter()
+            run(feeds[0])
+            first_ms = (time.perf_counter() - start) * 1000
+            for i in range(warmup):
+                run(feeds[i % n])
+            before, clocks_before = conditions.thermal(), conditions.cpu_clocks_mhz()
+            gpu_calls = getattr(runner, "gpu_ms", None)
+            gpu_start = len(gpu_calls) if gpu_calls is not None else 0
+            timed = timed_window(lambda i: run(feeds[i % n]), runs, min_seconds, batch, source, idle_seconds,
+                                         until_stable)
+            result = timed.result
+            heat = None
+            if sustained:
+                from edgedl.bench.stability import drift_flags, sustained as sustained_run
+
+                heat = sustained_run(lambda i: run(feeds[i % n]), sustained, batch,
+                                     source if timed.window is not None else None)
+                for flag in drift_flags(heat):
+                    flags.append(flag)
+            after, clocks_after = conditions.thermal(), conditions.cpu_clocks_mhz()
+            backend = runner.backend
+            sidecar = runner.sidecar
+            latency_calls = slice(gpu_start, gpu_start + len(result.samples_ms))  # not the energy window's calls
+            gpu_figures = gpu_time(gpu_calls[latency_calls]) if gpu_calls is not None else None
+        stats = result.stats()
+        validity = judge(result, stats, timed.other_busy, (clocks_before, clocks_after), (before, after), flags)
+        energy_out = energy_result(source, timed, energy_reason, replayed)
+        if energy_out.get("j_per_inference") is None:
+            notes["energy_j_per_inference"] = energy_out["reason"]
+        fmt = rt.backend_for(artifact, sidecar).format
+        params = macs = None
+        if fmt == "onnx":
+            from edgedl.formats.onnx import graph as onnx_graph
+
+            graph = onnx_graph.load_graph(artifact)
+            params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
+        else:
+            from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
+
+            notes["params"] = notes["macs"] = COUNTED_ON_ONNX
+        memory = summarize_memory(mem_before, mem_loaded, source)
+        ops = op_time(artifact, fmt, feeds[0], threads) if profile_ops else None
+        return {
+            "artifact": str(artifact),
+            "backend": backend,
+            "format": fmt,
+            "precision": sidecar.get("precision"),
+            "metrics": {
+                "accuracy": None,
+                "params": params,
+                "macs": macs,
+                "latency_ms": stats,
+                "throughput_ips": result.throughput_ips,
+                "peak_rss_mb": memory["peak_rss_mb"],
+                "energy_j_per_inference": energy_out.get("j_per_inference"),
+            },
+            "notes": notes,
+            "energy": energy_out,
+            "memory": memory,
+            "cold_start": cold_start(load_ms, first_ms),
+            "statistics": statistics(result.samples_ms),
+            "flags": flags,
+            "op_ms": ops,
+            "until_stable": timed.stable,
+            "gpu_time_ms": gpu_figures,
+            "sustained": heat,
+            "where": device_notes(device_record, replayed, root, energy_out),
+            "conditions": {
+                "batch": batch,
+                "threads": threads,
+                "compute": compute or "cpu",
+                "cpus": current_cpus(),
+                "runs": len(result.samples_ms),
+                "warmup": warmup,
+                "min_seconds": min_seconds,
+                "wall_s": result.wall_s,
+                "feeds": f"data:{data}" if data else "random",
+                "input_shapes": shapes,
+                "peak_rss": "high-water mark of the bench process: interpreter, runtime and model",
+                "device": device_record,
+                "versions": conditions.versions(),
+                "host": conditions.host(),
+                "cpu_features": conditions.cpu_features(),
+                "jetson": conditions.jetson(str(root)),
+                "thermal_before": before,
+                "thermal_after": after,
+                "validity": validity,
+            },
+        }
+    finally:
+        unpin(previous)
