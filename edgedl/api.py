@@ -9,7 +9,7 @@ from typing import Any
 
 from edgedl._fs import check_writable
 from edgedl.artifacts import model_kwargs
-from edgedl.devices import get_profile, resolve_device
+from edgedl.devices import Device, named_profile
 from edgedl.errors import EdgedlError, StageError, TrustError, UsageError
 from edgedl.models.spec import check_spec
 from edgedl.recipe import Recipe, load_recipe
@@ -167,12 +167,12 @@ def compress(
     for stage in stages:
         stage.check(recipe, constraints)
     inputs = _check_model_file(recipe, stages, trust_model_code)
-    device = resolve_device(recipe.device)
+    device = Device.resolve(recipe.device)  # once per run: the stages take this object
     out = Path(out) if out else default_run_dir(recipe)
     check_writable(out, "--out", folder=True)  # /proc, a read-only mount: refused now, not after training
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model
     dataset, model = load_data_and_model(recipe, inputs, trust_model_code)
-    run = RunDir(out, recipe, force=force, device=device)
+    run = RunDir(out, recipe, force=force, device=device.record)
     run.manifest["notes"].extend(dataset.notes)
     if model is not None:
         run.manifest["notes"].extend(model.notes)
@@ -183,7 +183,7 @@ def compress(
         run.manifest["notes"].append(f"'{recipe.model.spec}' comes from the registry and is not trained in this "
                                      "run: its weights are random, so accuracy is meaningless")
     ctx = RunContext(recipe=recipe, run=run, dataset=dataset, model=model, console=console, progress=progress,
-                     trust_model_code=trust_model_code, constraints=constraints)
+                     trust_model_code=trust_model_code, constraints=constraints, device=device)
     status = "failed"
     try:
         for index, stage in enumerate(stages):
@@ -351,7 +351,7 @@ def inspect(artifact: str | Path, target: str | None = None, input_shapes: dict[
         options["input_shapes"] = input_shapes
     if backend.runs_code:
         options["trust_model_code"] = trust_model_code
-    profile = get_profile(device) if device not in (None, "host") else None  # an unknown name fails before work
+    profile = named_profile(device)  # an unknown name fails before work
     tensorrt = target is not None and (target == "tensorrt" or target.startswith("tensorrt:"))
     if dla and not tensorrt:
         raise UsageError("--dla applies to --target tensorrt")

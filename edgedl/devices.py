@@ -9,6 +9,8 @@ that a recorded tree can stand in for a device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -302,6 +304,34 @@ def host_device() -> dict:
             "note": "figures were measured on the machine that ran edgedl"}
 
 
+def named_profile(name: str | None) -> DeviceProfile | None:
+    """The profile a recipe or option names; None for this host (no name, or ``host``)."""
+    return None if name in (None, "host") else get_profile(name)
+
+
+@dataclass(frozen=True)
+class Device:
+    """The device a run or a bench is for, resolved once per run and carried on the run context: the
+    profile the user named (None: this host), the manifest's record of it, and where the
+    measurements run (``local``, or an executor address such as ``ssh://user@host`` or ``adb://SERIAL``).
+    Stages and formats take this object, never the name again."""
+
+    name: str | None
+    record: dict
+    profile: DeviceProfile | None = None
+    on: str = "local"
+
+    @classmethod
+    def resolve(cls, name: str | None = None, on: str | None = None) -> "Device":
+        profile = named_profile(name)
+        return cls(name=profile.name if profile else None, record=resolve_device(name), profile=profile,
+                   on=on or "local")
+
+    @property
+    def remote(self) -> bool:
+        return self.on != "local"
+
+
 def resolve_device(name: str | None = None) -> dict:
     """The device a recipe or command names, as the manifest's ``device`` record.
 
@@ -309,9 +339,9 @@ def resolve_device(name: str | None = None) -> dict:
     unless detection says this machine is that device, ``on_device`` is False and the record says
     that timings taken here are this host's.
     """
-    if name in (None, "host"):
+    profile = named_profile(name)
+    if profile is None:
         return host_device()
-    profile = get_profile(name)
     host = host_device()
     here = detect(use_nvml=False)["profile"]
     record = {"name": profile.name, "kind": profile.kind, "description": profile.title,

@@ -46,9 +46,14 @@ class RunContext:
     progress: bool = True
     trust_model_code: bool = False  # the user said to run code that files of this run name
     constraints: dict = None  # what the recipe's targets ask of artifacts (Stage.constraints), merged
+    device: Any = None  # edgedl.devices.Device, resolved once per run (None: this host)
 
     def __post_init__(self):
         self.constraints = dict(self.constraints or {})
+        if self.device is None:
+            from edgedl.devices import Device
+
+            self.device = Device.resolve(self.recipe.device)
 
     @property
     def stem(self) -> str:

@@ -71,7 +71,6 @@ class BenchmarkStage(Stage):
         scratch = ctx.run.tempdir()
         executor = executor_for("local")
         c = self.config
-        device = ctx.recipe.device if ctx.recipe.device not in (None, "host") else None
         records = [r for r in ctx.run.manifest["artifacts"] if runnable(r) and r["format"] != "torch"]  # torch: the
         results: dict[str, list[dict]] = {r["name"]: [] for r in records}  # reference, not a device artifact
         for i in range(c.rounds):
@@ -79,7 +78,7 @@ class BenchmarkStage(Stage):
                 request = BenchRequest(artifact=str(ctx.run.artifact_path(record).resolve()),
                                        runs=math.ceil(c.runs / c.rounds), warmup=c.warmup,
                                        min_seconds=c.min_seconds / c.rounds, batch=c.batch, threads=c.threads,
-                                       device=device, energy=c.energy if i == 0 else "none",
+                                       device=ctx.device.name, energy=c.energy if i == 0 else "none",
                                        idle_seconds=c.idle_seconds, **self._feeds(ctx, record))
                 results[record["name"]].append(executor.bench(request, scratch))
         for record in records:
@@ -133,7 +132,7 @@ class BenchmarkStage(Stage):
             label = info["precision"] + (f" ({info['scheme']})" if record["format"] == "onnx" and
                                          info["precision"] == "int8" else "")  # as the quick check labels it
             gate = verdict(results[parent["name"]], results[record["name"]], label, parent["name"],
-                           info["speed_gate"]["min_speedup"], ctx.run.manifest["device"],
+                           info["speed_gate"]["min_speedup"], ctx.device.record,
                            runtime="tensorrt" if info.get("scheme") == "tensorrt" else None)
             gate["quick_check"] = info["speed_gate"].get("verdict")
             info["speed_gate"] = {**info["speed_gate"], **gate, "host": "this machine, fresh processes"}

@@ -84,7 +84,7 @@ class BuildEngineStage(Stage):
         c = self.config
         record = self._source(ctx)
         onnx = ctx.run.artifact_path(record)
-        device = ctx.run.manifest["device"]
+        device = ctx.device.record
         options = self.options()
         plan = make_plan(onnx, options, ctx.recipe.device, c.tensorrt, onnx_name=record["name"])
         findings, version, precision = plan["lint"]["findings"], plan["tensorrt"]["version"], plan["precision"]

@@ -136,7 +136,7 @@ class ExportTfliteStage(Stage):
             passed = drop <= self.config.max_accuracy_drop
             float_ms, q_ms = compare_latency(fp32, path, sample, threads)
             speed = speed_verdict(float_ms, q_ms, precision, fp32.name, self.config.min_speedup, threads,
-                                  ctx.run.manifest["device"])
+                                  ctx.device.record)
             info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
                     "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
                     "reference_warning": quality.warning,

@@ -88,7 +88,7 @@ class QuantizeStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         c = self.config
-        self.device = ctx.run.manifest["device"]  # a target device that is not this host: its speed is not judged here
+        self.device = ctx.device.record  # a target device that is not this host: its speed is not judged here
         parent = latest_fp32_onnx(ctx)
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()

@@ -74,9 +74,9 @@ def target(device: str | None, tensorrt: str | None = None, options: tp.BuildOpt
     Raises:
         UsageError: a device without TensorRT, or build options its TensorRT or hardware cannot build.
     """
-    from edgedl.devices import get_profile
+    from edgedl.devices import named_profile
 
-    profile = get_profile(device) if device not in (None, "host") else None
+    profile = named_profile(device)
     trt = resolve(tensorrt, profile)
     release = profile.software.release() if profile is not None and profile.software else None
     if release and tensorrt is not None and version_key(release[1].tensorrt)[:2] != trt.key[:2]:
@@ -166,7 +166,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
     """
     from edgedl._fs import atomic_write_bytes, check_writable, sha256_file
     from edgedl.artifacts import write_sidecar
-    from edgedl.devices import get_profile
+    from edgedl.devices import named_profile
     from edgedl.formats.tensorrt import build as tb
     from edgedl.formats.tensorrt.lint import lint
     from edgedl.runtime.sidecar import read_sidecar
@@ -175,7 +175,7 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options: tp.Bu
 
     options = options or tp.BuildOptions()
     onnx = Path(onnx)
-    profile = get_profile(device) if device not in (None, "host") else None
+    profile = named_profile(device)
     model, precision, profile_shapes = prepare(onnx, options, device)
     out = Path(out) if out else engine_path(onnx, precision)
     check_writable(out, "--out")  # beside the ONNX by default: a read-only folder is refused before the build
