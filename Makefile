@@ -3,7 +3,7 @@
 #   make test         set up .venv/ and run the test suite
 PYTHON ?= python3
 VENV := .venv
-EXTRAS := onnx,torch,data,plot,litert-convert,hf,gpu,tensorrt-plan,dev
+EXTRAS := onnx,torch,data,plot,litert-convert,hf,gpu,tensorrt-plan,postgres,dev
 
 # Wheels of the device-side install (edgedl[onnx] and edgedl[litert]: numpy and one backend, no
 # torch), taken from pyproject.toml: the clean-venv test installs from them offline.

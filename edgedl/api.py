@@ -137,6 +137,8 @@ def compress(
     console: Any = None,
     progress: bool = True,
     trust_model_code: bool = False,
+    on: str | None = None,
+    reach: dict | None = None,
 ) -> CompressResult:
     """Run a recipe's stages into a run directory.
 
@@ -148,6 +150,8 @@ def compress(
         trust_model_code: run Python code that files name: factories a recipe file names, and
             factories that checkpoints name. A factory in a Recipe built in Python runs without it
             (its author named the code); a checkpoint's factory never does.
+        on: where the benchmark stage runs (``ssh://host``, a host alias; default here), checked
+            before any work; ``reach`` holds the executor's options (ssh_config, accept_new_host, ...).
     """
     from edgedl import report
     from edgedl.run import RunDir, default_run_dir
@@ -167,7 +171,11 @@ def compress(
     for stage in stages:
         stage.check(recipe, constraints)
     inputs = _check_model_file(recipe, stages, trust_model_code)
-    device = Device.resolve(recipe.device)  # once per run: the stages take this object
+    device = Device.resolve(recipe.device, on, reach)  # once per run: the stages take this object
+    if device.remote:  # unreachable, or no edgedl there: one line now, not after training
+        from edgedl.bench.executors import executor_for
+
+        executor_for(device.on, **device.reach).check()
     out = Path(out) if out else default_run_dir(recipe)
     check_writable(out, "--out", folder=True)  # /proc, a read-only mount: refused now, not after training
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model

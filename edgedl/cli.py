@@ -56,6 +56,59 @@ def cli(debug: bool) -> None:
     """edgedl: compress, export and benchmark models for edge devices."""
 
 
+def ON_OPTIONS(command):
+    """Where a bench runs: --on (repeatable) and how to reach SSH and adb devices."""
+    for option in reversed([
+        click.option("--on", multiple=True, metavar="ADDRESS",
+                     help="Run on a device: ssh://[user@]host[:port], a host alias of ~/.ssh/config, adb://SERIAL or "
+                          "local (repeatable: devices run in parallel)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None,
+                     help="SSH client configuration file (default: ~/.ssh/config)."),
+        click.option("--accept-new-host", is_flag=True,
+                     help="Trust a host key seen for the first time (recorded in known_hosts); a changed key is "
+                          "refused either way."),
+        click.option("--remote-edgedl", metavar="COMMAND",
+                     help="edgedl's path on the devices (default: edgedl on the PATH, ~/.local/bin, ~/.edgedl/venv/bin, "
+                          "~/.venv/bin)."),
+        click.option("--benchmark-model", type=click.Path(dir_okay=False), default=None,
+                     help="LiteRT's Android benchmark_model binary, pushed to adb devices (or EDGEDL_BENCHMARK_MODEL)."),
+        click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                     help="Attach the results to this run folder: its report gains a column per device."),
+    ]):
+        command = option(command)
+    return command
+
+
+def DB_OPTIONS(command):
+    """The results database every bench and run goes into."""
+    command = click.option("--no-db", is_flag=True, help="Do not store the results.")(command)
+    return click.option("--db", metavar="URL",
+                        help="Results database (default: EDGEDL_RESULTS_DB, else sqlite:///~/.edgedl/results.db).")(command)
+
+
+def open_db(url: str | None):
+    """The results database, opened (and its schema checked) before any work."""
+    from edgedl.results import ResultsDB
+
+    return ResultsDB(url)
+
+
+def store_results(db, rows_or_results: list[dict], **row) -> str | None:
+    """Store bench results (or ready rows); the line that says where, or why not (the results stay on
+    disk and on screen either way)."""
+    if db is None or not rows_or_results:
+        return None
+    from edgedl.results import DatabaseError, bench_row
+
+    rows = [r if "created_at" in r else bench_row(r, **row) for r in rows_or_results]
+    try:
+        ids = db.add(rows)
+    except DatabaseError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        return None
+    return f"stored as result {', '.join(map(str, ids))} in {db.shown} (edgedl results show ID)"
+
+
 @cli.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", help="Model spec: registry name, file.py:factory, module:factory, checkpoint, TorchScript "
@@ -86,9 +139,17 @@ def cli(debug: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe as YAML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
+@click.option("--on", metavar="ADDRESS", help="Run the benchmark stage on this device: ssh://[user@]host[:port] or a host "
+                                              "alias of ~/.ssh/config (the rest of the run stays here).")
+@click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="SSH client configuration file (default: ~/.ssh/config).")
+@click.option("--accept-new-host", is_flag=True, help="Trust a host key seen for the first time.")
+@click.option("--remote-edgedl", metavar="COMMAND", help="edgedl's path on the device.")
+@DB_OPTIONS
 @TRUST
 def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, device, overrides,
-             out, force, print_recipe, quiet, trust_model_code) -> None:
+             out, force, print_recipe, quiet, on, ssh_config, accept_new_host, remote_edgedl, db, no_db,
+             trust_model_code) -> None:
     """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
 
     \b
@@ -131,8 +192,16 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
     # A factory named with --model is the user's to run; one a recipe file names needs the flag.
     typed = tuple(o.split("=", 1)[1] for o in overrides if "=" in o)  # --set values: typed by the user too
     api.check_trust(resolved, trust_model_code, named=(model, data, *typed))
-    api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet,
-                 trust_model_code=trust_model_code)
+    store = None if no_db else open_db(db)  # a database that refuses: now, not after the run
+    reach = {"ssh_config": ssh_config, "accept_new_host": accept_new_host, "remote_edgedl": remote_edgedl,
+             "trust_model_code": trust_model_code}
+    result = api.compress(resolved, out=out, force=force, console=_console(quiet), progress=not quiet,
+                          trust_model_code=trust_model_code, on=on, reach=reach if on else None)
+    from edgedl.results import compress_rows
+
+    stored = store_results(store, compress_rows(result.path, result.manifest))
+    if stored and not quiet:
+        click.echo(stored, err=True)
 
 
 @cli.command()
@@ -194,15 +263,19 @@ DEVICE = click.option("--device", metavar="NAME",
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
               help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
+@ON_OPTIONS
+@DB_OPTIONS
 @TRUST
 def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device,
-          energy, sysfs_root, rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet,
-          trust_model_code) -> None:
-    """Measure cold start, latency, throughput, memory and energy per inference of an artifact.
+          energy, sysfs_root, rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet, on, ssh_config,
+          accept_new_host, remote_edgedl, benchmark_model, run_dir, db, no_db, trust_model_code) -> None:
+    """Measure cold start, latency, throughput, memory and energy per inference of an artifact, here or
+    on your own devices (--on), and keep the result in the results database.
 
     \b
       edgedl bench model.onnx
       edgedl bench model.onnx --energy ina3221 --device jetson-orin-nano
+      edgedl bench model.onnx --on ssh://nvidia@orin.local --on pi5
     """
     from edgedl._fs import atomic_write_json
     from edgedl.bench.request import BenchRequest
@@ -227,7 +300,16 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
                                rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
                                idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
                                profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
+    if on or run_dir is not None:
+        from edgedl.cli_fleet import bench_fleet
+
+        bench_fleet(request, list(on) or ["local"], json_path, quiet, db=False if no_db else db, run_dir=run_dir,
+                    ssh_config=ssh_config, accept_new_host=accept_new_host, remote_edgedl=remote_edgedl,
+                    benchmark_model=benchmark_model, trust_model_code=trust_model_code)
+        return
+    store = None if no_db or request_path is not None else open_db(db)  # an executor's child: its parent stores
     result = request.run(trust_model_code=trust_model_code)
+    stored = store_results(store, [result])
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -235,6 +317,8 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
         atomic_write_json(json_path, result)
     if not quiet:
         _print_bench(result)
+        if stored:
+            click.echo(stored)
 
 
 def _above_idle(net: float | None, energy: dict) -> str:
@@ -617,3 +701,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+from edgedl import cli_fleet as _cli_fleet  # noqa: E402,F401  (registers results, report, device-facts)

@@ -9,8 +9,7 @@ that a recorded tree can stand in for a device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import dataclasses
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -309,7 +308,7 @@ def named_profile(name: str | None) -> DeviceProfile | None:
     return None if name in (None, "host") else get_profile(name)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Device:
     """The device a run or a bench is for, resolved once per run and carried on the run context: the
     profile the user named (None: this host), the manifest's record of it, and where the
@@ -320,12 +319,17 @@ class Device:
     record: dict
     profile: DeviceProfile | None = None
     on: str = "local"
+    reach: dict = dataclasses.field(default_factory=dict)  # the executor's options: ssh_config, accept_new_host, ...
 
     @classmethod
-    def resolve(cls, name: str | None = None, on: str | None = None) -> "Device":
+    def resolve(cls, name: str | None = None, on: str | None = None, reach: dict | None = None) -> "Device":
         profile = named_profile(name)
-        return cls(name=profile.name if profile else None, record=resolve_device(name), profile=profile,
-                   on=on or "local")
+        record = resolve_device(name)
+        if on and on != "local":
+            record = {**record, "on": on, "note": f"the benchmark stage ran on {on}; the rest of the run on this "
+                                                  "machine"}
+        return cls(name=profile.name if profile else None, record=record, profile=profile, on=on or "local",
+                   reach=dict(reach or {}))
 
     @property
     def remote(self) -> bool:

@@ -36,3 +36,8 @@ class StageError(EdgedlError):
 
 class TrustError(UsageError):
     """A file names code to run (a model factory, a native engine) and the user has not said to trust it."""
+
+
+class DeviceError(EdgedlError):
+    """A device could not be reached or could not run the request (host key, credentials, edgedl or a
+    backend missing there, a connection that dropped); other devices of the same command go on."""

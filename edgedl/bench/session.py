@@ -185,6 +185,8 @@ def cold_start(load_ms: float, first_ms: float) -> dict:
 
 def statistics(samples_ms: np.ndarray) -> dict:
     return {"latency_ci95_ms": percentile_intervals(samples_ms),
+            # the distribution in 21 points (every 5th percentile), for plots across devices and runs
+            "quantiles_ms": [round(float(q), 6) for q in np.percentile(samples_ms, np.arange(0, 101, 5))],
             "method": "bootstrap percentile interval over the timed calls (1000 resamples, fewer past 5000 calls)"}
 
 
@@ -237,7 +239,7 @@ def measure(request, trust_model_code: bool = False) -> dict:
     from edgedl.api import fed_batch
     from edgedl.bench.energy import EnergyUnavailable, open_source
     from edgedl.data.feeds import concrete_shape, data_feeds, random_feeds
-    from edgedl.devices import detect, get_profile, resolve_device
+    from edgedl.devices import detect, get_profile, named_profile, resolve_device
     from edgedl.errors import UsageError
 
     (artifact, data, runs, warmup, min_seconds, batch, threads, input_shapes, device, energy, sysfs_root, rails,
@@ -259,7 +261,7 @@ def measure(request, trust_model_code: bool = False) -> dict:
         raise UsageError(f"--sysfs-root {root}: no such folder")
     replayed = root.resolve() != Path("/")
     device_record = resolve_device(device)
-    profile = get_profile(device) if device not in (None, "host") else get_profile(detect(root)["profile"])
+    profile = named_profile(device) or get_profile(detect(root)["profile"])
     try:  # before any work: a named source that cannot measure here is an error now, not after the run
         source, energy_reason = open_source(energy, root, profile, rails)
     except EnergyUnavailable as exc:

@@ -21,6 +21,7 @@ class Backend(NamedTuple):
         compute: compute units its ``compute=`` takes (None is the first).
         inspect: ``module:function`` describing a file of this format, or None.
         runs_code: loading a file may execute code the file names (then a trust flag is needed).
+        framework: the Python module the backend imports (a remote device is checked for it first).
     """
 
     name: str
@@ -31,16 +32,17 @@ class Backend(NamedTuple):
     compute: tuple[str, ...] = ("cpu",)
     inspect: str | None = None
     runs_code: bool = False
+    framework: str = ""
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cuda", "tensorrt"),
-            inspect="edgedl.formats.onnx.graph:summarize"),
+            inspect="edgedl.formats.onnx.graph:summarize", framework="onnxruntime"),
     Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu", "xnnpack", "cpu-no-xnnpack"),
-            inspect="edgedl.formats.tflite.graph:summarize"),
+            inspect="edgedl.formats.tflite.graph:summarize", framework="ai_edge_litert"),
     Backend("torch", "edgedl.runtime.torchrt:TorchRunner", "torch", (".pt", ".pth"), "torch", ("cpu", "cuda", "cuda-fp16"),
-            inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True),
+            inspect="edgedl.formats.torch.checkpoint:summarize", runs_code=True, framework="torch"),
     # An engine is native code for one GPU and TensorRT version: loading it passes engine_guard first.
     Backend("tensorrt", "edgedl.runtime.tensorrt:TensorRTRunner", "tensorrt", (".engine", ".plan", ".trt"), "tensorrt",
-            ("gpu", "dla:0", "dla:1"), inspect="edgedl.runtime.tensorrt:summarize", runs_code=False),
+            ("gpu", "dla:0", "dla:1"), inspect="edgedl.runtime.tensorrt:summarize", runs_code=False, framework="tensorrt"),
 )}

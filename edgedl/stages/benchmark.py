@@ -69,7 +69,7 @@ class BenchmarkStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         scratch = ctx.run.tempdir()
-        executor = executor_for("local")
+        executor = executor_for(ctx.device.on, **ctx.device.reach)
         c = self.config
         records = [r for r in ctx.run.manifest["artifacts"] if runnable(r) and r["format"] != "torch"]  # torch: the
         results: dict[str, list[dict]] = {r["name"]: [] for r in records}  # reference, not a device artifact
@@ -106,7 +106,8 @@ class BenchmarkStage(Stage):
         metrics["peak_rss_mb"] = first["metrics"]["peak_rss_mb"]
         notes = {k: v for k, v in {**shown["notes"], **first["notes"]}.items() if k in BENCH_METRICS}
         flags = round_flags(rounds)
-        extra = {"energy": first.get("energy"), "memory": first.get("memory"), "cold_start": first.get("cold_start"),
+        extra = {"on": ctx.device.on, "device": first.get("device"),
+                 "energy": first.get("energy"), "memory": first.get("memory"), "cold_start": first.get("cold_start"),
                  "statistics": shown.get("statistics"), "flags": flags, "where": first.get("where"),
                  "rounds": [{"p50_ms": p50, "p50_ci95_ms": ci} for p50, ci in map(round_p50, rounds)],
                  "shown": f"round {median_round(rounds) + 1} of {len(rounds)} (the median p50)"}

@@ -1,6 +1,12 @@
-"""Where a benchmark request runs: one registry of executors, one file each (``local`` today; SSH and
-adb devices plug in beside it). Each takes a :class:`~edgedl.bench.request.BenchRequest` unchanged
-and returns the result dict ``edgedl bench --json`` writes, the same on every executor."""
+"""Where a benchmark request runs: one registry of executors, one file each (``local``, ``ssh``,
+``adb``). Each takes a :class:`~edgedl.bench.request.BenchRequest` unchanged and returns the result
+dict ``edgedl bench --json`` writes, the same on every executor.
+
+An executor is chosen by the address the user gives with ``--on``: ``local`` (a fresh process on
+this machine), ``ssh://[user@]host[:port]``, ``adb://SERIAL``, or a bare name, which is a host
+alias of the SSH client's configuration (``~/.ssh/config``). Adding an executor is one file here
+that subclasses :class:`Executor` with its ``scheme``, and its module's name in ``BUILTIN``.
+"""
 
 from __future__ import annotations
 
@@ -12,32 +18,68 @@ from edgedl.bench.request import BenchRequest
 from edgedl.errors import UsageError
 
 EXECUTORS: dict[str, type["Executor"]] = {}
-BUILTIN = ("local",)
+BUILTIN = ("local", "ssh", "adb")
+BARE_NAME = "ssh"  # the scheme a bare --on NAME means: a host alias of the SSH client's configuration
 
 
 class Executor:
-    """Runs a bench request somewhere and returns its result."""
+    """Runs a bench request somewhere and returns its result.
 
-    name: ClassVar[str] = ""
+    Attributes:
+        scheme: what an address starts with (``ssh`` in ``ssh://host``); ``local`` is a bare word.
+        address: the address as the user gave it (``ssh://pi@10.0.0.7``, ``orin``).
+    """
+
+    scheme: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in EXECUTORS:
-                raise ValueError(f"executor '{cls.name}' is defined twice")
-            EXECUTORS[cls.name] = cls
+        if cls.scheme:
+            if cls.scheme in EXECUTORS:
+                raise ValueError(f"executor '{cls.scheme}' is defined twice")
+            EXECUTORS[cls.scheme] = cls
+
+    def __init__(self, address: str = "local", **options):
+        self.address = address
+        self.options = options
+
+    @property
+    def label(self) -> str:
+        """How results and progress lines name this device."""
+        return self.address
+
+    def check(self, request: BenchRequest | None = None) -> dict:
+        """Before any work: the device is reachable and can run ``request`` (edgedl and the artifact's
+        backend installed); returns what the device says of itself (``facts``). Raises
+        :class:`~edgedl.errors.DeviceError` with one line when it cannot."""
+        return {}
 
     def bench(self, request: BenchRequest, scratch: Path) -> dict:  # pragma: no cover - contract
         raise NotImplementedError
 
 
-def executor_for(name: str) -> Executor:
-    """The executor registered as ``name``."""
+def _load_builtin() -> None:
     for module in BUILTIN:
         importlib.import_module(f"edgedl.bench.executors.{module}")
-    if name not in EXECUTORS:
-        raise UsageError(f"unknown executor '{name}'; known: {', '.join(sorted(EXECUTORS))}")
-    return EXECUTORS[name]()
+
+
+def scheme_of(address: str) -> str:
+    """``ssh`` for ``ssh://host``, ``local`` for ``local``, the bare-name scheme for ``orin``."""
+    if "://" in address:
+        return address.split("://", 1)[0].lower()
+    return "local" if address == "local" else BARE_NAME
+
+
+def executor_for(address: str = "local", **options) -> Executor:
+    """The executor that reaches ``address`` (``local``, ``ssh://...``, ``adb://...`` or a host alias)."""
+    _load_builtin()
+    if not address or address != address.strip():
+        raise UsageError(f"--on '{address}': give local, ssh://[user@]host[:port], adb://SERIAL or an ssh host alias")
+    scheme = scheme_of(address)
+    if scheme not in EXECUTORS:
+        raise UsageError(f"--on {address}: unknown scheme '{scheme}://'; known: "
+                         f"{', '.join(s + '://' for s in sorted(EXECUTORS) if s != 'local')} and local")
+    return EXECUTORS[scheme](address, **options)
 
 
 def __getattr__(name: str):

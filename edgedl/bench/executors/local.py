@@ -13,7 +13,11 @@ from edgedl.errors import StageError
 
 
 class LocalExecutor(Executor):
-    name = "local"
+    scheme = "local"
+
+    @property
+    def label(self) -> str:
+        return "local"
 
     def bench(self, request: BenchRequest, scratch: Path) -> dict:
         from edgedl.runtime.probed import child_env, digest
@@ -32,4 +36,7 @@ class LocalExecutor(Executor):
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise StageError(f"benchmark of {artifact.name} failed: {last}")
-        return json.loads(out_json.read_text())
+        result = json.loads(out_json.read_text())
+        host = result.get("conditions", {}).get("host") or {}
+        result["device"] = {"on": "local", "label": "local", "profile": None, "hostname": host.get("hostname")}
+        return result

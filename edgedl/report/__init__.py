@@ -1,4 +1,6 @@
-"""The run's report: one row per artifact, as report.md and as a table on screen.
+"""The run's report: one row per artifact, as report.md, as a self-contained report.html with plots
+(:mod:`edgedl.report.html`), and as a table on screen. Results that devices sent back for the run
+(``edgedl bench --run RUN_DIR --on ...``, kept in ``RUN_DIR/fleet/``) add a column per device.
 
 Stages write a one-line ``summary`` (and ``recommended``) into the artifact records they add;
 the report reads those, not stage-private manifest keys.
@@ -131,9 +133,130 @@ def markdown(manifest: dict) -> str:
 
 
 def write(run_dir: Path, manifest: dict) -> Path:
-    path = Path(run_dir) / "report.md"
-    atomic_write_text(path, markdown(manifest))
-    return path
+    """report.md and report.html of a run, beside its manifest; the Markdown's path."""
+    return write_all(run_dir, run_dir=run_dir, manifest=manifest)[0]
+
+
+# ---- devices: results the run's artifacts got on other machines -----------------------------------
+
+FLEET_DIR = "fleet"
+HERE = "this machine"
+
+
+def fleet_results(run_dir: Path) -> list[dict]:
+    """The bench results attached to a run (``edgedl bench --run``), oldest first."""
+    import json
+
+    folder = Path(run_dir) / FLEET_DIR
+    found = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+        try:
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # a half-copied file is not a result
+    return found
+
+
+def points(manifest: dict | None = None, fleet: list[dict] | None = None, rows: list[dict] | None = None) -> list[dict]:
+    """Every (artifact, device) figure the report plots, from a run's manifest, the results its devices
+    sent back, and database rows."""
+    out = []
+    accuracy = {}
+    if manifest:
+        for a in manifest["artifacts"]:
+            m = a["metrics"]
+            accuracy[a["name"]] = m.get("accuracy")
+            lat = m.get("latency_ms") or {}
+            bench = a.get("benchmark") or {}
+            out.append({"artifact": a["name"], "device": HERE, "p50_ms": lat.get("p50"), "p99_ms": lat.get("p99"),
+                        "accuracy": m.get("accuracy"), "size_mb": a["size_bytes"] / 2**20,
+                        "energy_mj": None if m.get("energy_j_per_inference") is None
+                        else 1000 * m["energy_j_per_inference"],
+                        "quantiles_ms": (bench.get("statistics") or {}).get("quantiles_ms")})
+    for r in fleet or []:
+        name = Path(r["artifact"]).name
+        m = r["metrics"]
+        e = m.get("energy_j_per_inference")
+        out.append({"artifact": name, "device": (r.get("device") or {}).get("label", "local"),
+                    "p50_ms": m["latency_ms"].get("p50"), "p99_ms": m["latency_ms"].get("p99"),
+                    "accuracy": accuracy.get(name), "size_mb": None, "energy_mj": None if e is None else 1000 * e,
+                    "quantiles_ms": (r.get("statistics") or {}).get("quantiles_ms")})
+    for row in rows or []:
+        detail = row.get("detail") or {}
+        out.append({"artifact": row["artifact"], "device": row["device"], "p50_ms": row["p50_ms"],
+                    "p99_ms": row["p99_ms"], "accuracy": row["accuracy"], "size_mb": row["size_mb"],
+                    "energy_mj": row["energy_mj"], "quantiles_ms": (detail.get("statistics") or {}).get("quantiles_ms")})
+    return out
+
+
+def device_columns(manifest: dict, fleet: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """A p50 column per device that ran the run's artifacts (the newest result of each pair)."""
+    newest: dict[tuple[str, str], dict] = {}
+    for r in fleet:
+        newest[(Path(r["artifact"]).name, (r.get("device") or {}).get("label", "local"))] = r
+    devices = list(dict.fromkeys(d for _, d in newest))
+    columns = ["artifact", f"{HERE} p50 ms"] + [f"{d} p50 ms" for d in devices]
+    rows = []
+    for a in manifest["artifacts"]:
+        lat = a["metrics"].get("latency_ms") or {}
+        there = [newest.get((a["name"], d)) for d in devices]
+        if not lat and not any(there):
+            continue
+        rows.append([a["name"], _num(lat.get("p50"), ".3f")]
+                    + [_num(r["metrics"]["latency_ms"].get("p50"), ".3f") if r else "—" for r in there])
+    return columns, rows
+
+
+def write_all(folder: Path, run_dir: Path | None = None, manifest: dict | None = None,
+              db_rows: list[dict] | None = None) -> list[Path]:
+    """report.md and report.html for a run (with its devices' results) and/or database rows."""
+    import json
+
+    from edgedl.report import html as page
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if run_dir is not None and manifest is None:
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    fleet = fleet_results(run_dir) if run_dir is not None else []
+    md, sections = [], []
+    if manifest is not None:
+        md.append(markdown(manifest))
+        marked = [a.get("recommended") is False for a in manifest["artifacts"]]
+        sections.append(("Artifacts", page._table(list(COLUMNS), rows(manifest), marked, text=3)))
+        found = verdicts(manifest)
+        if found:
+            sections.append(("Compression", "<ul>" + "".join(f"<li>{_escape(v)}</li>" for v in found) + "</ul>"))
+        if fleet:
+            columns, body = device_columns(manifest, fleet)
+            md += ["", "## On devices", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            md += ["| " + " | ".join(r) + " |" for r in body]
+            sections.append(("On devices", page._table(columns, body)))
+    if db_rows is not None:
+        columns = ["id", "artifact", "device", "profile", "p50 ms", "p99 ms", "inf/s", "accuracy", "size MB"]
+        body = [[str(r["id"]), r["artifact"], r["device"], r["device_profile"] or "—", _num(r["p50_ms"], ".3f"),
+                 _num(r["p99_ms"], ".3f"), _num(r["throughput_ips"], ".0f"),
+                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%", _num(r["size_mb"], ".2f")]
+                for r in db_rows]
+        if manifest is None:
+            md += ["# edgedl results", ""]
+        md += ["", "## Results from the database", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        md += ["| " + " | ".join(r) + " |" for r in body]
+        sections.append(("Results from the database", page._table(columns, body, text=4)))
+    title = f"edgedl run: {manifest['recipe']['name']}" if manifest else "edgedl results"
+    intro = (f"Model {manifest['recipe']['model']['spec']}, data {manifest['recipe']['data']['spec']}, status "
+             f"{manifest['status']}, host {manifest['host']['cpu']} ({manifest['host']['cpu_count']} cores)."
+             if manifest else f"{len(db_rows or [])} results.")
+    md_path = folder / "report.md"
+    atomic_write_text(md_path, "\n".join(md).rstrip("\n") + "\n")
+    html_path = page.write(folder / "report.html", page.page(title, intro, sections, points(manifest, fleet, db_rows)))
+    return [md_path, html_path]
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text.replace("`", "").replace("**", ""))
 
 
 def table(manifest: dict, width: int | None = None):
