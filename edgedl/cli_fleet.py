@@ -12,7 +12,7 @@ import click
 from edgedl.cli import _console, cli, open_db, store_results
 from edgedl.errors import UsageError
 
-FLEET_DIR = "fleet"  # a run folder's results from devices (edgedl bench --run RUN_DIR --on ...)
+from edgedl.report import FLEET_DIR  # a run folder's results from devices (edgedl bench --run RUN_DIR --on ...)
 
 
 def bench_fleet(request, addresses: list[str], json_path, quiet: bool, db: str | None | bool, run_dir: Path | None,
@@ -36,6 +36,7 @@ def bench_fleet(request, addresses: list[str], json_path, quiet: bool, db: str |
     name = Path(request.artifact).name
     stored = store_results(store, [o.result for o in done], run_dir=run_dir, artifact_name=name)
     if run_dir is not None:
+        (run_dir / FLEET_DIR).mkdir(exist_ok=True)
         for o in done:
             atomic_write_json(run_dir / FLEET_DIR / f"{_safe(o.label)}--{name}.json", o.result)
     if json_path is not None:
@@ -52,8 +53,9 @@ def bench_fleet(request, addresses: list[str], json_path, quiet: bool, db: str |
             console.print(f"attached to {run_dir}: edgedl report {run_dir} shows a column per device", markup=False)
     failed = [o for o in outcomes if o.error]
     if failed:
-        click.echo(f"error: {len(failed)} of {len(outcomes)} devices failed: "
-                   + "; ".join(o.error for o in failed), err=True)
+        click.echo(f"error: {failed[0].error}" if len(outcomes) == 1 else
+                   f"error: {len(failed)} of {len(outcomes)} devices failed: " + "; ".join(o.error for o in failed),
+                   err=True)
         sys.exit(1)
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every bench and compress stores its result (~/.edgedl/results.db by default): the suite's go to a
+# database of its own, inherited by the commands it runs in child processes.
+os.environ["EDGEDL_RESULTS_DB"] = f"sqlite:///{tempfile.mkdtemp(prefix='edgedl-tests-')}/results.db"
 
 
 @pytest.fixture(scope="session")
