@@ -62,8 +62,8 @@ def ON_OPTIONS(command):
         click.option("--on", multiple=True, metavar="ADDRESS",
                      help="Run on a device: ssh://[user@]host[:port], a host alias of ~/.ssh/config, adb://SERIAL or "
                           "local (repeatable: devices run in parallel)."),
-        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None,
-                     help="SSH client configuration file (default: ~/.ssh/config)."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None, envvar="EDGEDL_SSH_CONFIG",
+                     help="SSH client configuration file (default: EDGEDL_SSH_CONFIG, else ~/.ssh/config)."),
         click.option("--accept-new-host", is_flag=True,
                      help="Trust a host key seen for the first time (recorded in known_hosts); a changed key is "
                           "refused either way."),
@@ -141,8 +141,8 @@ def store_results(db, rows_or_results: list[dict], **row) -> str | None:
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
 @click.option("--on", metavar="ADDRESS", help="Run the benchmark stage on this device: ssh://[user@]host[:port] or a host "
                                               "alias of ~/.ssh/config (the rest of the run stays here).")
-@click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="SSH client configuration file (default: ~/.ssh/config).")
+@click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None, envvar="EDGEDL_SSH_CONFIG",
+              help="SSH client configuration file (default: EDGEDL_SSH_CONFIG, else ~/.ssh/config).")
 @click.option("--accept-new-host", is_flag=True, help="Trust a host key seen for the first time.")
 @click.option("--remote-edgedl", metavar="COMMAND", help="edgedl's path on the device.")
 @DB_OPTIONS

@@ -60,6 +60,19 @@ def commands() -> list[tuple[str, str, int]]:
 
 
 @pytest.fixture(scope="module")
+def fleet_config(tmp_path_factory):
+    """The devices the Fleet commands name (orin, pi5): real OpenSSH servers on 127.0.0.1 whose PATH
+    holds this .venv (tests/fleet_servers.py), reached through an ssh config as ~/.ssh/config would."""
+    from fleet_servers import start_sshd
+
+    folder = tmp_path_factory.mktemp("docs-fleet")
+    devices = [start_sshd(folder / name, name) for name in ("orin", "pi5")]
+    yield devices[0].client_config
+    for device in devices:
+        device.stop()
+
+
+@pytest.fixture(scope="module")
 def work(tmp_path_factory, readme_run, jetson_run) -> Path:
     out, proc = readme_run
     assert proc.returncode == 0, proc.stderr
@@ -76,11 +89,11 @@ def test_the_docs_show_commands_to_run():
 
 
 @pytest.mark.parametrize("where, command, code", commands(), ids=lambda v: v if isinstance(v, str) else None)
-def test_a_documented_command_runs_as_written(work, where, command, code):
+def test_a_documented_command_runs_as_written(work, fleet_config, where, command, code):
     args = shlex.split(command)[1:]
     if args[0] == "compress":
         args.append("--print-recipe")  # the run itself: benchmarks/readme_commands.py
-    env = {**os.environ, "EDGEDL_TRUSTED_ENGINES": str(work / "trusted.txt")}
+    env = {**os.environ, "EDGEDL_TRUSTED_ENGINES": str(work / "trusted.txt"), "EDGEDL_SSH_CONFIG": str(fleet_config)}
     proc = subprocess.run([sys.executable, "-m", "edgedl", *args], capture_output=True, text=True, cwd=work, env=env)
     assert proc.returncode == code, f"{where}: {command}\n{proc.stderr[-800:]}"
 

@@ -78,15 +78,17 @@ def plots(points: list[dict]) -> tuple[list[str], list[str]]:
                     zorder=2)
             ax.scatter([xy[i][0] for i in front], [xy[i][1] for i in front], facecolors="none",
                        edgecolors=colors[device], s=110, lw=1.3, zorder=4)
-            for p, (x, y) in zip(mine, xy):
-                ax.annotate(p["artifact"], (x, y), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
+            for i in front:  # the front's points are the ones to read; the rest stay unlabelled
+                ax.annotate(mine[i]["artifact"], xy[i], fontsize=6.5, xytext=(5, -9 - 8 * (front.index(i) % 2)),
+                            textcoords="offset points", color=colors[device])
         ax.set_xlabel("p50 latency (ms)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title("Accuracy against latency (circled, dashed: Pareto front per device)")
         ax.grid(alpha=.3)
         ax.legend(fontsize=7)
-        figures.append(_figure("pareto", _svg(fig), "Each point is one artifact on one device; a circled point "
-                                                    "has no other artifact both faster and more accurate there."))
+        figures.append(_figure("pareto", _svg(fig), "Each point is one artifact on one device; a circled (and "
+                                                    "named) point has no other artifact both faster and more "
+                                                    "accurate there."))
     else:
         notes.append("accuracy against latency: no artifact has both an accuracy and a latency")
 
