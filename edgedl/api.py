@@ -113,6 +113,31 @@ def load_data_and_model(recipe: Recipe, inputs: list | None, trust_model_code: b
     return dataset, build_model(recipe, dataset, trust_model_code)
 
 
+TARGET_BACKENDS = {"onnx": "onnxruntime", "tflite": "litert", "tensorrt": "onnxruntime"}  # what bench runs per target
+
+
+def check_device(on: str, reach: dict, recipe: Recipe) -> dict:
+    """Before any work, the device a run's benchmark stage goes to: reachable over SSH, edgedl there,
+    and the backends the run's targets are benched with. Returns what the device says of itself."""
+    from edgedl.bench.executors import executor_for, scheme_of
+    from edgedl.errors import DeviceError
+
+    if scheme_of(on) != "ssh":
+        raise UsageError(f"--on {on}: compress runs its benchmark stage on SSH devices (ssh://host or a host alias); "
+                         "bench a phone's .tflite with edgedl bench --on adb://SERIAL")
+    executor = executor_for(on, **reach)
+    facts = executor.check()
+    if any(cfg.stage == "benchmark" for cfg in recipe.stages):
+        have = facts.get("backends") or {}
+        for target in recipe.targets:
+            backend = TARGET_BACKENDS.get(getattr(target, "value", target))
+            if backend in have and have[backend] is None:
+                raise DeviceError(f"{executor.label}: {executor.host} has edgedl {facts.get('edgedl')} but not the "
+                                  f"{backend} backend the {getattr(target, 'value', target)} target is benched with: "
+                                  "install it there (pip install 'edgedl[onnx]' or 'edgedl[litert]')")
+    return facts
+
+
 def build_model(recipe: Recipe, dataset, trust_model_code: bool = False) -> Any:
     """The recipe's model, shaped for the dataset unless the recipe's kwargs say otherwise.
 
@@ -171,11 +196,8 @@ def compress(
     for stage in stages:
         stage.check(recipe, constraints)
     inputs = _check_model_file(recipe, stages, trust_model_code)
-    device = Device.resolve(recipe.device, on, reach)  # once per run: the stages take this object
-    if device.remote:  # unreachable, or no edgedl there: one line now, not after training
-        from edgedl.bench.executors import executor_for
-
-        executor_for(device.on, **device.reach).check()
+    facts = check_device(on, reach or {}, recipe) if on and on != "local" else None
+    device = Device.resolve(recipe.device, on, reach, facts)  # once per run: the stages take this object
     out = Path(out) if out else default_run_dir(recipe)
     check_writable(out, "--out", folder=True)  # /proc, a read-only mount: refused now, not after training
     RunDir.is_free(out, force)  # refuse an existing run before spending time on data and model

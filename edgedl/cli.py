@@ -56,27 +56,38 @@ def cli(debug: bool) -> None:
     """edgedl: compress, export and benchmark models for edge devices."""
 
 
-def ON_OPTIONS(command):
-    """Where a bench runs: --on (repeatable) and how to reach SSH and adb devices."""
-    for option in reversed([
-        click.option("--on", multiple=True, metavar="ADDRESS",
-                     help="Run on a device: ssh://[user@]host[:port], a host alias of ~/.ssh/config, adb://SERIAL or "
-                          "local (repeatable: devices run in parallel)."),
+def _options(command, options: list):
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def REACH_OPTIONS(command):
+    """How devices are reached over SSH (bench --on and compress --on)."""
+    return _options(command, [
         click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None, envvar="EDGEDL_SSH_CONFIG",
                      help="SSH client configuration file (default: EDGEDL_SSH_CONFIG, else ~/.ssh/config)."),
         click.option("--accept-new-host", is_flag=True,
                      help="Trust a host key seen for the first time (recorded in known_hosts); a changed key is "
                           "refused either way."),
-        click.option("--remote-edgedl", metavar="COMMAND",
-                     help="edgedl's path on the devices (default: edgedl on the PATH, ~/.local/bin, ~/.edgedl/venv/bin, "
-                          "~/.venv/bin)."),
+        click.option("--remote-edgedl", metavar="PATH",
+                     help="edgedl's path on the devices, ~/ for their home (default: edgedl on the PATH, ~/.local/bin, "
+                          "~/.edgedl/venv/bin, ~/.venv/bin)."),
+    ])
+
+
+def ON_OPTIONS(command):
+    """Where a bench runs: --on (repeatable), how to reach SSH and adb devices, the run it joins."""
+    return _options(command, [
+        click.option("--on", multiple=True, metavar="ADDRESS",
+                     help="Run on a device: ssh://[user@]host[:port], a host alias of ~/.ssh/config, adb://SERIAL or "
+                          "local (repeatable: devices run in parallel)."),
+        REACH_OPTIONS,
         click.option("--benchmark-model", type=click.Path(dir_okay=False), default=None,
                      help="LiteRT's Android benchmark_model binary, pushed to adb devices (or EDGEDL_BENCHMARK_MODEL)."),
         click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
                      help="Attach the results to this run folder: its report gains a column per device."),
-    ]):
-        command = option(command)
-    return command
+    ])
 
 
 def DB_OPTIONS(command):
@@ -141,10 +152,7 @@ def store_results(db, rows_or_results: list[dict], **row) -> str | None:
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
 @click.option("--on", metavar="ADDRESS", help="Run the benchmark stage on this device: ssh://[user@]host[:port] or a host "
                                               "alias of ~/.ssh/config (the rest of the run stays here).")
-@click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True), default=None, envvar="EDGEDL_SSH_CONFIG",
-              help="SSH client configuration file (default: EDGEDL_SSH_CONFIG, else ~/.ssh/config).")
-@click.option("--accept-new-host", is_flag=True, help="Trust a host key seen for the first time.")
-@click.option("--remote-edgedl", metavar="COMMAND", help="edgedl's path on the device.")
+@REACH_OPTIONS
 @DB_OPTIONS
 @TRUST
 def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, device, overrides,
@@ -294,11 +302,11 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
     elif artifact is None:
         raise click.UsageError("give an ARTIFACT to benchmark (or --request FILE)")
     else:
-        request = BenchRequest(artifact=str(artifact), data=data, runs=runs, warmup=warmup, min_seconds=min_seconds,
+        request = BenchRequest.of(artifact=str(artifact), data=data, runs=runs, warmup=warmup, min_seconds=min_seconds,
                                batch=batch, threads=threads, input_shapes=parse_input_shapes(list(input_shapes)),
                                device=device, energy=energy, sysfs_root=str(sysfs_root),
                                rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
-                               idle_seconds=idle_seconds, cpus=parse_cpus(cpus), backend=backend, compute=compute,
+                               idle_seconds=idle_seconds, cpus=parse_cpus(cpus, here=not on), backend=backend, compute=compute,
                                profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
     if on or run_dir is not None:
         from edgedl.cli_fleet import bench_fleet
@@ -318,7 +326,7 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
     if not quiet:
         _print_bench(result)
         if stored:
-            click.echo(stored)
+            click.echo(stored, err=True)
 
 
 def _above_idle(net: float | None, energy: dict) -> str:

@@ -11,6 +11,7 @@ import click
 
 from edgedl.cli import _console, cli, open_db, store_results
 from edgedl.errors import UsageError
+from edgedl.report import num
 
 from edgedl.report import FLEET_DIR  # a run folder's results from devices (edgedl bench --run RUN_DIR --on ...)
 
@@ -76,14 +77,10 @@ def _show_fleet(console, name: str, outcomes) -> None:
         m, d = o.result["metrics"], o.result.get("device") or {}
         lat = m["latency_ms"]
         e = m.get("energy_j_per_inference")
-        table.add_row(o.label, d.get("profile") or "—", str(o.result.get("backend")), _f(lat.get("p50"), ".3f"),
-                      _f(lat.get("p99"), ".3f"), _f(m.get("throughput_ips"), ".0f"), _f(m.get("peak_rss_mb"), ".0f"),
-                      _f(None if e is None else 1000 * e, ".3f"))
+        table.add_row(o.label, d.get("profile") or "—", str(o.result.get("backend")), num(lat.get("p50"), ".3f"),
+                      num(lat.get("p99"), ".3f"), num(m.get("throughput_ips"), ".0f"), num(m.get("peak_rss_mb"), ".0f"),
+                      num(None if e is None else 1000 * e, ".3f"))
     console.print(table)
-
-
-def _f(value, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
 
 
 # ---- edgedl results ------------------------------------------------------------------------------
@@ -95,12 +92,12 @@ def _cells(row: dict) -> dict:
     return {"id": str(row["id"]), "when": row["created_at"].strftime("%Y-%m-%d %H:%M") if row["created_at"] else "—",
             "kind": row["kind"], "artifact": row["artifact"], "device": row["device"],
             "profile": row["device_profile"] or "—", "host": row["device_hostname"] or "—",
-            "p50 ms": _f(row["p50_ms"], ".3f"), "p99 ms": _f(row["p99_ms"], ".3f"),
-            "inf/s": _f(row["throughput_ips"], ".0f"), "peak RSS MB": _f(row["peak_rss_mb"], ".0f"),
-            "energy mJ": _f(row["energy_mj"], ".3f"),
+            "p50 ms": num(row["p50_ms"], ".3f"), "p99 ms": num(row["p99_ms"], ".3f"),
+            "inf/s": num(row["throughput_ips"], ".0f"), "peak RSS MB": num(row["peak_rss_mb"], ".0f"),
+            "energy mJ": num(row["energy_mj"], ".3f"),
             "accuracy": "—" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%",
-            "size MB": _f(row["size_mb"], ".2f"), "sha256": (row["artifact_sha256"] or "—")[:12],
-            "x fastest": _f(row.get("vs_fastest"), ".2f")}
+            "size MB": num(row["size_mb"], ".2f"), "sha256": (row["artifact_sha256"] or "—")[:12],
+            "x fastest": num(row.get("vs_fastest"), ".2f")}
 
 
 def _table(title: str, columns, rows: list[dict]):
@@ -253,8 +250,15 @@ def device_facts() -> None:
                 continue
         return "installed"
 
+    def available(backend) -> str | None:
+        if backend.name == "litert":  # ai-edge-litert, or tflite_runtime / tensorflow on older boards
+            from edgedl.runtime.litert import PROVIDERS
+
+            return next((v for v in (version_of(m.split(".")[0]) for m, _ in PROVIDERS) if v), None)
+        return version_of(backend.framework)
+
     found = detect(use_nvml=False)
     click.echo(json.dumps({"edgedl": __version__, "request_version": REQUEST_VERSION, "python": platform.python_version(),
                            "profile": found["profile"], "generic_profile": found.get("generic", False),
                            "host": conditions.host(),
-                           "backends": {b.name: version_of(b.framework) for b in BACKENDS.values() if b.framework}}))
+                           "backends": {b.name: available(b) for b in BACKENDS.values() if b.framework}}))

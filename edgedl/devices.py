@@ -322,12 +322,21 @@ class Device:
     reach: dict = dataclasses.field(default_factory=dict)  # the executor's options: ssh_config, accept_new_host, ...
 
     @classmethod
-    def resolve(cls, name: str | None = None, on: str | None = None, reach: dict | None = None) -> "Device":
+    def resolve(cls, name: str | None = None, on: str | None = None, reach: dict | None = None,
+                facts: dict | None = None) -> "Device":
+        """``facts``: what a remote device said of itself (its executor's check), for where the figures
+        were measured and whether it is the profile the run names."""
         profile = named_profile(name)
         record = resolve_device(name)
         if on and on != "local":
-            record = {**record, "on": on, "note": f"the benchmark stage ran on {on}; the rest of the run on this "
-                                                  "machine"}
+            cpu = ((facts or {}).get("host") or {}).get("cpu") or "its CPU"
+            seen = (facts or {}).get("profile")
+            base = {"name": profile.name, "kind": profile.kind, "description": profile.title} if profile else \
+                {"name": seen or on, "kind": "cpu", "description": cpu}
+            record = {**base, "on": on, "on_device": profile is None or seen == profile.name,
+                      "measured_on": f"{on} ({cpu})",
+                      "note": f"benchmark figures were measured on {on} ({cpu}, detected as {seen or 'no profile'}); "
+                              "the rest of the run on this machine"}
         return cls(name=profile.name if profile else None, record=record, profile=profile, on=on or "local",
                    reach=dict(reach or {}))
 

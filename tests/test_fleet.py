@@ -97,13 +97,20 @@ def test_postgresql_is_the_same_database(fleet, model, tmp_path):
         assert proc.returncode == 0, proc.stderr
         rows = json.loads(edgedl("results", "compare", "--artifact", "tiny.onnx", "--db", url, "--json").stdout)
         assert sorted(r["device"] for r in rows) == ["dev-a", "dev-b"]
-        # two processes write at once (two workstations): every row lands, the schema is made once
-        writers = [subprocess.Popen([*EDGEDL, "bench", str(model), "--db", url, "--runs", "5", "--min-seconds", "0",
+        # two workstations open a new database at once: the schema is made once, every row lands
+        from sqlalchemy import create_engine, text
+
+        with create_engine(url, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(text("CREATE DATABASE fresh"))
+        fresh = url.rsplit("/", 1)[0] + "/fresh"
+        writers = [subprocess.Popen([*EDGEDL, "bench", str(model), "--db", fresh, "--runs", "5", "--min-seconds", "0",
                                      "--energy", "none", "--quiet"], stderr=subprocess.PIPE, text=True)
-                   for _ in range(2)]
+                   for _ in range(3)]
         assert all(w.wait(timeout=120) == 0 for w in writers), [w.stderr.read() for w in writers]
-        listed = json.loads(edgedl("results", "list", "--db", url, "--json").stdout)
-        assert len(listed) == 4
+        listed = json.loads(edgedl("results", "list", "--db", fresh, "--json").stdout)
+        assert len(listed) == 3
+        with create_engine(fresh).connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
     finally:
         stop()
     refused = edgedl("results", "list", "--db", url)  # the server is gone: one line, no traceback
@@ -259,7 +266,7 @@ def test_run_attach_and_compress_on_a_device(fleet, quick_run, tmp_path):
     assert manifest["device"]["on"] == "dev-a"
     benched = [a for a in manifest["artifacts"] if a["metrics"].get("latency_ms")]
     assert benched and all(a["benchmark"]["on"] == "dev-a" for a in benched)
-    assert all(a["benchmark"]["device"]["label"] == "dev-a" for a in benched)
+    assert all(a["benchmark"]["executor"]["label"] == "dev-a" for a in benched)
     # unreachable: refused before any work (no run folder)
     gone = edgedl("compress", "--model", artifact, "--data", "digits", "--on", "ssh://127.0.0.1:1", "--out",
                   tmp_path / "never", "--quiet")
@@ -313,3 +320,41 @@ def test_adb_parser_on_recorded_output_and_its_commands(tmp_path):
         executor._refuse(BenchRequest(artifact=str(tmp_path / "m.onnx")))
     with pytest.raises(UsageError, match="--benchmark-model PATH"):
         executor_for("adb://R58M123ABC").check(request)
+
+
+def test_what_cannot_run_as_asked_is_refused_before_any_device(fleet, model, tmp_path):
+    """Exit 2, one line, before any device is contacted."""
+    config = fleet["a"].client_config
+    for args, said in (
+            (["--on", "adb://R58", "--benchmark-model", str(model)], "a phone runs .tflite files"),
+            (["--on", "dev-a", "--sysfs-root", str(tmp_path)], "--sysfs-root"),
+            (["--on", "dev-a", "--data", f"images:{tmp_path}"], "names a folder or file on this machine"),
+            (["--on", "dev-a", "--runs", "0"], "--runs must be at least 1, got 0")):
+        proc = edgedl("bench", model, *args, "--ssh-config", config, "--no-db")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert said in proc.stderr and "checking the device" not in proc.stderr and "Traceback" not in proc.stderr
+    missing = edgedl("bench", tmp_path / "nope.onnx", "--on", "dev-a", "--ssh-config", config, "--no-db")
+    assert missing.returncode == 2 and "artifact not found" in missing.stderr
+
+
+def test_json_to_stdout_stays_json_and_a_home_database_path(model, tmp_path, monkeypatch):
+    proc = edgedl("bench", model, "--json", "-", "--runs", "3", "--min-seconds", "0", "--energy", "none",
+                  "--db", f"sqlite:///{tmp_path / 'r.db'}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["metrics"]["latency_ms"]["p50"] > 0  # the "stored as" line went to stderr
+    assert "stored as result 1" in proc.stderr
+    from edgedl.results import ResultsDB
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    db = ResultsDB("sqlite:///~/nested/results.db")
+    assert (tmp_path / "nested" / "results.db").is_file() and db.rows() == []
+
+
+def test_remote_shell_lines_quote_paths_and_run_under_sh():
+    from edgedl.bench.executors.ssh import posix_sh, remote_path
+
+    assert remote_path("~/my venv/bin/edgedl") == "\"$HOME\"/'my venv/bin/edgedl'"
+    assert remote_path("/opt/e dl/edgedl; rm -rf /") == "'/opt/e dl/edgedl; rm -rf /'"
+    line = posix_sh('for c in edgedl; do echo "$c"; done')
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True)  # whatever shell reads it first
+    assert out.stdout == "edgedl\n"

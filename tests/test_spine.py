@@ -170,7 +170,7 @@ def test_a_bench_request_travels_unchanged_and_grants_no_trust(tmp_path, tiny_co
                            idle_seconds=0, input_shapes={"input": [2, 1, 8, 8]})
     result = executor_for("local").bench(request, tmp_path)
     assert result["conditions"]["input_shapes"] == {"input": [2, 1, 8, 8]} and result["conditions"]["runs"] >= 3
-    assert set(EXECUTORS) == {"local"}
+    assert set(EXECUTORS) == {"local", "ssh", "adb"}  # one file each, registered by subclassing
     sent = tmp_path / f"{tiny_conv_onnx.name}.request.json"
     assert BenchRequest.read(sent) == request
     (tmp_path / "bad.json").write_text(json.dumps({**request.model_dump(), "runs": 0}))

@@ -43,29 +43,30 @@ def verdict(parent: list[dict], candidate: list[dict], label: str, parent_name: 
             "fp32_p50_ms": p_parent, "quantized_p50_ms": p_cand,
             "round_p50_ms": {"parent": [round_p50(r)[0] for r in parent],
                              "candidate": [round_p50(r)[0] for r in candidate]}}
+    here = f"on {device['on']}" if device and device.get("on") else "on this host"  # where the rounds ran
     if low >= min_speedup:
-        gate["passed"], text = True, f"{label} is faster than {parent_name} on this host: {where}"
+        gate["passed"], text = True, f"{label} is faster than {parent_name} {here}: {where}"
     elif high < 1.0:
-        gate["passed"], text = False, f"{label} is slower than {parent_name} on this host: {where}; keep {parent_name}"
+        gate["passed"], text = False, f"{label} is slower than {parent_name} {here}: {where}; keep {parent_name}"
     elif high < min_speedup:
         gate["passed"] = False
-        text = (f"{label} is not faster than {parent_name} on this host by the {min_speedup}x that counts: {where}; "
+        text = (f"{label} is not faster than {parent_name} {here} by the {min_speedup}x that counts: {where}; "
                 f"keep {parent_name}")
     elif low > 1.0:
         gate["passed"] = None
-        text = (f"{label} is faster than {parent_name} on this host, but not clearly by the {min_speedup}x that "
+        text = (f"{label} is faster than {parent_name} {here}, but not clearly by the {min_speedup}x that "
                 f"counts: {where}")
     else:
         gate["passed"] = None
-        text = f"no clear difference between {label} and {parent_name} on this host: {where}"
+        text = f"no clear difference between {label} and {parent_name} {here}: {where}"
     if device is not None and device.get("on_device") is False:  # timings here do not judge it: no "keep"
         gate["passed"] = None
-        text = (f"{label} against {parent_name} on this host: {where}; these are this host's timings "
+        text = (f"{label} against {parent_name} {here}: {where}; these are this host's timings "
                 f"({device['measured_on']}): the verdict for {device['name']} waits for a bench on the device")
     elif runtime == "tensorrt":
         from edgedl.gates import TENSORRT_WAITS
 
         gate["passed"] = None
-        text = f"{label} against {parent_name} with ONNX Runtime on this host: {where}; {TENSORRT_WAITS}"
+        text = f"{label} against {parent_name} with ONNX Runtime {here}: {where}; {TENSORRT_WAITS}"
     gate["verdict"] = text
     return gate

@@ -13,7 +13,7 @@ from typing import Callable
 
 from edgedl.bench.executors import Executor, executor_for
 from edgedl.bench.request import BenchRequest
-from edgedl.errors import EdgedlError
+from edgedl.errors import EdgedlError, UsageError
 
 
 @dataclass
@@ -31,6 +31,10 @@ def bench_on(request: BenchRequest, addresses: list[str], say: Callable[[str, st
     """``request`` on every address, in parallel; outcomes in the order the addresses were given.
     ``options`` go to every executor (ssh_config, accept_new_host, remote_edgedl, trust_model_code)."""
     executors: list[Executor] = [executor_for(a, **options) for a in addresses]  # a malformed address: before any work
+    if not Path(request.artifact).is_file():
+        raise UsageError(f"artifact not found: {request.artifact}")
+    for executor in executors:  # what a device cannot do as asked: refused before any device is contacted
+        executor.validate(request)
     lock = threading.Lock()
 
     def tell(who: str, what: str) -> None:
@@ -52,6 +56,9 @@ def bench_on(request: BenchRequest, addresses: list[str], say: Callable[[str, st
         except EdgedlError as exc:
             outcome.error = str(exc)
             tell(executor.label, f"failed: {exc}")
+        except Exception as exc:  # a bug or an OS error on one device: the others' results are still kept
+            outcome.error = f"{executor.label}: {type(exc).__name__}: {exc}"
+            tell(executor.label, f"failed: {outcome.error}")
         return outcome
 
     if len(executors) == 1:

@@ -19,7 +19,7 @@ COMPACT = ("artifact", "precision", "size", "MACs", "accuracy", "p50 ms", "p99 m
 TEXT_COLUMNS = ("artifact", "format", "precision")
 
 
-def _num(value, fmt: str) -> str:
+def num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
@@ -65,9 +65,9 @@ def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
             "artifact": a["name"] + (" (not recommended)" if a.get("recommended") is False else ""), "format": a["format"], "precision": a["precision"], "size": _size(a["size_bytes"]),
             "params": _count(m.get("params")), "MACs": _count(m.get("macs")),
             "accuracy": _quality(m),
-            "p50 ms": _num(lat.get("p50"), ".3f"), "p90 ms": _num(lat.get("p90"), ".3f"),
-            "p99 ms": _num(lat.get("p99"), ".3f"), "inf/s": _num(m.get("throughput_ips"), ".0f"),
-            "peak RSS MB": _num(m.get("peak_rss_mb"), ".0f"),
+            "p50 ms": num(lat.get("p50"), ".3f"), "p90 ms": num(lat.get("p90"), ".3f"),
+            "p99 ms": num(lat.get("p99"), ".3f"), "inf/s": num(m.get("throughput_ips"), ".0f"),
+            "peak RSS MB": num(m.get("peak_rss_mb"), ".0f"),
         }
         out.append([cells[c] for c in columns])
     return out
@@ -202,8 +202,8 @@ def device_columns(manifest: dict, fleet: list[dict]) -> tuple[list[str], list[l
         there = [newest.get((a["name"], d)) for d in devices]
         if not lat and not any(there):
             continue
-        rows.append([a["name"], _num(lat.get("p50"), ".3f")]
-                    + [_num(r["metrics"]["latency_ms"].get("p50"), ".3f") if r else "—" for r in there])
+        rows.append([a["name"], num(lat.get("p50"), ".3f")]
+                    + [num(r["metrics"]["latency_ms"].get("p50"), ".3f") if r else "—" for r in there])
     return columns, rows
 
 
@@ -234,9 +234,9 @@ def write_all(folder: Path, run_dir: Path | None = None, manifest: dict | None =
             sections.append(("On devices", page._table(columns, body)))
     if db_rows is not None:
         columns = ["id", "artifact", "device", "profile", "p50 ms", "p99 ms", "inf/s", "accuracy", "size MB"]
-        body = [[str(r["id"]), r["artifact"], r["device"], r["device_profile"] or "—", _num(r["p50_ms"], ".3f"),
-                 _num(r["p99_ms"], ".3f"), _num(r["throughput_ips"], ".0f"),
-                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%", _num(r["size_mb"], ".2f")]
+        body = [[str(r["id"]), r["artifact"], r["device"], r["device_profile"] or "—", num(r["p50_ms"], ".3f"),
+                 num(r["p99_ms"], ".3f"), num(r["throughput_ips"], ".0f"),
+                 "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%", num(r["size_mb"], ".2f")]
                 for r in db_rows]
         if manifest is None:
             md += ["# edgedl results", ""]

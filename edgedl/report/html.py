@@ -35,6 +35,12 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+def _matplotlib_at_least(*version: int) -> bool:
+    import matplotlib
+
+    return tuple(int(p) for p in matplotlib.__version__.split(".")[:2] if p.isdigit()) >= version
+
+
 def _svg(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -51,7 +57,15 @@ def _figure(plot_id: str, svg: str, caption: str) -> str:
 
 
 def plots(points: list[dict]) -> tuple[list[str], list[str]]:
-    """The figures as HTML, and a note for each plot that could not be drawn (and why)."""
+    """The figures as HTML, and a note for each plot that could not be drawn (and why): a report is
+    never lost to a plot."""
+    try:
+        return _plots(points)
+    except Exception as exc:  # a matplotlib that draws differently: the tables still stand
+        return [], [f"plots could not be drawn ({type(exc).__name__}: {str(exc)[:200]})"]
+
+
+def _plots(points: list[dict]) -> tuple[list[str], list[str]]:
     try:
         import matplotlib
 
@@ -113,7 +127,8 @@ def plots(points: list[dict]) -> tuple[list[str], list[str]]:
             q = p["quantiles_ms"]  # every 5th percentile, 0..100
             stats.append({"label": f"{p['artifact']} @ {p['device']}", "whislo": q[1], "q1": q[5], "med": q[10],
                           "q3": q[15], "whishi": q[19], "fliers": []})
-        boxes = ax.bxp(stats, orientation="horizontal", patch_artist=True, showfliers=False)
+        sideways = {"orientation": "horizontal"} if _matplotlib_at_least(3, 10) else {"vert": False}
+        boxes = ax.bxp(stats, patch_artist=True, showfliers=False, **sideways)
         for patch, p in zip(boxes["boxes"], spread):
             patch.set_facecolor(colors[p["device"]])
             patch.set_alpha(.55)

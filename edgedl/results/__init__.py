@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,14 +68,29 @@ def _config(connection):
     return config
 
 
+LOCK_KEY = 4121963  # PostgreSQL advisory lock of edgedl's schema
+LOCK_WAIT_S = 60.0
+
+
 @contextmanager
-def _migration_lock(engine, url) -> Iterator[None]:
-    """One process at a time creates or upgrades a database's schema."""
+def _migration_lock(engine, url, shown: str) -> Iterator[None]:
+    """One process at a time creates or upgrades a database's schema; a lock held longer than a
+    minute (a stuck client) is one line, not a hang."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    stuck = DatabaseError(f"results database {shown}: another process has held its schema lock for "
+                          f"{LOCK_WAIT_S:.0f} s (a stuck edgedl?); try again, or give another --db")
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         import fcntl
 
         with open(f"{url.database}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise stuck from None
+                    time.sleep(0.05)
             try:
                 yield
             finally:
@@ -83,11 +99,14 @@ def _migration_lock(engine, url) -> Iterator[None]:
         from sqlalchemy import text
 
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(4121963)"))  # a fixed key: edgedl's schema
+            while not conn.execute(text(f"SELECT pg_try_advisory_lock({LOCK_KEY})")).scalar():
+                if time.monotonic() > deadline:
+                    raise stuck
+                time.sleep(0.1)
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(4121963)"))
+                conn.execute(text(f"SELECT pg_advisory_unlock({LOCK_KEY})"))
                 conn.commit()
     else:
         yield
@@ -107,9 +126,16 @@ class ResultsDB:
         except ArgumentError:
             raise UsageError(f"--db {self.url_text}: not a database URL (sqlite:///PATH or "
                              "postgresql+psycopg://user@host/db)") from None
-        self.shown = parsed.render_as_string(hide_password=True)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            parsed = parsed.set(database=str(Path(parsed.database).expanduser()))  # sqlite:///~/r.db
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                with open(f"{parsed.database}.lock", "a"):
+                    pass
+            except OSError as exc:
+                raise UsageError(f"--db {self.url_text}: cannot write there ({exc.strerror}); give another --db, "
+                                 "or --no-db") from None
+        self.shown = parsed.render_as_string(hide_password=True)
         try:
             args = {"timeout": 60} if parsed.get_backend_name() == "sqlite" else {"connect_timeout": 10}
             self.engine = create_engine(parsed, connect_args=args)
@@ -124,16 +150,21 @@ class ResultsDB:
         from alembic.script import ScriptDirectory
         from sqlalchemy.exc import SQLAlchemyError
 
+        def current_revision():
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision(), \
+                    ScriptDirectory.from_config(_config(conn))
+
         try:
-            with _migration_lock(self.engine, parsed), self.engine.begin() as conn:
-                current = MigrationContext.configure(conn).get_current_revision()
-                script = ScriptDirectory.from_config(_config(conn))
-                known = {rev.revision for rev in script.walk_revisions()}
-                if current is not None and current not in known:
-                    raise UsageError(f"results database {self.shown} was written by a newer edgedl (schema {current}); "
-                                     "upgrade edgedl, or give another --db")
-                if current != script.get_current_head():
-                    command.upgrade(_config(conn), "head")
+            current, script = current_revision()  # most opens: the schema is at head, no lock needed
+            if current != script.get_current_head():
+                with _migration_lock(self.engine, parsed, self.shown), self.engine.begin() as conn:
+                    current = MigrationContext.configure(conn).get_current_revision()  # another may have done it
+                    if current not in {rev.revision for rev in script.walk_revisions()} | {None}:
+                        raise UsageError(f"results database {self.shown} was written by a newer edgedl (schema "
+                                         f"{current}); upgrade edgedl, or give another --db")
+                    if current != script.get_current_head():
+                        command.upgrade(_config(conn), "head")
         except SQLAlchemyError as exc:
             raise DatabaseError(f"results database {self.shown}: {_first_line(exc)}") from None
 
@@ -169,14 +200,21 @@ class ResultsDB:
             query = query.where(RESULTS.c.run_dir == str(Path(run_dir).resolve()))
         if limit:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+        return self._read(lambda conn: [dict(r._mapping) for r in conn.execute(query)])
+
+    def _read(self, how):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as conn:
+                return how(conn)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"results database {self.shown}: {_first_line(exc)}") from None
 
     def get(self, result_id: int) -> dict:
         from sqlalchemy import select
 
-        with self.engine.connect() as conn:
-            row = conn.execute(select(RESULTS).where(RESULTS.c.id == result_id)).first()
+        row = self._read(lambda conn: conn.execute(select(RESULTS).where(RESULTS.c.id == result_id)).first())
         if row is None:
             raise UsageError(f"no result {result_id} in {self.shown} (edgedl results list shows the ids)")
         return dict(row._mapping)
@@ -200,28 +238,35 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
+def _figures(metrics: dict, host: dict) -> dict:
+    """The columns every row takes from a result's metrics and the machine that measured them."""
+    lat = metrics.get("latency_ms") or {}
+    energy = metrics.get("energy_j_per_inference")
+    return {"device_cpu": host.get("cpu"), "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"),
+            "mean_ms": lat.get("mean"), "throughput_ips": metrics.get("throughput_ips"),
+            "peak_rss_mb": metrics.get("peak_rss_mb"), "energy_mj": None if energy is None else 1000 * energy,
+            "accuracy": metrics.get("accuracy")}
+
+
 def bench_row(result: dict, kind: str = "bench", run_dir: str | Path | None = None, run_name: str | None = None,
               artifact_name: str | None = None, accuracy: float | None = None, sha256: str | None = None) -> dict:
     """A database row of one ``edgedl bench`` result (as every executor returns it)."""
     from edgedl import __version__
 
     m, c = result["metrics"], result.get("conditions") or {}
-    lat = m.get("latency_ms") or {}
     device = result.get("device") or {"on": "local", "label": "local"}
     host = c.get("host") or {}
     path = Path(result["artifact"])
-    energy = m.get("energy_j_per_inference")
+    figures = _figures(m, host)
+    if accuracy is not None:
+        figures["accuracy"] = accuracy
     return {
         "created_at": _now(), "kind": kind, "run_dir": str(Path(run_dir).resolve()) if run_dir else None,
         "run_name": run_name, "artifact": artifact_name or path.name,
         "artifact_sha256": sha256 or _sha256(path), "format": result.get("format"),
         "precision": result.get("precision"), "backend": result.get("backend"),
         "device": device.get("label") or device.get("on") or "local", "device_profile": device.get("profile"),
-        "device_hostname": device.get("hostname") or host.get("hostname"), "device_cpu": host.get("cpu"),
-        "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"),
-        "throughput_ips": m.get("throughput_ips"), "peak_rss_mb": m.get("peak_rss_mb"),
-        "energy_mj": None if energy is None else 1000 * energy,
-        "accuracy": accuracy if accuracy is not None else m.get("accuracy"),
+        "device_hostname": device.get("hostname") or host.get("hostname"), **figures,
         "size_mb": round(path.stat().st_size / 2**20, 4) if path.is_file() else None,
         "edgedl_version": __version__,
         "detail": _jsonable({"conditions": c, "statistics": result.get("statistics"), "flags": result.get("flags"),
@@ -239,22 +284,19 @@ def compress_rows(run_path: str | Path, manifest: dict) -> list[dict]:
     device = manifest.get("device") or {}
     for record in manifest.get("artifacts", []):
         m = record.get("metrics") or {}
-        lat = m.get("latency_ms")
-        if not lat:
+        if not m.get("latency_ms"):
             continue
         bench = record.get("benchmark") or {}
-        host = bench.get("host") or {}
-        energy = m.get("energy_j_per_inference")
+        executor = bench.get("executor") or {}
         rows.append({
             "created_at": _now(), "kind": "compress", "run_dir": str(Path(run_path).resolve()),
             "run_name": manifest.get("recipe", {}).get("name") if isinstance(manifest.get("recipe"), dict) else None,
             "artifact": record["name"], "artifact_sha256": record.get("sha256"), "format": record.get("format"),
             "precision": record.get("precision"), "backend": bench.get("backend"),
-            "device": bench.get("on") or "local", "device_profile": device.get("name") if device.get("on_device") else None,
-            "device_hostname": host.get("hostname"), "device_cpu": host.get("cpu"),
-            "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"),
-            "throughput_ips": m.get("throughput_ips"), "peak_rss_mb": m.get("peak_rss_mb"),
-            "energy_mj": None if energy is None else 1000 * energy, "accuracy": m.get("accuracy"),
+            "device": executor.get("label") or bench.get("on") or "local",
+            "device_profile": executor.get("profile") or (device.get("name") if device.get("on_device") else None),
+            "device_hostname": executor.get("hostname") or (bench.get("host") or {}).get("hostname"),
+            **_figures(m, bench.get("host") or {}),
             "size_mb": round(record["size_bytes"] / 2**20, 4) if record.get("size_bytes") else None,
             "edgedl_version": __version__,
             "detail": _jsonable({"conditions": bench, "notes": record.get("notes"),

@@ -106,7 +106,7 @@ class BenchmarkStage(Stage):
         metrics["peak_rss_mb"] = first["metrics"]["peak_rss_mb"]
         notes = {k: v for k, v in {**shown["notes"], **first["notes"]}.items() if k in BENCH_METRICS}
         flags = round_flags(rounds)
-        extra = {"on": ctx.device.on, "device": first.get("device"),
+        extra = {"on": ctx.device.on, "executor": first.get("device"),
                  "energy": first.get("energy"), "memory": first.get("memory"), "cold_start": first.get("cold_start"),
                  "statistics": shown.get("statistics"), "flags": flags, "where": first.get("where"),
                  "rounds": [{"p50_ms": p50, "p50_ci95_ms": ci} for p50, ci in map(round_p50, rounds)],
@@ -136,7 +136,8 @@ class BenchmarkStage(Stage):
                            info["speed_gate"]["min_speedup"], ctx.device.record,
                            runtime="tensorrt" if info.get("scheme") == "tensorrt" else None)
             gate["quick_check"] = info["speed_gate"].get("verdict")
-            info["speed_gate"] = {**info["speed_gate"], **gate, "host": "this machine, fresh processes"}
+            where = "this machine" if not ctx.device.remote else ctx.device.on
+            info["speed_gate"] = {**info["speed_gate"], **gate, "host": f"{where}, fresh processes"}
             notes = {k: v for k, v in record["notes"].items() if k != "speed_gate"}
             if gate["passed"] is not True:
                 notes["speed_gate"] = gate["verdict"]

@@ -48,6 +48,10 @@ class Executor:
         """How results and progress lines name this device."""
         return self.address
 
+    def validate(self, request: BenchRequest) -> None:
+        """Before anything reaches a device, without I/O: refuse (``UsageError``) what this executor
+        cannot carry out as asked, rather than measure something else."""
+
     def check(self, request: BenchRequest | None = None) -> dict:
         """Before any work: the device is reachable and can run ``request`` (edgedl and the artifact's
         backend installed); returns what the device says of itself (``facts``). Raises

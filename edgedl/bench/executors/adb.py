@@ -21,6 +21,7 @@ from edgedl.bench.request import BenchRequest
 from edgedl.errors import DeviceError, UsageError
 
 REMOTE_DIR = "/data/local/tmp/edgedl"
+COMPUTE = ("xnnpack", "cpu-no-xnnpack", "gpu", "nnapi")  # what benchmark_model's flags select
 ENV = "EDGEDL_BENCHMARK_MODEL"
 
 _NUMBER = r"([0-9.]+(?:e[+-]?[0-9]+)?)"
@@ -83,16 +84,9 @@ def benchmark_args(request: BenchRequest, graph: str) -> list[str]:
             f"--min_secs={request.min_seconds:g}", "--report_peak_memory_footprint=true"]
     if request.threads:
         args.append(f"--num_threads={request.threads}")
-    compute = request.compute or "xnnpack"
-    if compute == "cpu-no-xnnpack":
-        args.append("--use_xnnpack=false")
-    elif compute == "xnnpack":
-        args.append("--use_xnnpack=true")
-    elif compute == "gpu":
-        args.append("--use_gpu=true")
-    elif compute == "nnapi":
-        args.append("--use_nnapi=true")
-    return args
+    flag = {"xnnpack": "--use_xnnpack=true", "cpu-no-xnnpack": "--use_xnnpack=false", "gpu": "--use_gpu=true",
+            "nnapi": "--use_nnapi=true"}
+    return [*args, flag[request.compute or "xnnpack"]]
 
 
 class AdbExecutor(Executor):
@@ -120,6 +114,9 @@ class AdbExecutor(Executor):
                 self.adb("shell", run),
                 self.adb("shell", f"rm -f {shlex.quote(graph)}")]
 
+    def validate(self, request: BenchRequest) -> None:
+        self._refuse(request)
+
     def _refuse(self, request: BenchRequest | None) -> None:
         if not self.binary:
             raise UsageError(f"--on {self.address}: point to LiteRT's Android benchmark_model binary with "
@@ -131,9 +128,14 @@ class AdbExecutor(Executor):
         if Path(request.artifact).suffix != ".tflite":
             raise UsageError(f"--on {self.address}: a phone runs .tflite files through benchmark_model; "
                              f"{Path(request.artifact).name} is not one")
+        if request.compute not in (None, *COMPUTE):
+            raise UsageError(f"--compute {request.compute} on adb devices: give one of {', '.join(COMPUTE)}")
         for name, value in (("--data", request.data), ("--input-shape", request.input_shapes),
                             ("--energy", request.energy not in ("auto", "none")), ("--sustained", request.sustained),
-                            ("--cpus", request.cpus), ("--until-stable", request.until_stable)):
+                            ("--cpus", request.cpus), ("--until-stable", request.until_stable),
+                            ("--batch", request.batch != 1), ("--profile", request.profile_ops),
+                            ("--backend", request.backend not in (None, "litert")), ("--rails", request.rails),
+                            ("--sysfs-root", request.sysfs_root not in ("/", ""))):
             if value:
                 raise UsageError(f"{name} is not available on adb devices: benchmark_model feeds random inputs at the "
                                  "model's shapes and measures what it measures")
@@ -181,7 +183,7 @@ def result_of(figures: dict, request: BenchRequest, address: str, facts: dict) -
                     "latency_ms": {"p50": middle, "p90": None, "p99": None, "mean": figures["avg_ms"],
                                    "std": figures["std_ms"], "min": figures["min_ms"], "max": figures["max_ms"],
                                    "p5": figures["p5_ms"], "p95": figures["p95_ms"]},
-                    "throughput_ips": request.batch * 1000.0 / figures["avg_ms"] if figures["avg_ms"] else None,
+                    "throughput_ips": 1000.0 / figures["avg_ms"] if figures["avg_ms"] else None,  # batch 1
                     "peak_rss_mb": figures["peak_memory_mb"] or figures["memory_overall_mb"],
                     "energy_j_per_inference": None},
         "notes": notes,

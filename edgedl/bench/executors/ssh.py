@@ -34,6 +34,20 @@ INSTALL = ("python3 -m venv ~/.edgedl/venv && ~/.edgedl/venv/bin/pip install 'ed
 NOT_FOUND = 127
 
 
+def remote_path(path: str) -> str:
+    """A path on the device as its shell should see it: ``~/x`` and ``$HOME/x`` under its home, the
+    rest quoted as one word."""
+    for home in ("~/", "$HOME/"):
+        if path.startswith(home):
+            return '"$HOME"/' + shlex.quote(path[len(home):])
+    return shlex.quote(path)
+
+
+def posix_sh(script: str) -> str:
+    """``script`` run by ``sh`` whatever the account's login shell is (fish and tcsh read it otherwise)."""
+    return "sh -c " + shlex.quote(script)
+
+
 def parse_address(address: str) -> tuple[str | None, str, int | None]:
     """``ssh://user@host:port`` -> (user, host, port); a bare alias -> (None, alias, None)."""
     if "://" not in address:
@@ -116,13 +130,27 @@ class SshExecutor(Executor):
 
     # ---- the contract ---------------------------------------------------------------------------
 
+    def validate(self, request: BenchRequest) -> None:
+        """Paths on this machine that the request would send as paths (the device has its own)."""
+        if request.sysfs_root not in ("/", ""):
+            raise UsageError(f"--sysfs-root {request.sysfs_root} is a folder on this machine: a device reads its own "
+                             "sensors (drop --sysfs-root with --on)")
+        if request.energy.startswith("csv:"):
+            raise UsageError(f"--energy {request.energy} names a file on this machine: on a device, give the source "
+                             "there (ina3221, rapl, cmd:COMMAND)")
+        spec = (request.data or "").split(":", 1)
+        if len(spec) == 2 and (Path(spec[1]).exists() or Path(spec[0]).is_file()):
+            raise UsageError(f"--data {request.data} names a folder or file on this machine inside a spec: give an "
+                             ".npz file (it travels) or a built-in spec (digits) with --on")
+
     def check(self, request: BenchRequest | None = None) -> dict:
         if self.facts is None:
-            candidates = [shlex.quote(self.remote_edgedl)] if self.remote_edgedl else list(SEARCHED)
-            script = ("for c in " + " ".join(f'"{c}"' if c.startswith("$") else c for c in candidates) + "; do "
+            candidates = [remote_path(self.remote_edgedl)] if self.remote_edgedl else \
+                [remote_path(c) if c.startswith("$HOME/") else c for c in SEARCHED]
+            script = ("for c in " + " ".join(candidates) + "; do "
                       'if command -v "$c" >/dev/null 2>&1; then echo "EDGEDL=$c"; exec "$c" device-facts; fi; done; '
                       f"exit {NOT_FOUND}")
-            proc = self._run(script, what="looking for edgedl")
+            proc = self._run(posix_sh(script), what="looking for edgedl")
             out = proc.stdout.decode(errors="replace")
             extra = _extra_for(request)
             if proc.returncode == NOT_FOUND:
@@ -137,7 +165,7 @@ class SshExecutor(Executor):
                 raise DeviceError(f"{self.label}: {first.removeprefix('EDGEDL=') or 'edgedl'} on {self.host} did not "
                                   f"describe itself ({said[:160]}): install the same edgedl as here, with "
                                   + INSTALL.format(extra=extra)) from None
-            self.edgedl, self.facts = first.removeprefix("EDGEDL="), facts
+            self.edgedl, self.facts = first.removeprefix("EDGEDL="), facts  # as the device's shell expanded it
         if (self.facts.get("request_version") or 0) < REQUEST_VERSION:
             raise DeviceError(f"{self.label}: edgedl {self.facts.get('edgedl')} on {self.host} reads bench requests of "
                               f"format {self.facts.get('request_version')}, this one sends {REQUEST_VERSION}: upgrade it")
@@ -149,11 +177,13 @@ class SshExecutor(Executor):
         facts = self.check(request)
         bundle, sent = _bundle(request, scratch, self.host)
         trust = " --trust-model-code" if self.trust_model_code else ""
-        command = ('set -e; D=$(mktemp -d); trap \'rm -rf "$D"\' EXIT; tar -xf - -C "$D"; cd "$D"; '
-                   f"{_shell_word(self.edgedl)} bench --request request.json --json result.json --quiet{trust} "
+        # the folder goes however the command ends: normally, or by a signal (HUP when sshd closes it)
+        command = ('set -e; D=$(mktemp -d); trap \'rm -rf "$D"\' EXIT; trap \'exit 129\' HUP INT TERM; '
+                   'tar -xf - -C "$D"; cd "$D"; '
+                   f"{shlex.quote(self.edgedl)} bench --request request.json --json result.json --quiet{trust} "
                    '>/dev/null 2>err.txt || { tail -n 1 err.txt >&2; exit 3; }; cat result.json')
         with open(bundle, "rb") as stream:
-            proc = self._run(command, stdin=stream, what=f"benchmarking {Path(request.artifact).name}")
+            proc = self._run(posix_sh(command), stdin=stream, what=f"benchmarking {Path(request.artifact).name}")
         if proc.returncode != 0:
             said = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
             raise DeviceError(f"{self.label}: edgedl bench on {self.host} failed: {said[:300]}")
@@ -165,13 +195,6 @@ class SshExecutor(Executor):
         result["device"] = {"on": self.address, "label": self.label, "profile": facts.get("profile"),
                             "hostname": (facts.get("host") or {}).get("hostname"), "facts": facts, "sent": sent}
         return result
-
-
-def _shell_word(command: str) -> str:
-    """The found command as the remote shell should run it: ``$HOME/...`` keeps its variable."""
-    if command.startswith("$HOME/"):
-        return '"$HOME"/' + shlex.quote(command[len("$HOME/"):])
-    return shlex.quote(command)
 
 
 def _extra_for(request: BenchRequest | None) -> str:
