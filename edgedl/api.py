@@ -318,6 +318,7 @@ def bench(
     profile_ops: bool = False,
     until_stable: float | None = None,
     sustained: float | None = None,
+    cooldown: float = 0.0,
 ) -> dict:
     """Measure an artifact's cold start, latency (with intervals), throughput, memory and energy
     through edgedl.runtime, with the conditions and the flags that say whether to trust them.
@@ -341,6 +342,7 @@ def bench(
         until_stable: keep timing until the p50's 95% interval is within +-2%, or this many seconds pass.
         sustained: then run this many seconds of back-to-back inference in 10 windows and report how
             latency, power and temperature drift.
+        cooldown: idle this many seconds first (on the machine that runs the bench).
 
     Returns a dict with ``metrics`` (the manifest's metric keys), ``notes`` (why a metric is
     null), ``energy``, ``memory``, ``cold_start``, ``statistics``, ``flags`` and ``conditions``.
@@ -444,6 +446,60 @@ def build_engine(onnx: str | Path, out: str | Path | None = None, options=None, 
 # The runtimes that run each format on a device.
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime", "tensorrt"), "tflite": ("litert",), "torch": ("torch",),
                    "tensorrt": ("tensorrt",)}
+
+
+def build_engine_on(onnx: str | Path, on: str, flags: list[str], reach: dict | None = None) -> dict:
+    """``edgedl build-engine`` on an SSH device (``--on``): the ONNX file, its sidecar and external
+    data go there, the device builds with its own TensorRT (and pins the engine in its trust file),
+    and the engine, its sidecar and the build log come back beside the ONNX file, written whole.
+
+    Raises:
+        UsageError: not an ONNX file, or not an SSH address.
+        DeviceError: the device cannot be reached, has no edgedl or no TensorRT, or the build failed
+            (the log is kept beside the ONNX file).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from edgedl.bench.executors import executor_for, scheme_of
+    from edgedl.errors import DeviceError
+    from edgedl.runtime.sidecar import sidecar_path
+
+    onnx = Path(onnx)
+    if not onnx.is_file() or onnx.suffix != ".onnx":
+        raise UsageError(f"{onnx}: give an .onnx file to build an engine from")
+    if scheme_of(on) != "ssh":
+        raise UsageError(f"--on {on}: engines are built over SSH (ssh://host or a host alias)")
+    check_writable(onnx.parent / f".{onnx.stem}.probe", "the ONNX file's folder")
+    executor = executor_for(on, **(reach or {}))
+    facts = executor.check()
+    if (facts.get("backends") or {}).get("tensorrt") is None:
+        raise DeviceError(f"{executor.label}: {executor.host} has no TensorRT for edgedl to build with (on a Jetson: "
+                          "JetPack's python3-libnvinfer, with edgedl's venv made with --system-site-packages)")
+    members = [(onnx, f"artifact/{onnx.name}")]
+    members += [(p, f"artifact/{p.name}") for p in (sidecar_path(onnx), onnx.with_name(onnx.name + ".data"))
+                if p.is_file()]
+    with tempfile.TemporaryDirectory(prefix=".edgedl-build-", dir=onnx.parent) as tmp:
+        rc, log = executor.run_edgedl(["build-engine", f"artifact/{onnx.name}", *flags], members, Path(tmp),
+                                      what=f"building the engine of {onnx.name}",
+                                      collect="artifact/*.engine artifact/*.engine.json")
+        kept_log = onnx.with_name(onnx.stem + ".build.log")
+        shutil.copyfile(log, kept_log)
+        if rc != 0:
+            last = (log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(f"{executor.label}: edgedl build-engine on {executor.host} failed: "
+                              f"{last.removeprefix('error: ')[:300]} (its log: {kept_log})")
+        engines = sorted((Path(tmp) / "out").glob("*.engine"))
+        if not engines:
+            raise DeviceError(f"{executor.label}: the build on {executor.host} wrote no engine (its log: {kept_log})")
+        brought = []
+        for engine in engines:
+            for path in (engine, sidecar_path(engine)):
+                if path.is_file():
+                    os.replace(path, onnx.parent / path.name)  # same folder: whole files, never half of one
+                    brought.append(onnx.parent / path.name)
+    return {"files": [str(p) for p in brought], "log": str(kept_log), "device": facts}
 
 
 def device_fit(profile, fmt: str, precision: str | None) -> dict:

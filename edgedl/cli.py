@@ -268,6 +268,8 @@ DEVICE = click.option("--device", metavar="NAME",
               help="Keep timing until the p50's 95% interval is within +-2%, or this many seconds pass.")
 @click.option("--sustained", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Then run this long back to back and report how latency, power and temperature drift.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Idle this long before loading the model (on the device), so the last run's heat is gone.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
               help="Write results as JSON to this file ('-' for standard output).")
 @click.option("--quiet", is_flag=True, help="No table on screen.")
@@ -275,7 +277,8 @@ DEVICE = click.option("--device", metavar="NAME",
 @DB_OPTIONS
 @TRUST
 def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, threads, backend, compute, cpus, input_shapes, device,
-          energy, sysfs_root, rails, idle_seconds, profile_ops, until_stable, sustained, json_path, quiet, on, ssh_config,
+          energy, sysfs_root, rails, idle_seconds, profile_ops, until_stable, sustained, cooldown, json_path, quiet, on,
+          ssh_config,
           accept_new_host, remote_edgedl, benchmark_model, run_dir, db, no_db, trust_model_code) -> None:
     """Measure cold start, latency, throughput, memory and energy per inference of an artifact, here or
     on your own devices (--on), and keep the result in the results database.
@@ -307,7 +310,8 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
                                device=device, energy=energy, sysfs_root=str(sysfs_root),
                                rails=[r.strip() for r in rails.split(",") if r.strip()] if rails else None,
                                idle_seconds=idle_seconds, cpus=parse_cpus(cpus, here=not on), backend=backend, compute=compute,
-                               profile_ops=profile_ops, until_stable=until_stable, sustained=sustained)
+                               profile_ops=profile_ops, until_stable=until_stable, sustained=sustained,
+                               cooldown=cooldown)
     if on or run_dir is not None:
         from edgedl.cli_fleet import bench_fleet
 
@@ -358,6 +362,11 @@ def _print_bench(result: dict) -> None:
         lines.append(f"p50 95% interval {ci['p50'][0]:.3f}-{ci['p50'][1]:.3f} ms")
     if cold:
         lines.append(f"load {cold['load_ms']:.1f} ms, first inference {cold['first_inference_ms']:.3f} ms")
+    scored = result.get("accuracy")
+    if scored:
+        low, high = scored["interval95"]
+        lines.append(f"accuracy {100 * scored['value']:.2f}% on {scored['samples']} test samples "
+                     f"(95% interval {100 * low:.1f}-{100 * high:.1f}%)")
     mem = result.get("memory") or {}
     if mem.get("load_mb") is not None:
         lines.append(f"model load added {mem['load_mb']:.1f} MB resident")
@@ -527,8 +536,12 @@ def _print_lint(console, report: dict, per_rule: int = 5) -> bool:
 @click.option("--no-cache", is_flag=True, help="Build afresh; do not read or write the engine cache.")
 @click.option("--no-trust", is_flag=True, help="Do not pin the built engine in the trust file.")
 @click.option("--dry-run", is_flag=True, help="Lint and print the plan (edgedl and trtexec lines); build nothing.")
+@click.option("--on", metavar="ADDRESS", help="Build on this SSH device (ssh://[user@]host[:port] or a host alias) with "
+                                              "its TensorRT; the engine, its sidecar and the build log come back.")
+@REACH_OPTIONS
 def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, timing_cache, version_compatible,
-                 hardware_compatible, tf32, trt_version, device, cache_dir, no_cache, no_trust, dry_run) -> None:
+                 hardware_compatible, tf32, trt_version, device, cache_dir, no_cache, no_trust, dry_run, on, ssh_config,
+                 accept_new_host, remote_edgedl) -> None:
     """Build a TensorRT engine from an ONNX file, on this device, through Polygraphy.
 
     \b
@@ -562,11 +575,37 @@ def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, 
         return
     if trt_version:
         raise click.UsageError("--tensorrt applies to --dry-run; a build uses the TensorRT installed here")
+    if on:
+        context = click.get_current_context()
+        given = {p.name: p for p in context.command.params
+                 if context.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
+        local = [given[n].opts[-1] for n in ("out", "timing_cache", "cache_dir") if n in given]
+        if local:
+            raise click.UsageError(f"{local[0]} is a path on this machine; with --on the engine comes back beside the "
+                                   "ONNX file and the device keeps its own cache")
+        flags = [arg for n, p in given.items() if n not in ("onnx", "on", "ssh_config", "accept_new_host",
+                                                            "remote_edgedl")
+                 for arg in _flag(p, context.params[n])]
+        built = api.build_engine_on(onnx, on, flags, {"ssh_config": ssh_config, "accept_new_host": accept_new_host,
+                                                      "remote_edgedl": remote_edgedl})
+        for path in built["files"]:
+            click.echo(f"brought back {path}")
+        click.echo(f"build log: {built['log']}")
+        return
     sidecar = api.build_engine(onnx, out, options, device=device, cache=cache_dir, use_cache=not no_cache,
                                trust=not no_trust, console=_console())
     gpu = sidecar["gpu"]
     click.echo(f"{'reused' if sidecar['cached'] else 'built'} {sidecar['artifact']} ({sidecar['precision']}, TensorRT "
                f"{sidecar['tensorrt']['version']}, {gpu['name']} compute capability {gpu['compute_capability']})")
+
+
+def _flag(param, value) -> list[str]:
+    """A command-line option as it was given, to hand on to a device's edgedl."""
+    if param.is_flag and not param.secondary_opts:
+        return [param.opts[-1]] if value else []
+    if param.is_flag:  # --tf32/--no-tf32
+        return [param.opts[-1] if value else param.secondary_opts[-1]]
+    return [param.opts[-1], str(value)]
 
 
 @cli.group()

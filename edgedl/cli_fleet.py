@@ -68,18 +68,19 @@ def _show_fleet(console, name: str, outcomes) -> None:
     from rich.table import Table
 
     table = Table(title=f"{name} on {len(outcomes)} device{'s' if len(outcomes) > 1 else ''}")
-    for col in ("device", "profile", "backend", "p50 ms", "p99 ms", "inf/s", "peak RSS MB", "energy mJ"):
+    for col in ("device", "profile", "backend", "p50 ms", "p99 ms", "inf/s", "peak RSS MB", "energy mJ", "accuracy"):
         table.add_column(col, justify="left" if col in ("device", "profile", "backend") else "right")
     for o in outcomes:
         if o.result is None:
-            table.add_row(o.label, "—", "failed", "—", "—", "—", "—", "—", style="red")
+            table.add_row(o.label, "—", "failed", "—", "—", "—", "—", "—", "—", style="red")
             continue
         m, d = o.result["metrics"], o.result.get("device") or {}
         lat = m["latency_ms"]
         e = m.get("energy_j_per_inference")
         table.add_row(o.label, d.get("profile") or "—", str(o.result.get("backend")), num(lat.get("p50"), ".3f"),
                       num(lat.get("p99"), ".3f"), num(m.get("throughput_ips"), ".0f"), num(m.get("peak_rss_mb"), ".0f"),
-                      num(None if e is None else 1000 * e, ".3f"))
+                      num(None if e is None else 1000 * e, ".3f"),
+                      "—" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%")
     console.print(table)
 
 

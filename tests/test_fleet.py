@@ -358,3 +358,36 @@ def test_remote_shell_lines_quote_paths_and_run_under_sh():
     line = posix_sh('for c in edgedl; do echo "$c"; done')
     out = subprocess.run(["bash", "-c", line], capture_output=True, text=True)  # whatever shell reads it first
     assert out.stdout == "edgedl\n"
+
+
+def test_accuracy_is_measured_on_the_device(fleet, quick_run, manifest):
+    """With labelled --data, the device scores the artifact through its own edgedl.runtime."""
+    (record,) = [a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx"]
+    proc = edgedl("bench", quick_run / record["path"], "--on", "dev-a", "--data", "digits", "--ssh-config",
+                  fleet["a"].client_config, "--no-db", "--json", "-", "--quiet", *FAST[:2])
+    assert proc.returncode == 0, proc.stderr
+    (out,) = json.loads(proc.stdout)
+    scored = out["result"]["accuracy"]
+    assert scored["samples"] > 100 and scored["interval95"][0] <= scored["value"] <= scored["interval95"][1]
+    assert scored["value"] == pytest.approx(record["metrics"]["accuracy"], abs=1e-9)  # the run's evaluate agrees
+
+
+def test_build_engine_on_a_device(fleet, model, tmp_path):
+    """The device here has no TensorRT (none installs on this machine), so the build is refused in one
+    line before anything is sent; the transport it uses (files there, edgedl run, files and log back)
+    runs for real with another command."""
+    proc = edgedl("build-engine", model, "--on", "dev-a", "--precision", "fp16", "--ssh-config",
+                  fleet["a"].client_config)
+    assert proc.returncode == 1 and "has no TensorRT for edgedl to build with" in proc.stderr
+    assert not list(model.parent.glob("*.engine"))
+    local = edgedl("build-engine", model, "--on", "dev-a", "--timing-cache", tmp_path / "t.cache")
+    assert local.returncode == 2 and "--timing-cache is a path on this machine" in local.stderr
+
+    from edgedl.bench.executors import executor_for
+
+    executor = executor_for("dev-a", ssh_config=str(fleet["a"].client_config))
+    rc, log = executor.run_edgedl(["inspect", f"artifact/{model.name}", "--json"], [(model, f"artifact/{model.name}")],
+                                  tmp_path / "back", what="inspecting")
+    assert rc == 0 and json.loads(log.read_text())["inputs"][0]["name"] == "input"
+    rc, log = executor.run_edgedl(["inspect", "artifact/missing.onnx"], [], tmp_path / "again", what="inspecting")
+    assert rc == 2 and "missing.onnx" in log.read_text()

@@ -42,6 +42,7 @@ class BenchRequest(BaseModel):
     profile_ops: bool = False
     until_stable: Optional[float] = Field(None, gt=0)
     sustained: Optional[float] = Field(None, gt=0)
+    cooldown: float = Field(0.0, ge=0)  # seconds idle before the model loads: a device cools after the last run
 
     @classmethod
     def of(cls, **options) -> "BenchRequest":

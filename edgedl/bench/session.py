@@ -233,6 +233,25 @@ __all__ = ["Timed", "cold_start", "current_cpus", "device_notes", "energy_result
            "parse_cpus", "pin", "snapshot_memory", "statistics", "summarize_memory", "timed_window", "unpin"]
 
 
+def score(artifact: Path, data: str | None, dataset, sidecar: dict, notes: dict, **load_options) -> dict | None:
+    """Top-1 accuracy of a classifier on the labelled test split of ``--data``, through edgedl.runtime on
+    the machine that runs the bench (on a device: the device's own backend, its FP16 or INT8 kernels),
+    with its 95% interval; None, and the reason in ``notes``, where the data has no labels."""
+    if dataset is None:
+        return None
+    from edgedl.artifacts import accuracy, wilson_interval
+
+    if not dataset.num_classes or dataset.test.y is None or (sidecar.get("task") not in (None, "classification")):
+        notes["accuracy"] = (f"--data {data} has no class labels for this model's task: accuracy comes from "
+                             "`edgedl compress` (evaluate stage)")
+        return None
+    value = accuracy(artifact, dataset.test, **load_options)
+    notes.pop("accuracy", None)
+    n = len(dataset.test)
+    return {"value": value, "samples": n, "interval95": wilson_interval(value, n), "split": "test",
+            "where": "measured by this bench, through edgedl.runtime on the machine that ran it"}
+
+
 def measure(request, trust_model_code: bool = False) -> dict:
     """The result of one :class:`~edgedl.bench.request.BenchRequest`, measured in this process (the
     order of a run is the module's docstring); :func:`edgedl.api.bench` documents each option."""
@@ -271,6 +290,8 @@ def measure(request, trust_model_code: bool = False) -> dict:
 
         onnx_graph.probe(artifact)
         onnx_graph.load_graph(artifact)
+    if request.cooldown:  # on the device itself, so it works the same over SSH
+        time.sleep(request.cooldown)
     previous = pin(cpus)  # restored after: an API caller's process keeps its own affinity
     try:
         input_shapes = dict(input_shapes or {})
@@ -286,10 +307,12 @@ def measure(request, trust_model_code: bool = False) -> dict:
             if unknown:
                 raise UsageError(f"--input-shape names {unknown}, but the model's inputs are "
                                  f"{[i.name for i in runner.inputs]}")
+            dataset = None
             if data:
                 from edgedl.data import load_dataset
 
-                feeds = data_feeds(runner.inputs, load_dataset(data, inputs=list(runner.inputs)).test.x, batch)
+                dataset = load_dataset(data, inputs=list(runner.inputs))
+                feeds = data_feeds(runner.inputs, dataset.test.x, batch)
             else:
                 batch = fed_batch(input_shapes, batch)  # every input fed at the batch an --input-shape gives
                 for info in runner.inputs:  # refuse unknown dimensions before loading anything else
@@ -339,14 +362,17 @@ def measure(request, trust_model_code: bool = False) -> dict:
 
             notes["params"] = notes["macs"] = COUNTED_ON_ONNX
         memory = summarize_memory(mem_before, mem_loaded, source)
+        scored = score(artifact, data, dataset, sidecar, notes, backend=backend, threads=threads, compute=compute,
+                       trust_model_code=trust_model_code)
         ops = op_time(artifact, fmt, feeds[0], threads) if profile_ops else None
         return {
             "artifact": str(artifact),
             "backend": backend,
             "format": fmt,
             "precision": sidecar.get("precision"),
+            "accuracy": scored,
             "metrics": {
-                "accuracy": None,
+                "accuracy": scored["value"] if scored else None,
                 "params": params,
                 "macs": macs,
                 "latency_ms": stats,
@@ -373,6 +399,7 @@ def measure(request, trust_model_code: bool = False) -> dict:
                 "runs": len(result.samples_ms),
                 "warmup": warmup,
                 "min_seconds": min_seconds,
+                "cooldown_s": request.cooldown,
                 "wall_s": result.wall_s,
                 "feeds": f"data:{data}" if data else "random",
                 "input_shapes": shapes,

@@ -37,6 +37,8 @@ class BenchmarkConfig(StageConfig):
     # this machine has no sensor. Energy and memory come from the first round, which measures idle power.
     energy: str = "auto"
     idle_seconds: float = Field(1.0, ge=0)
+    # Seconds idle before each artifact's bench (on the device with --on): its heat from the last one goes.
+    cooldown: float = Field(0.0, ge=0)
 
     @field_validator("energy")
     @classmethod
@@ -79,7 +81,7 @@ class BenchmarkStage(Stage):
                                        runs=math.ceil(c.runs / c.rounds), warmup=c.warmup,
                                        min_seconds=c.min_seconds / c.rounds, batch=c.batch, threads=c.threads,
                                        device=ctx.device.name, energy=c.energy if i == 0 else "none",
-                                       idle_seconds=c.idle_seconds, **self._feeds(ctx, record))
+                                       idle_seconds=c.idle_seconds, cooldown=c.cooldown, **self._feeds(ctx, record))
                 results[record["name"]].append(executor.bench(request, scratch))
         for record in records:
             self._record(ctx, record, results[record["name"]])

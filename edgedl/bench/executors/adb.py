@@ -163,6 +163,10 @@ class AdbExecutor(Executor):
 
     def bench(self, request: BenchRequest, scratch: Path) -> dict:
         facts = self.check(request)
+        if request.cooldown:
+            import time
+
+            time.sleep(request.cooldown)  # the phone idles: the last run's heat goes
         output = ""
         for argv in self.commands(request):
             said = self._call(argv)

@@ -173,6 +173,38 @@ class SshExecutor(Executor):
             _needs_backend(self.label, self.host, self.facts, request)
         return self.facts
 
+    def run_edgedl(self, args: list[str], members: list[tuple[Path, str]], into: Path, what: str,
+                   collect: str = "") -> tuple[int, Path]:
+        """``edgedl ARGS`` on the device in a fresh folder holding ``members``; what it writes under
+        ``out/`` (and its log, ``out/log.txt``) comes back under ``into``. ``collect``: a shell glob of
+        other files to bring back (moved into ``out/``). Returns (exit code, log)."""
+        self.check()
+        into.mkdir(parents=True, exist_ok=True)
+        bundle = into / ".sent.tar"
+        with tarfile.open(bundle, "w") as tar:
+            for path, name in members:
+                tar.add(path, arcname=name, recursive=False)
+        line = " ".join(shlex.quote(a) for a in args)
+        command = ('set -e; D=$(mktemp -d); trap \'rm -rf "$D"\' EXIT; trap \'exit 129\' HUP INT TERM; '
+                   'tar -xf - -C "$D"; cd "$D"; mkdir -p out; rc=0; '
+                   f'{shlex.quote(self.edgedl)} {line} >out/log.txt 2>&1 || rc=$?; echo "$rc" >out/rc; '
+                   + (f"for f in {collect}; do [ -f \"$f\" ] && mv \"$f\" out/; done; " if collect else "")
+                   + "tar -cf - out")
+        try:
+            with open(bundle, "rb") as stream:
+                proc = self._run(posix_sh(command), stdin=stream, what=what)
+        finally:
+            bundle.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            said = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(f"{self.label}: {what} on {self.host} failed: {said[:300]}")
+        try:
+            _safe_extract(proc.stdout, into)
+        except (tarfile.TarError, OSError) as exc:
+            raise DeviceError(f"{self.label}: {self.host} sent back no files ({exc})") from None
+        rc = int((into / "out" / "rc").read_text().strip() or 1)
+        return rc, into / "out" / "log.txt"
+
     def bench(self, request: BenchRequest, scratch: Path) -> dict:
         facts = self.check(request)
         bundle, sent = _bundle(request, scratch, self.host)
@@ -195,6 +227,18 @@ class SshExecutor(Executor):
         result["device"] = {"on": self.address, "label": self.label, "profile": facts.get("profile"),
                             "hostname": (facts.get("host") or {}).get("hostname"), "facts": facts, "sent": sent}
         return result
+
+
+def _safe_extract(data: bytes, into: Path) -> list[Path]:
+    """The files a device sent back (a tar on its standard output), extracted under ``into`` only:
+    no links, no absolute or ``..`` names (tarfile's ``data`` filter)."""
+    import io
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        tar.extractall(into, members=members, filter="data")
+    return [into / m.name for m in members]
 
 
 def _extra_for(request: BenchRequest | None) -> str:
