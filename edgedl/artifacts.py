@@ -166,6 +166,11 @@ def predict(path, x: Any, batch_size: int = 256, **load_options: Any) -> np.ndar
     ``x`` is an array of samples (single-input models) or a :class:`edgedl.data.Samples` of
     arrays keyed by input name.
     """
+    return next(iter(predict_outputs(path, x, batch_size, **load_options).values()))
+
+
+def predict_outputs(path, x: Any, batch_size: int = 256, **load_options: Any) -> dict[str, np.ndarray]:
+    """Every output of the artifact, by name, for every sample of ``x`` (as :func:`predict`)."""
     from edgedl.data.feeds import as_samples
 
     with rt.load(path, **load_options) as runner:
@@ -173,12 +178,12 @@ def predict(path, x: Any, batch_size: int = 256, **load_options: Any) -> np.ndar
         first = runner.inputs[0].shape[0] if runner.inputs[0].shape else None
         fixed = first if isinstance(first, int) and first > 0 else None
         step = fixed or batch_size
-        outputs = []
+        outputs: dict[str, list] = {}
         for start in range(0, len(samples), step):
             feed, n = samples.batch(start, step, pad_to=fixed)
-            out = runner.run(feed)
-            outputs.append(next(iter(out.values()))[:n])
-    return np.concatenate(outputs)
+            for name, value in runner.run(feed).items():
+                outputs.setdefault(name, []).append(value[:n])
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
 def accuracy(path, split, batch_size: int = 256, **load_options: Any) -> float:
@@ -197,14 +202,69 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> list[float]:
     return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
+SCALE_SPLIT = 100.0  # values whose magnitudes differ this much or more cannot share one INT8 range
+GAP = 10.0  # a jump this large between the sorted channel magnitudes separates two groups
+
+
+def scale_groups(reference: np.ndarray, max_channels: int = 4096) -> list[tuple[int, list[int]]]:
+    """Channel groups of an output whose magnitudes differ by orders of magnitude: [(axis, indices)]
+    per group, along the first axis past the batch or the last one (a detector's [batch, 4 + classes,
+    anchors] or [batch, anchors, 4 + classes]); empty where the output's scale is uniform."""
+    ref = np.abs(np.asarray(reference, dtype=np.float64))
+    found: list[tuple[int, list[int]]] = []
+    for axis in dict.fromkeys((1, ref.ndim - 1)):
+        if ref.ndim < 2 or not 2 <= ref.shape[axis] <= max_channels:
+            continue
+        mags = ref.max(axis=tuple(a for a in range(ref.ndim) if a != axis))
+        order = np.argsort(mags)
+        sorted_mags = mags[order]
+        positive = sorted_mags[sorted_mags > 0]
+        if len(positive) < 2 or positive[-1] / positive[0] < SCALE_SPLIT:
+            continue
+        cuts = [i + 1 for i in range(len(order) - 1)
+                if sorted_mags[i] > 0 and sorted_mags[i + 1] / sorted_mags[i] >= GAP]
+        groups = [sorted(order[a:b].tolist()) for a, b in zip([0, *cuts], [*cuts, len(order)])]
+        if len(groups) > 1:
+            found += [(axis, g) for g in groups]
+            break  # one axis holds the mix; the other is anchors or positions
+    return found
+
+
+def slice_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, str | None]:
+    """The worst channel group of an output of mixed scales, judged by its own measure: relative
+    agreement 1 - ||candidate - reference|| / ||reference|| over the group, per sample, averaged
+    (cosine alone keeps a group of 0..1 scores that INT8 flattened to one value near 1). (1.0, None)
+    where the output's scale is uniform."""
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(candidate, dtype=np.float64)
+    worst, where = 1.0, None
+    for axis, group in scale_groups(ref):
+        r = np.take(ref, group, axis=axis).reshape(len(ref), -1)
+        o = np.take(out, group, axis=axis).reshape(len(out), -1)
+        norm = np.linalg.norm(r, axis=1)
+        error = np.linalg.norm(o - r, axis=1)
+        value = float(np.mean(np.where(norm > 0, np.clip(1 - error / np.maximum(norm, 1e-30), 0, 1),
+                                       (error == 0).astype(float))))
+        if value < worst or where is None:
+            span = f"{group[0]}-{group[-1]}" if group == list(range(group[0], group[-1] + 1)) else \
+                f"{len(group)} of them"
+            peak = float(np.abs(r).max())
+            worst, where = min(worst, value), (f"channels {span} on axis {axis} (values up to {peak:.3g}): relative "
+                                               f"agreement {value:.4f}")
+    return worst, where
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Max abs difference, mean cosine similarity per sample, and top-1 agreement (2-D outputs)."""
     ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
     out = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     if ref.shape != out.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {out.shape}")
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    cosine = np.where(norms > 0, (ref * out).sum(1) / np.maximum(norms, 1e-30), 1.0)
+    ref_norm, out_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(out, axis=1)
+    norms = ref_norm * out_norm
+    # both zero: the same; one zero and not the other: nothing in common (an output quantized to 0)
+    cosine = np.where(norms > 0, (ref * out).sum(1) / np.maximum(norms, 1e-30),
+                      np.where((ref_norm == 0) & (out_norm == 0), 1.0, 0.0))
     return {
         "max_abs_diff": float(np.abs(ref - out).max()),
         "cosine": float(cosine.mean()),

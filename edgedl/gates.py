@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedl.artifacts import compare, predict
+from edgedl.artifacts import compare, predict, predict_outputs, slice_agreement
 from edgedl.bench import side_by_side
 
 
@@ -23,9 +23,13 @@ class Quality:
     def __init__(self, split, reference_path: Path, classifier: bool, use_labels: bool = True, **load_options: Any):
         self.x, self.y = split.x, (split.y if use_labels else None)  # an embedding's or reconstruction's labels say nothing
         self.load_options = load_options
-        self.reference = predict(reference_path, self.x, **load_options)
         self.classifier = classifier
         self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
+        # cosine judges every output, and each group of values of its own scale within one
+        self.references = predict_outputs(reference_path, self.x, **load_options) if self.kind == "cosine" else None
+        self.reference = next(iter(self.references.values())) if self.references else \
+            predict(reference_path, self.x, **load_options)
+        self.worst: dict[str, str] = {}  # per candidate file: the output slice that decided its value
         self.reference_value = self(None)
         self.warning = self._at_chance()
 
@@ -45,11 +49,30 @@ class Quality:
                 "first (a train stage, or --epochs)")
 
     def __call__(self, path: Path | None) -> float:
+        if self.kind == "cosine":
+            return self._worst_output(path)
         out = self.reference if path is None else predict(path, self.x, **self.load_options)
         if self.y is not None:
             return float((out.reshape(len(out), -1).argmax(1) == self.y).mean())
         parity = compare(self.reference, out)
         return parity["top1_agreement"] if self.classifier else parity["cosine"]
+
+    def _worst_output(self, path: Path | None) -> float:
+        """The lowest of every output's cosine and, where an output mixes scales (a detector's boxes in
+        pixels beside its 0..1 scores), of each of its groups' own agreement; the slice that decided it
+        is kept in ``worst``."""
+        outs = self.references if path is None else predict_outputs(path, self.x, **self.load_options)
+        value, why = 1.0, None
+        for name, ref in self.references.items():
+            cosine = compare(ref, outs[name])["cosine"]
+            if cosine < value:
+                value, why = cosine, f"output '{name}': cosine {cosine:.4f}"
+            grouped, where = slice_agreement(ref, outs[name])
+            if where and grouped < value:
+                value, why = grouped, f"output '{name}', {where}"
+        if path is not None and why:
+            self.worst[str(path)] = why
+        return value
 
     def drop_points(self, value: float) -> float:
         return round(100.0 * (self.reference_value - value), 4)
@@ -114,7 +137,14 @@ def gate_summary(q: dict) -> str:
             f"against {q['reference_quality']:.4f} (drop {q['drop_points']:.2f} points, allowed "
             f"{q['max_accuracy_drop_points']})")
     if q.get("float_layers"):
-        line += f"; kept in float: {', '.join(q['float_layers'])}"
+        why = q.get("why_float") or {}
+        reasons: dict[str, list[str]] = {}
+        for layer in q["float_layers"]:
+            reasons.setdefault(why.get(layer) or "", []).append(layer)
+        line += "; kept in float: " + "; ".join(f"{', '.join(layers)}" + (f" ({reason})" if reason else "")
+                                                for reason, layers in reasons.items())
+    if q.get("worst_slice"):
+        line += f"; judged by its worst slice: {q['worst_slice']}"
     if q.get("reference_warning"):
         line += f"; WARNING: {q['reference_warning']}"
     if q.get("speed_gate"):

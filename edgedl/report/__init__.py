@@ -49,7 +49,8 @@ def _quality(m: dict) -> str:
         return f"mse {m['reconstruction_mse']:.4g}" + (f", AUC {auc:.3f}" if auc is not None else "")
     agreement = m.get("agreement")
     if agreement:
-        short = {"cosine": "cos", "top1_agreement": "top-1 agr.", "max_abs_diff": "max abs diff"}.get(
+        short = {"cosine": "cos", "cosine, worst slice": "worst slice", "top1_agreement": "top-1 agr.",
+                 "max_abs_diff": "max abs diff"}.get(
             agreement["measure"], agreement["measure"])
         return f"{short} {agreement['value']:.4g}"
     return "—"

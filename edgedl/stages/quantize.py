@@ -42,10 +42,20 @@ class Attempt:
     passed: bool
     float_layers: list[str] = field(default_factory=list)
     p50_ms: float | None = None
+    why_float: dict[str, str] = field(default_factory=dict)  # each float layer's reason
+    worst: str | None = None  # the output slice that decided the quality, where one did
 
     def summary(self) -> dict:
         return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
-                "accuracy_gate": self.passed, "float_layers": self.float_layers, "p50_ms": self.p50_ms}
+                "accuracy_gate": self.passed, "float_layers": self.float_layers, "why_float": self.why_float,
+                "worst_slice": self.worst, "p50_ms": self.p50_ms}
+
+
+def _by_reason(why: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for node, reason in why.items():
+        grouped.setdefault(reason or "kept in float", []).append(node)
+    return grouped
 
 
 def calibration_feeds(drawn: Calibration, model: Path) -> list[dict]:
@@ -124,7 +134,10 @@ class QuantizeStage(Stage):
             info["candidates"] = [best.summary()]
 
         info.update(scheme=best.scheme, quality=best.quality, drop_points=best.drop_points,
-                    accuracy_gate=best.passed, float_layers=best.float_layers)
+                    accuracy_gate=best.passed, float_layers=best.float_layers, why_float=best.why_float,
+                    worst_slice=best.worst)
+        for reason, layers in _by_reason(best.why_float).items():  # every float layer's reason, on screen too
+            ctx.log(f"kept in float ({', '.join(layers)}): {reason}")
         notes: dict = {}
         if not best.passed:
             message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
@@ -154,9 +167,10 @@ class QuantizeStage(Stage):
         c = self.config
         scheme = self.scheme(ctx)
         names = ["tensorrt"] if scheme == "tensorrt" else list(qo.cpu_candidates(prepared))
+        forced = qo.mixed_scale_nodes(prepared, calib)  # outputs of mixed scales: never one INT8 range
         attempts = []
         for name in names:
-            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info)
+            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info, forced)
             attempts.append(attempt)
             ctx.log(f"quantize {name}: {quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} points, "
                     f"{counted(len(attempt.float_layers), 'layer')} in float)")
@@ -173,32 +187,40 @@ class QuantizeStage(Stage):
                                  else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
         return best
 
-    def _with_fallback(self, scheme, prepared, work, calib, quality: Quality, info: dict) -> Attempt:
+    def _with_fallback(self, scheme, prepared, work, calib, quality: Quality, info: dict,
+                       forced: dict[str, str] | None = None) -> Attempt:
+        """One scheme: everything quantized but ``forced`` (node: why it stays float); where that misses
+        the gate, the layers that cost most when quantized alone go back to float, fewest first."""
         c = self.config
         cache = self._cache(work)
+        forced = dict(forced or {})
 
-        def attempt(exclude=(), only=None, tag="") -> tuple[Path, float]:
+        def attempt(exclude=(), only=None, tag="") -> Attempt:
             out = work / f"{scheme.name}{tag}.onnx"
+            if only is None:
+                exclude = [*forced, *exclude]
             qo.quantize_static(prepared, out, calib, scheme, c.calibration, exclude, only, cache)
-            return out, quality(out)
+            value = quality(out)
+            drop = quality.drop_points(value)
+            return Attempt(scheme.name, out, value, drop, drop <= c.max_accuracy_drop, list(exclude),
+                           why_float={n: forced.get(n, "") for n in exclude}, worst=quality.worst.get(str(out)))
 
-        path, value = attempt()
-        drop = quality.drop_points(value)
-        result = Attempt(scheme.name, path, value, drop, drop <= c.max_accuracy_drop)
+        result = attempt()
         if result.passed or c.max_float_layers == 0:
             return result
         # Sensitivity: quantize one node at a time and see what it alone costs.
         sensitivity = []
         for i, (node, op) in enumerate(qo.quantizable_nodes(prepared)):
-            _, alone = attempt(only=[node], tag=f"-only{i}")
-            sensitivity.append({"node": node, "op": op, "drop_points": quality.drop_points(alone)})
+            if node not in forced:
+                alone = attempt(only=[node], tag=f"-only{i}")
+                sensitivity.append({"node": node, "op": op, "drop_points": alone.drop_points})
         sensitivity.sort(key=lambda s: -s["drop_points"])
         info.setdefault("sensitivity", {})[scheme.name] = sensitivity[:20]
         for k in range(1, min(c.max_float_layers, len(sensitivity)) + 1):
-            keep = [s["node"] for s in sensitivity[:k]]
-            path, value = attempt(exclude=keep, tag=f"-float{k}")
-            candidate = Attempt(scheme.name, path, value, quality.drop_points(value),
-                                quality.drop_points(value) <= c.max_accuracy_drop, keep)
+            keep = sensitivity[:k]
+            candidate = attempt(exclude=[s["node"] for s in keep], tag=f"-float{k}")
+            candidate.why_float.update({s["node"]: f"{s['op']}: quantized alone it cost {s['drop_points']:.2f} points "
+                                                   f"of {quality.kind}" for s in keep})
             if candidate.quality > result.quality or candidate.passed:
                 result = candidate
             if candidate.passed:
@@ -232,6 +254,8 @@ class QuantizeStage(Stage):
             if retry_ms < q_ms and quality.drop_points(value) <= self.config.max_accuracy_drop:
                 best.path, best.quality, best.drop_points = retry, value, quality.drop_points(value)
                 best.float_layers = best.float_layers + grouped
+                best.why_float.update({n: f"grouped convolution: {retry_ms:.3f} ms p50 with it in float against "
+                                          f"{q_ms:.3f} ms in INT8 on this host" for n in grouped})
                 q_ms = retry_ms
                 gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
         label = f"int8 ({best.scheme})" if self.config.precision == "int8" else self.config.precision

@@ -14,6 +14,8 @@ import logging
 import io
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 from typing import Iterable
 
 from edgedl.errors import EdgedlError, MissingDependencyError
@@ -117,6 +119,47 @@ def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
     ops = set(QDQRegistry) | set(QLinearOpsRegistry)
     model = onnx.load(str(path), load_external_data=False)
     return [(n.name, n.op_type) for n in model.graph.node if n.op_type in ops]
+
+
+LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+
+
+def mixed_scale_nodes(path: Path, feeds: list[dict], samples: int = 16) -> dict[str, str]:
+    """Nodes to keep in float, each with its reason: those that build a graph output whose values
+    differ in scale by orders of magnitude (a detector's boxes in pixels beside its 0..1 scores).
+    One INT8 range over such a tensor spends its 256 levels on the large values and flattens the
+    small ones, so the output and what joins it (the Concat, and layout ops after it) stay in float;
+    the Concat's inputs, each of one scale, are still quantized, each with its own range."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgedl.artifacts import scale_groups
+
+    model = onnx.load(str(path), load_external_data=False)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    runs = [session.run(names, feed) for feed in feeds[:samples]]
+    found: dict[str, str] = {}
+    for i, name in enumerate(names):
+        values = np.concatenate([np.asarray(r[i]) for r in runs])
+        groups = scale_groups(values)
+        if not groups:
+            continue
+        axis = groups[0][0]
+        peaks = [float(np.abs(np.take(values, g, axis=axis)).max()) for _, g in groups]
+        chain, tensor = [], name
+        while tensor in producers:
+            node = producers[tensor]
+            chain.append(node)
+            if node.op_type not in LAYOUT_OPS:
+                break
+            tensor = node.input[0]
+        reason = (f"output '{name}' holds values {min(peaks):.3g} to {max(peaks):.3g} in scale ({max(peaks) / max(min(peaks), 1e-30):.0f}x "
+                  "apart): one INT8 range would flatten the small ones, so what builds it stays in float")
+        for node in chain:
+            found[node.name] = reason
+    return found
 
 
 def grouped_conv_nodes(path: Path) -> list[str]:

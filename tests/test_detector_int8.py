@@ -1,0 +1,105 @@
+"""Issue 20's first defect: a detector whose INT8 passed the gate while it detected nothing. A
+YOLO-style head the test makes (tests/yolo_head.py: one output [batch, 4 + classes, anchors],
+boxes in pixels beside 0..1 scores, joined by a Concat) on crops of real photographs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import yolo_head
+
+HEAD = Path(yolo_head.__file__)
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory):
+    from edgedl.cli import main
+
+    folder = tmp_path_factory.mktemp("detector")
+    images = yolo_head.write_images(folder / "images")
+    out = folder / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", "--model", f"{HEAD}:build", "--data", f"images:{images}:3x64x64", "--quantize", "int8",
+              "--trust-model-code", "--out", str(out), "--quiet", "--no-db", "--set", "stages.benchmark.runs=10",
+              "--set", "stages.benchmark.rounds=1", "--set", "stages.benchmark.min_seconds=0"])
+    assert exc.value.code == 0
+    return out, images
+
+
+def _outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def _photos(images: Path) -> np.ndarray:
+    from edgedl.data.images import find, read
+
+    files, _, _ = find(images)
+    return read(files, 3, (64, 64)).astype(np.float32)
+
+
+def test_int8_keeps_the_class_scores_and_says_why_the_concat_is_float(detector_run):
+    out, images = detector_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    records = {a["name"]: a for a in manifest["artifacts"]}
+    int8, fp32 = records["yolo_head.int8.onnx"], records["yolo_head.fp32.onnx"]
+    q = int8["quantization"]
+    assert q["accuracy_gate"] is True
+    (concat,) = [n for n in q["float_layers"] if "cat" in n.lower()]
+    assert "one INT8 range would flatten the small ones" in q["why_float"][concat]
+    assert "kept in float" in int8["summary"] and "x apart" in int8["summary"]
+
+    x = _photos(images)
+    ref, got = _outputs(out / fp32["path"], x), _outputs(out / int8["path"], x)
+    scores_ref, scores = ref[:, 4:], got[:, 4:]
+    assert len(np.unique(scores.round(4))) > 20  # not flattened to one level
+    assert np.abs(scores - scores_ref).max() < 0.05
+    assert np.abs(got[:, :4] - ref[:, :4]).max() < 0.05 * 320
+    # the evaluate stage judges it by its worst slice too
+    agreement = int8["metrics"]["agreement"]
+    assert agreement["value"] > 0.99
+
+
+def test_the_gate_refuses_a_detector_that_detects_nothing(detector_run, tmp_path):
+    """The same file quantized as before the fix (one range for the whole output): its scores collapse,
+    whole-output cosine still says 0.999+, and the gate's worst-slice measure refuses it."""
+    from types import SimpleNamespace
+
+    from edgedl.artifacts import compare
+    from edgedl.formats.onnx import quantize as qo
+    from edgedl.gates import Quality
+
+    out, images = detector_run
+    fp32 = out / "artifacts" / "yolo_head.fp32.onnx"
+    x = _photos(images)
+    prepared, flat = tmp_path / "prepared.onnx", tmp_path / "one-range.onnx"
+    qo.prepare(fp32, prepared)
+    qo.quantize_static(prepared, flat, [{"input": x[i:i + 1]} for i in range(len(x))], qo.SCHEMES["cpu_u8s8_per_tensor"])
+    ref, got = _outputs(fp32, x), _outputs(flat, x)
+    assert len(np.unique(got[:, 4:].round(4))) <= 3  # every class score on one or two INT8 levels
+    assert compare(ref, got)["cosine"] > 0.999  # what the old gate looked at
+    quality = Quality(SimpleNamespace(x=x, y=None), fp32, classifier=False)
+    value = quality(flat)
+    assert quality.drop_points(value) > 1.0  # the gate's default allows 1 point: refused
+    assert "channels 4-23 on axis 1" in quality.worst[str(flat)]
+    # and the rule that keeps it out of one range finds the Concat
+    found = qo.mixed_scale_nodes(prepared, [{"input": x[i:i + 1]} for i in range(8)])
+    assert any("cat" in n.lower() for n in found)
+
+
+def test_cosine_of_an_output_quantized_to_zero_is_zero():
+    from edgedl.artifacts import compare, scale_groups, slice_agreement
+
+    ref = np.array([[1.0, 2.0, 3.0]])
+    assert compare(ref, np.zeros_like(ref))["cosine"] == 0.0
+    assert compare(np.zeros_like(ref), np.zeros_like(ref))["cosine"] == 1.0
+    uniform = np.random.default_rng(0).random((4, 10, 7))
+    assert scale_groups(uniform) == [] and slice_agreement(uniform, uniform) == (1.0, None)
+    mixed = np.concatenate([uniform[:, :4] * 300, uniform[:, 4:]], axis=1)
+    assert [g for _, g in scale_groups(mixed)] == [[4, 5, 6, 7, 8, 9], [0, 1, 2, 3]]
