@@ -158,6 +158,10 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
     assert fp32 > 0.9 and abs(fp32 - int8) <= 0.01 + 1e-9
     report = (tmp_path / "run" / "report.md").read_text()
     assert "kept in float" in report and all(name in report for name in q["float_layers"])
+    # every float layer says why, in the manifest and the report
+    assert all(q["why_float"][n].endswith(f"quantized alone it cost {r['drop_points']:.2f} points of accuracy")
+               for n, r in zip(q["float_layers"], ranking))
+    assert "quantized alone it cost" in report
 
 
 def test_a_gate_miss_fails_naming_the_best_result_or_warns(tmp_path):
