@@ -62,12 +62,15 @@ class Quality:
         pixels beside its 0..1 scores), of each of its groups' own agreement; the slice that decided it
         is kept in ``worst``."""
         outs = self.references if path is None else predict_outputs(path, self.x, **self.load_options)
+        # by name where both files name their outputs alike; else in order (a .tflite renames them)
+        paired = [outs[n] for n in self.references] if set(outs) == set(self.references) else list(outs.values())
         value, why = 1.0, None
-        for name, ref in self.references.items():
-            cosine = compare(ref, outs[name])["cosine"]
+        for (name, ref), out in zip(self.references.items(), paired):
+            out = out.reshape(ref.shape) if out.size == ref.size else out
+            cosine = compare(ref, out)["cosine"]
             if cosine < value:
                 value, why = cosine, f"output '{name}': cosine {cosine:.4f}"
-            grouped, where = slice_agreement(ref, outs[name])
+            grouped, where = slice_agreement(ref, out)
             if where and grouped < value:
                 value, why = grouped, f"output '{name}', {where}"
         if path is not None and why:
