@@ -166,11 +166,14 @@ def predict(path, x: Any, batch_size: int = 256, **load_options: Any) -> np.ndar
     ``x`` is an array of samples (single-input models) or a :class:`edgedl.data.Samples` of
     arrays keyed by input name.
     """
-    return next(iter(predict_outputs(path, x, batch_size, **load_options).values()))
+    return next(iter(predict_outputs(path, x, batch_size, first_only=True, **load_options).values()))
 
 
-def predict_outputs(path, x: Any, batch_size: int = 256, **load_options: Any) -> dict[str, np.ndarray]:
-    """Every output of the artifact, by name, for every sample of ``x`` (as :func:`predict`)."""
+def predict_outputs(path, x: Any, batch_size: int = 256, first_only: bool = False,
+                    **load_options: Any) -> dict[str, np.ndarray]:
+    """The artifact's outputs that have one row per sample, by name, for every sample of ``x`` (as
+    :func:`predict`; ``first_only``: the first output alone). An output without a batch axis (a
+    constant, a count) is left out."""
     from edgedl.data.feeds import as_samples
 
     with rt.load(path, **load_options) as runner:
@@ -181,8 +184,9 @@ def predict_outputs(path, x: Any, batch_size: int = 256, **load_options: Any) ->
         outputs: dict[str, list] = {}
         for start in range(0, len(samples), step):
             feed, n = samples.batch(start, step, pad_to=fixed)
-            for name, value in runner.run(feed).items():
-                outputs.setdefault(name, []).append(value[:n])
+            for i, (name, value) in enumerate(runner.run(feed).items()):
+                if i == 0 or (not first_only and np.ndim(value) and len(value) == (fixed or n)):
+                    outputs.setdefault(name, []).append(value[:n])
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
@@ -203,54 +207,52 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> list[float]:
 
 
 SCALE_SPLIT = 100.0  # values whose magnitudes differ this much or more cannot share one INT8 range
-GAP = 10.0  # a jump this large between the sorted channel magnitudes separates two groups
+GAP = 10.0  # and with no channel between them: the jump between the two groups at least this large
 
 
 def scale_groups(reference: np.ndarray, max_channels: int = 4096) -> list[tuple[int, list[int]]]:
-    """Channel groups of an output whose magnitudes differ by orders of magnitude: [(axis, indices)]
-    per group, along the first axis past the batch or the last one (a detector's [batch, 4 + classes,
-    anchors] or [batch, anchors, 4 + classes]); empty where the output's scale is uniform."""
-    ref = np.abs(np.asarray(reference, dtype=np.float64))
-    found: list[tuple[int, list[int]]] = []
-    for axis in dict.fromkeys((1, ref.ndim - 1)):
-        if ref.ndim < 2 or not 2 <= ref.shape[axis] <= max_channels:
+    """The two channel groups of an output that joins values of different scales: [(axis, indices)]
+    for each, or [] where its scale is uniform. A group is a contiguous run of channels (a Concat lays
+    its inputs side by side), along axis 1, or along the last axis of a rank-3 output (a detector's
+    [batch, 4 + classes, anchors] or [batch, anchors, 4 + classes]); the two groups' peaks are at least
+    100x apart with a 10x jump between them, so an embedding's uneven units or a photo's dark columns
+    are not split."""
+    ref = np.abs(np.asarray(reference, dtype=np.float32))
+    if ref.ndim < 3:  # [batch, features]: an embedding's or logits' units are not channel groups
+        return []
+    for axis in (1, 2) if ref.ndim == 3 else (1,):
+        size = ref.shape[axis]
+        if not 2 <= size <= max_channels:
             continue
-        mags = ref.max(axis=tuple(a for a in range(ref.ndim) if a != axis))
-        order = np.argsort(mags)
-        sorted_mags = mags[order]
-        positive = sorted_mags[sorted_mags > 0]
-        if len(positive) < 2 or positive[-1] / positive[0] < SCALE_SPLIT:
+        mags = ref.max(axis=tuple(a for a in range(ref.ndim) if a != axis)).astype(np.float64)
+        if not np.all(np.isfinite(mags)):
             continue
-        cuts = [i + 1 for i in range(len(order) - 1)
-                if sorted_mags[i] > 0 and sorted_mags[i + 1] / sorted_mags[i] >= GAP]
-        groups = [sorted(order[a:b].tolist()) for a, b in zip([0, *cuts], [*cuts, len(order)])]
-        if len(groups) > 1:
-            found += [(axis, g) for g in groups]
-            break  # one axis holds the mix; the other is anchors or positions
-    return found
+        for cut in range(1, size):  # contiguous: the channels before the cut, and from it on
+            low, high = sorted((mags[:cut], mags[cut:]), key=lambda m: m.max())
+            if low.max() > 0 and high.min() >= GAP * low.max() and high.max() >= SCALE_SPLIT * low.max():
+                return [(axis, list(range(cut))), (axis, list(range(cut, size)))]
+    return []
 
 
-def slice_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, str | None]:
-    """The worst channel group of an output of mixed scales, judged by its own measure: relative
-    agreement 1 - ||candidate - reference|| / ||reference|| over the group, per sample, averaged
-    (cosine alone keeps a group of 0..1 scores that INT8 flattened to one value near 1). (1.0, None)
-    where the output's scale is uniform."""
-    ref = np.asarray(reference, dtype=np.float64)
-    out = np.asarray(candidate, dtype=np.float64)
+def slice_agreement(reference: np.ndarray, candidate: np.ndarray,
+                    groups: list[tuple[int, list[int]]] | None = None) -> tuple[float, str | None]:
+    """The worse of an output's two scale groups (:func:`scale_groups`), each judged on its own:
+    1 - RMS(candidate - reference) / the group's peak, so a group of 0..1 scores that INT8 flattened to
+    one value scores low even while the whole output's cosine stays near 1. (1.0, None) where the
+    output's scale is uniform."""
+    ref = np.asarray(reference, dtype=np.float32)
+    out = np.asarray(candidate, dtype=np.float32)
+    groups = scale_groups(ref) if groups is None else groups
     worst, where = 1.0, None
-    for axis, group in scale_groups(ref):
-        r = np.take(ref, group, axis=axis).reshape(len(ref), -1)
-        o = np.take(out, group, axis=axis).reshape(len(out), -1)
-        norm = np.linalg.norm(r, axis=1)
-        error = np.linalg.norm(o - r, axis=1)
-        value = float(np.mean(np.where(norm > 0, np.clip(1 - error / np.maximum(norm, 1e-30), 0, 1),
-                                       (error == 0).astype(float))))
-        if value < worst or where is None:
-            span = f"{group[0]}-{group[-1]}" if group == list(range(group[0], group[-1] + 1)) else \
-                f"{len(group)} of them"
-            peak = float(np.abs(r).max())
-            worst, where = min(worst, value), (f"channels {span} on axis {axis} (values up to {peak:.3g}): relative "
-                                               f"agreement {value:.4f}")
+    for axis, group in groups:
+        r = np.take(ref, group, axis=axis)
+        o = np.take(out, group, axis=axis)
+        peak = float(np.abs(r).max())
+        rms = float(np.sqrt(np.mean((o.astype(np.float64) - r) ** 2)))
+        value = 1.0 if peak == 0 else float(np.clip(1 - rms / peak, 0, 1))
+        if where is None or value < worst:
+            worst, where = value, (f"channels {group[0]}-{group[-1]} on axis {axis} (values up to {peak:.3g}): "
+                                   f"1 - rms error / peak = {value:.4f}")
     return worst, where
 
 
@@ -262,9 +264,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {out.shape}")
     ref_norm, out_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(out, axis=1)
     norms = ref_norm * out_norm
-    # both zero: the same; one zero and not the other: nothing in common (an output quantized to 0)
+    # One side zero: the same where the other is negligible against the largest sample (a
+    # probability of 0.001 quantized to 0), nothing in common otherwise (scores quantized to 0).
+    negligible = 1e-2 * float(ref_norm.max()) if len(ref_norm) else 0.0
     cosine = np.where(norms > 0, (ref * out).sum(1) / np.maximum(norms, 1e-30),
-                      np.where((ref_norm == 0) & (out_norm == 0), 1.0, 0.0))
+                      np.where(np.maximum(ref_norm, out_norm) <= negligible, 1.0, 0.0))
     return {
         "max_abs_diff": float(np.abs(ref - out).max()),
         "cosine": float(cosine.mean()),

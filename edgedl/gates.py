@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedl.artifacts import compare, predict, predict_outputs, slice_agreement
+from edgedl.artifacts import compare, predict, predict_outputs, scale_groups, slice_agreement
 from edgedl.bench import side_by_side
 
 
@@ -29,6 +29,7 @@ class Quality:
         self.references = predict_outputs(reference_path, self.x, **load_options) if self.kind == "cosine" else None
         self.reference = next(iter(self.references.values())) if self.references else \
             predict(reference_path, self.x, **load_options)
+        self.groups = {n: scale_groups(r) for n, r in (self.references or {}).items()}  # once, not per candidate
         self.worst: dict[str, str] = {}  # per candidate file: the output slice that decided its value
         self.reference_value = self(None)
         self.warning = self._at_chance()
@@ -61,19 +62,24 @@ class Quality:
         """The lowest of every output's cosine and, where an output mixes scales (a detector's boxes in
         pixels beside its 0..1 scores), of each of its groups' own agreement; the slice that decided it
         is kept in ``worst``."""
+        from edgedl.errors import EdgedlError
+
         outs = self.references if path is None else predict_outputs(path, self.x, **self.load_options)
         # by name where both files name their outputs alike; else in order (a .tflite renames them)
         paired = [outs[n] for n in self.references] if set(outs) == set(self.references) else list(outs.values())
-        value, why = 1.0, None
+        if len(paired) != len(self.references) or any(o.size != r.size for o, r in zip(paired, self.references.values())):
+            raise EdgedlError(f"{Path(path).name}'s outputs {[(n, list(o.shape)) for n, o in outs.items()]} do not "
+                              f"match the float file's {[(n, list(r.shape)) for n, r in self.references.items()]}")
+        value, why, decided = 1.0, None, False
         for (name, ref), out in zip(self.references.items(), paired):
-            out = out.reshape(ref.shape) if out.size == ref.size else out
+            out = out.reshape(ref.shape)
             cosine = compare(ref, out)["cosine"]
             if cosine < value:
-                value, why = cosine, f"output '{name}': cosine {cosine:.4f}"
-            grouped, where = slice_agreement(ref, out)
+                value, why, decided = cosine, f"output '{name}': cosine {cosine:.4f}", len(self.references) > 1
+            grouped, where = slice_agreement(ref, out, self.groups[name])
             if where and grouped < value:
-                value, why = grouped, f"output '{name}', {where}"
-        if path is not None and why:
+                value, why, decided = grouped, f"output '{name}', {where}", True
+        if path is not None and decided:  # said only where a slice or one of several outputs decided it
             self.worst[str(path)] = why
         return value
 

@@ -47,3 +47,31 @@ def write_images(folder, count: int = 24, size: int = 64):
         top, left = rng.integers(0, photo.shape[0] - size), rng.integers(0, photo.shape[1] - size)
         matplotlib.image.imsave(folder / f"crop{i:02d}.png", photo[top:top + size, left:left + size])
     return folder
+
+
+class DetectorV5(nn.Module):
+    """YOLOv5's layout: per level, Concat(xy, wh, conf) on the last axis, a Reshape, then one Concat
+    across levels; [batch, anchors, 4 + classes]."""
+
+    def __init__(self, classes: int = 6, image: int = 320):
+        super().__init__()
+        self.image = float(image)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU())
+        self.levels = nn.ModuleList([nn.Conv2d(16, 16, 3, s, 1) for s in (2, 4)])
+        self.heads = nn.ModuleList([nn.Conv2d(16, 4 + classes, 1) for _ in range(2)])
+
+    def forward(self, x):
+        f = self.stem(x)
+        outs = []
+        for level, head in zip(self.levels, self.heads):
+            p = head(torch.relu(level(f))).flatten(2).transpose(1, 2)  # [batch, anchors, 4 + classes]
+            xy = torch.sigmoid(p[..., :2]) * self.image
+            wh = torch.sigmoid(p[..., 2:4]) * self.image
+            conf = torch.sigmoid(p[..., 4:])
+            outs.append(torch.cat([xy, wh, conf], -1).reshape(x.shape[0], -1, p.shape[-1]))
+        return torch.cat(outs, 1)
+
+
+def build_v5(classes: int = 6, **_):
+    torch.manual_seed(0)
+    return DetectorV5(classes).eval()

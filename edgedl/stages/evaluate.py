@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from edgedl.artifacts import accuracy, compare, predict, runnable, slice_agreement, wilson_interval
+from edgedl.artifacts import accuracy, compare, predict, runnable, scale_groups, slice_agreement, wilson_interval
 from edgedl.errors import StageError
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
@@ -89,18 +89,20 @@ class EvaluateStage(Stage):
         why = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
         if ctx.task == "embedding":
             why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
+        groups = scale_groups(reference) if measure == "cosine" else []  # the first output's, as the table shows
         for record in records:
             out = self._outputs(ctx, record, split)
             value = compare(reference.reshape(len(reference), -1), out)[measure]
             agreement = {"measure": measure, "value": value, "reference": records[0]["name"], "samples": len(split)}
-            if measure == "cosine":  # an output of mixed scales: its worst group, judged on its own, counts
-                grouped, where = slice_agreement(reference, out.reshape(reference.shape))
-                if where and grouped < value:
+            if groups:  # an output of mixed scales: its worse group, judged on its own, counts
+                grouped, where = slice_agreement(reference, out.reshape(reference.shape), groups)
+                if grouped < value:
                     value = grouped
                     agreement.update(value=value, worst_slice=where, measure="cosine, worst slice")
+            said = f"{agreement['measure']} {value:.4f}"
             ctx.run.set_metrics(record, {"agreement": agreement},
-                                notes={"accuracy": f"{why} ({measure} {value:.4f} against {records[0]['name']})"})
-            ctx.log(f"evaluated {record['name']}: {measure} {value:.4f} against {records[0]['name']} on {len(split)} "
+                                notes={"accuracy": f"{why} ({said} against {records[0]['name']})"})
+            ctx.log(f"evaluated {record['name']}: {said} against {records[0]['name']} on {len(split)} "
                     f"{self.config.split} samples")
 
     def _reconstruction(self, ctx: RunContext, split, records: list) -> None:

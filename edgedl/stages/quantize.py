@@ -133,11 +133,7 @@ class QuantizeStage(Stage):
             best = Attempt(c.precision, out, value, drop, drop <= c.max_accuracy_drop)
             info["candidates"] = [best.summary()]
 
-        info.update(scheme=best.scheme, quality=best.quality, drop_points=best.drop_points,
-                    accuracy_gate=best.passed, float_layers=best.float_layers, why_float=best.why_float,
-                    worst_slice=best.worst)
-        for reason, layers in _by_reason(best.why_float).items():  # every float layer's reason, on screen too
-            ctx.log(f"kept in float ({', '.join(layers)}): {reason}")
+        self._describe(info, best)
         notes: dict = {}
         if not best.passed:
             message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
@@ -153,7 +149,16 @@ class QuantizeStage(Stage):
                                                   prepared, calib if prepared is not None else None)
             if info["speed_gate"]["passed"] is not True:
                 notes["speed_gate"] = info["speed_gate"]["verdict"]
+            self._describe(info, best)  # the grouped-convolution retry may have changed the file kept
+        for reason, layers in _by_reason(best.why_float).items():  # every float layer's reason, on screen too
+            ctx.log(f"kept in float ({', '.join(layers)}): {reason}")
         self._add(ctx, parent, best, info, notes)
+
+    @staticmethod
+    def _describe(info: dict, best: Attempt) -> None:
+        info.update(scheme=best.scheme, quality=best.quality, drop_points=best.drop_points,
+                    accuracy_gate=best.passed, float_layers=list(best.float_layers), why_float=dict(best.why_float),
+                    worst_slice=best.worst)
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes
@@ -259,6 +264,7 @@ class QuantizeStage(Stage):
             gate["grouped_conv_in_float"] = {"layers": len(grouped), "p50_ms": retry_ms, "quality": value}
             if retry_ms < q_ms and quality.drop_points(value) <= self.config.max_accuracy_drop:
                 best.path, best.quality, best.drop_points = retry, value, quality.drop_points(value)
+                best.worst = quality.worst.get(str(retry))
                 best.float_layers = best.float_layers + grouped
                 best.why_float.update({n: f"grouped convolution: {retry_ms:.3f} ms p50 with it in float against "
                                           f"{q_ms:.3f} ms in INT8 on this host" for n in grouped})

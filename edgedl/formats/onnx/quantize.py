@@ -104,6 +104,18 @@ def prepare(src: Path, dst: Path) -> None:
         _ort_quant().quant_pre_process(str(dst), str(dst), skip_symbolic_shape=True)
     except Exception:
         pass  # pre-processing is an optimisation; quantization works without it
+    model = onnx.load(str(dst))
+    unnamed = [n for n in model.graph.node if not n.name]
+    if unnamed:  # nodes are excluded from quantization by name: an unnamed one cannot be kept in float alone
+        taken = {n.name for n in model.graph.node}
+        for i, node in enumerate(model.graph.node):
+            if not node.name:
+                name = f"{node.op_type}_{i}"
+                while name in taken:
+                    name += "_"
+                node.name = name
+                taken.add(name)
+        onnx.save(model, str(dst))
 
 
 def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
@@ -125,40 +137,73 @@ LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identi
 
 
 def mixed_scale_nodes(path: Path, feeds: list[dict], samples: int = 16) -> dict[str, str]:
-    """Nodes to keep in float, each with its reason: those that build a graph output whose values
-    differ in scale by orders of magnitude (a detector's boxes in pixels beside its 0..1 scores).
-    One INT8 range over such a tensor spends its 256 levels on the large values and flattens the
-    small ones, so the output and what joins it (the Concat, and layout ops after it) stay in float;
-    the Concat's inputs, each of one scale, are still quantized, each with its own range."""
+    """Nodes to keep in float, each with its reason: every node that makes or reads a tensor joining
+    values whose scales differ by orders of magnitude (a detector's boxes in pixels beside its 0..1
+    scores). One INT8 range over such a tensor spends its 256 levels on the large values and
+    flattens the small ones. Such a tensor is made by a Concat whose inputs' peaks are 100x apart, and
+    stays mixed through layout ops and further Concats (YOLOv5's per-level Concat, Reshape, then one
+    across levels); a graph output of two scale groups (:func:`edgedl.artifacts.scale_groups`) counts
+    too, whatever made it. The Concat's inputs, each of one scale, are still quantized, each with its
+    own range."""
     import onnx
     import onnxruntime as ort
 
-    from edgedl.artifacts import scale_groups
+    from edgedl.artifacts import SCALE_SPLIT, scale_groups
 
     model = onnx.load(str(path), load_external_data=False)
-    producers = {out: node for node in model.graph.node for out in node.output}
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    runs = [session.run(names, feed) for feed in feeds[:samples]]
+    graph = model.graph
+    outputs = [o.name for o in graph.output]
+    concats = [n for n in graph.node if n.op_type == "Concat"]
+    known = set(outputs)
+    for node in concats:  # the Concats' inputs, read in the same run (peaks per input)
+        for name in node.input:
+            if name and name not in known:
+                graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                known.add(name)
+    probe = path.with_name(path.stem + ".scales.onnx")
+    onnx.save(model, str(probe))
+    try:
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, feed) for feed in feeds[:samples]]
+    except Exception:  # a Concat of integer shapes among them, or ORT refusing the probe: outputs only
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        runs = [session.run(names, feed) for feed in feeds[:samples]]
+    finally:
+        probe.unlink(missing_ok=True)
+    peak = {n: max(float(np.abs(np.asarray(r[i], dtype=np.float64)).max()) if np.size(r[i]) else 0.0 for r in runs)
+            for i, n in enumerate(names) if all(np.issubdtype(np.asarray(r[i]).dtype, np.floating) for r in runs)}
+    mixed: dict[str, str] = {}  # tensor: why
+    for node in concats:
+        peaks = [peak[i] for i in node.input if i in peak and peak[i] > 0]
+        if len(peaks) > 1 and max(peaks) >= SCALE_SPLIT * min(peaks):
+            mixed[node.output[0]] = (f"its Concat joins values {min(peaks):.3g} to {max(peaks):.3g} in scale "
+                                     f"({max(peaks) / min(peaks):.0f}x apart)")
+    for name in outputs:
+        if name in names and name not in mixed:
+            values = np.concatenate([np.asarray(r[names.index(name)]) for r in runs]) if runs else None
+            if values is not None and values.ndim >= 1 and scale_groups(values):
+                mixed[name] = "it holds channel groups 100x apart in scale"
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producers = {out: node for node in graph.node for out in node.output}
+    pending = list(mixed)
+    while pending:  # mixed stays mixed through layout ops and Concats
+        tensor = pending.pop()
+        for node in consumers.get(tensor, []):
+            if node.op_type in LAYOUT_OPS | {"Concat"} and node.output and node.output[0] not in mixed:
+                mixed[node.output[0]] = mixed[tensor]
+                pending.append(node.output[0])
     found: dict[str, str] = {}
-    for i, name in enumerate(names):
-        values = np.concatenate([np.asarray(r[i]) for r in runs])
-        groups = scale_groups(values)
-        if not groups:
-            continue
-        axis = groups[0][0]
-        peaks = [float(np.abs(np.take(values, g, axis=axis)).max()) for _, g in groups]
-        chain, tensor = [], name
-        while tensor in producers:
-            node = producers[tensor]
-            chain.append(node)
-            if node.op_type not in LAYOUT_OPS:
-                break
-            tensor = node.input[0]
-        reason = (f"output '{name}' holds values {min(peaks):.3g} to {max(peaks):.3g} in scale ({max(peaks) / max(min(peaks), 1e-30):.0f}x "
-                  "apart): one INT8 range would flatten the small ones, so what builds it stays in float")
-        for node in chain:
-            found[node.name] = reason
+    for tensor, why in mixed.items():
+        shown = next((o for o in outputs if o == tensor), None)
+        for node in [producers.get(tensor), *consumers.get(tensor, [])]:
+            if node is not None and node.name and node.name not in found:
+                found[node.name] = (f"'{tensor}'{' (an output)' if shown else ''}: {why}; one INT8 range would "
+                                    "flatten the small values, so the nodes that make or read it stay in float")
     return found
 
 
