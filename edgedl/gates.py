@@ -17,14 +17,34 @@ from edgedl.artifacts import compare, predict, predict_outputs, scale_groups, sl
 from edgedl.bench import side_by_side
 
 
-class Quality:
-    """Scores artifacts on a split: accuracy with labels, else agreement with the reference file."""
+def user_metric(spec: str, where: str):
+    """The function a recipe names as its measure (``path/to/metrics.py:fn`` or ``module:fn``), called
+    ``fn(outputs, labels, reference) -> float``; running it is running the user's code (the recipe
+    needs --trust-model-code, checked before any work)."""
+    from edgedl.errors import StageError
+    from edgedl.models.spec import _import_target
 
-    def __init__(self, split, reference_path: Path, classifier: bool, use_labels: bool = True, **load_options: Any):
+    target, _, attr = spec.rpartition(":")
+    function = getattr(_import_target(target, spec), attr, None) if target and attr else None
+    if not callable(function):
+        raise StageError(f"{where} {spec}: not a callable (path/to/metrics.py:fn or module:fn)")
+    return function
+
+
+class Quality:
+    """Scores artifacts on a split: accuracy with labels, else agreement with the reference file; or
+    the recipe's own measure (``metric``), higher is better, 0.01 of it one point."""
+
+    def __init__(self, split, reference_path: Path, classifier: bool, use_labels: bool = True,
+                 metric: str | None = None, **load_options: Any):
         self.x, self.y = split.x, (split.y if use_labels else None)  # an embedding's or reconstruction's labels say nothing
         self.load_options = load_options
         self.classifier = classifier
-        self.kind = "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
+        self.metric = (metric, user_metric(metric, "stages.quantize.metric")) if metric else None
+        if self.metric:
+            self.y = split.y  # the user's measure gets the labels there are
+        self.kind = f"metric {metric.rpartition(':')[2]}" if metric else \
+            "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
         # cosine judges every output, and each group of values of its own scale within one
         self.references = predict_outputs(reference_path, self.x, **load_options) if self.kind == "cosine" else None
         self.reference = next(iter(self.references.values())) if self.references else \
@@ -50,6 +70,14 @@ class Quality:
                 "first (a train stage, or --epochs)")
 
     def __call__(self, path: Path | None) -> float:
+        if self.metric:
+            from edgedl.errors import StageError
+
+            out = self.reference if path is None else predict(path, self.x, **self.load_options)
+            try:
+                return float(self.metric[1](out, self.y, self.reference))
+            except Exception as exc:
+                raise StageError(f"stages.quantize.metric {self.metric[0]} failed: {type(exc).__name__}: {exc}") from None
         if self.kind == "cosine":
             return self._worst_output(path)
         out = self.reference if path is None else predict(path, self.x, **self.load_options)

@@ -162,3 +162,32 @@ def test_cosine_of_an_output_quantized_to_zero_is_zero():
     assert scale_groups(uniform) == [] and slice_agreement(uniform, uniform) == (1.0, None)
     mixed = np.concatenate([uniform[:, :4] * 300, uniform[:, 4:]], axis=1)
     assert [g for _, g in scale_groups(mixed)] == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]
+
+
+def test_the_gate_takes_the_recipes_own_measure(detector_run, tmp_path):
+    """A recipe names its task's measure (here: how many anchors keep the same best class with a score
+    above 0.5, as a detector is used); the accuracy gate judges by it, and a failing measure is one line."""
+    from edgedl.cli import main
+
+    _, images = detector_run
+    metrics = tmp_path / "detmetrics.py"
+    metrics.write_text(
+        "import numpy as np\n"
+        "def same_detections(outputs, labels, reference):\n"
+        "    keep = lambda o: np.where(o[:, 4:].max(1) > 0.5, o[:, 4:].argmax(1), -1)\n"
+        "    return float((keep(outputs) == keep(reference)).mean())\n"
+        "def broken(outputs, labels, reference):\n"
+        "    raise ValueError('no boxes')\n")
+    common = ["compress", "--model", f"{HEAD}:build", "--data", f"images:{images}:3x64x64", "--quantize", "int8",
+              "--trust-model-code", "--quiet", "--no-db", "--set", "stages.benchmark.runs=5",
+              "--set", "stages.benchmark.rounds=1", "--set", "stages.benchmark.min_seconds=0"]
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--out", str(tmp_path / "run"), "--set", f"stages.quantize.metric={metrics}:same_detections"])
+    assert exc.value.code == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    q = next(a for a in manifest["artifacts"] if a["name"] == "yolo_head.int8.onnx")["quantization"]
+    assert q["quality_metric"] == "metric same_detections" and q["reference_quality"] == 1.0
+    assert 0.95 <= q["quality"] <= 1.0 and q["accuracy_gate"]
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--out", str(tmp_path / "broken"), "--set", f"stages.quantize.metric={metrics}:broken"])
+    assert exc.value.code == 1

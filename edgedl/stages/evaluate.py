@@ -52,13 +52,11 @@ class EvaluateStage(Stage):
 
     def _custom(self, ctx: RunContext, split, records: list) -> None:
         """The user's measure on every file: ``fn(outputs, labels, reference)``, recorded as ``metric``."""
-        from edgedl.models.spec import _import_target
+        from edgedl.gates import user_metric
 
         spec = self.config.metric
-        target, _, attr = spec.rpartition(":")
-        function = getattr(_import_target(target, spec), attr, None) if target and attr else None
-        if not callable(function):
-            raise StageError(f"stages.evaluate.metric {spec}: not a callable (path/to/metrics.py:fn or module:fn)")
+        attr = spec.rpartition(":")[2]
+        function = user_metric(spec, "stages.evaluate.metric")
         reference = self._outputs(ctx, records[0], split) if records else None
         for record in records:
             try:

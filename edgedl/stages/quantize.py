@@ -88,6 +88,10 @@ class QuantizeConfig(StageConfig):
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
     threads: Optional[int] = Field(None, ge=1, description="threads for the speed gate's timing")
+    metric: Optional[str] = Field(None, description="the accuracy gate's measure instead of accuracy or agreement: "
+                                                    "path/to/metrics.py:fn or module:fn, called fn(outputs, labels, "
+                                                    "reference) -> float, higher is better, 0.01 of it one point; "
+                                                    "Python you run")
 
 
 class QuantizeStage(Stage):
@@ -104,7 +108,7 @@ class QuantizeStage(Stage):
         work = ctx.run.tempdir()
         task = (read_sidecar(parent_path) or {}).get("task")
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
-                          use_labels=task not in UNLABELLED_TASKS)
+                          use_labels=task not in UNLABELLED_TASKS, metric=c.metric)
         sample = single_sample(ctx.dataset.val.x)
         threads = c.threads or bench_threads(ctx.recipe)
         info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
