@@ -477,9 +477,9 @@ def build_engine_on(onnx: str | Path, on: str, flags: list[str], reach: dict | N
     if (facts.get("backends") or {}).get("tensorrt") is None:
         raise DeviceError(f"{executor.label}: {executor.host} has no TensorRT for edgedl to build with (on a Jetson: "
                           "JetPack's python3-libnvinfer, with edgedl's venv made with --system-site-packages)")
-    members = [(onnx, f"artifact/{onnx.name}")]
-    members += [(p, f"artifact/{p.name}") for p in (sidecar_path(onnx), onnx.with_name(onnx.name + ".data"))
-                if p.is_file()]
+    from edgedl.bench.executors.ssh import artifact_members
+
+    members = artifact_members(onnx)
     with tempfile.TemporaryDirectory(prefix=".edgedl-build-", dir=onnx.parent) as tmp:
         rc, log = executor.run_edgedl(["build-engine", f"artifact/{onnx.name}", *flags], members, Path(tmp),
                                       what=f"building the engine of {onnx.name}",

@@ -92,9 +92,11 @@ def ON_OPTIONS(command):
 
 def DB_OPTIONS(command):
     """The results database every bench and run goes into."""
-    command = click.option("--no-db", is_flag=True, help="Do not store the results.")(command)
-    return click.option("--db", metavar="URL",
-                        help="Results database (default: EDGEDL_RESULTS_DB, else sqlite:///~/.edgedl/results.db).")(command)
+    return _options(command, [
+        click.option("--db", metavar="URL",
+                     help="Results database (default: EDGEDL_RESULTS_DB, else sqlite:///~/.edgedl/results.db)."),
+        click.option("--no-db", is_flag=True, help="Do not store the results."),
+    ])
 
 
 def open_db(url: str | None):
@@ -104,14 +106,13 @@ def open_db(url: str | None):
     return ResultsDB(url)
 
 
-def store_results(db, rows_or_results: list[dict], **row) -> str | None:
-    """Store bench results (or ready rows); the line that says where, or why not (the results stay on
-    disk and on screen either way)."""
-    if db is None or not rows_or_results:
+def store_results(db, rows: list[dict]) -> str | None:
+    """Store result rows (:func:`edgedl.results.bench_row`, :func:`~edgedl.results.compress_rows`); the
+    line that says where, or why not (the results stay on disk and on screen either way)."""
+    if db is None or not rows:
         return None
-    from edgedl.results import DatabaseError, bench_row
+    from edgedl.results import DatabaseError
 
-    rows = [r if "created_at" in r else bench_row(r, **row) for r in rows_or_results]
     try:
         ids = db.add(rows)
     except DatabaseError as exc:
@@ -296,9 +297,8 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
     if json_path is not None and str(json_path) != "-":  # before the run, not after it
         check_writable(json_path, "--json")
     if request_path is not None:
-        context = click.get_current_context()
-        given = [p.opts[-1] for p in context.command.params if p.name not in ("request_path", "json_path", "quiet",
-                 "trust_model_code") and context.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        given = [p.opts[-1] for n, p in _given().items() if n not in ("request_path", "json_path", "quiet",
+                                                                      "trust_model_code")]
         if artifact is not None or given:
             raise click.UsageError(f"--request carries the artifact and every option; drop {artifact or given[0]}")
         request = BenchRequest.read(request_path)
@@ -321,7 +321,9 @@ def bench(artifact, request_path, data, runs, warmup, min_seconds, batch, thread
         return
     store = None if no_db or request_path is not None else open_db(db)  # an executor's child: its parent stores
     result = request.run(trust_model_code=trust_model_code)
-    stored = store_results(store, [result])
+    from edgedl.results import bench_row
+
+    stored = store_results(store, [bench_row(result)] if store is not None else [])
     to_stdout = json_path is not None and str(json_path) == "-"
     if to_stdout:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -577,8 +579,7 @@ def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, 
         raise click.UsageError("--tensorrt applies to --dry-run; a build uses the TensorRT installed here")
     if on:
         context = click.get_current_context()
-        given = {p.name: p for p in context.command.params
-                 if context.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
+        given = _given()
         local = [given[n].opts[-1] for n in ("out", "timing_cache", "cache_dir") if n in given]
         if local:
             raise click.UsageError(f"{local[0]} is a path on this machine; with --on the engine comes back beside the "
@@ -597,6 +598,13 @@ def build_engine(onnx, out, precision, sparsity, dla_core, batch, workspace_mb, 
     gpu = sidecar["gpu"]
     click.echo(f"{'reused' if sidecar['cached'] else 'built'} {sidecar['artifact']} ({sidecar['precision']}, TensorRT "
                f"{sidecar['tensorrt']['version']}, {gpu['name']} compute capability {gpu['compute_capability']})")
+
+
+def _given() -> dict:
+    """The current command's parameters the user typed on the command line, by name."""
+    context = click.get_current_context()
+    return {p.name: p for p in context.command.params
+            if context.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
 
 
 def _flag(param, value) -> list[str]:

@@ -35,7 +35,10 @@ def bench_fleet(request, addresses: list[str], json_path, quiet: bool, db: str |
     outcomes = bench_on(request, addresses, say=say, **options)
     done = [o for o in outcomes if o.result is not None]
     name = Path(request.artifact).name
-    stored = store_results(store, [o.result for o in done], run_dir=run_dir, artifact_name=name)
+    from edgedl.results import bench_row
+
+    stored = store_results(store, [bench_row(o.result, run_dir=run_dir, artifact_name=name) for o in done]
+                           if store is not None else [])
     if run_dir is not None:
         (run_dir / FLEET_DIR).mkdir(exist_ok=True)
         for o in done:

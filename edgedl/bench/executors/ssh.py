@@ -180,16 +180,29 @@ class SshExecutor(Executor):
         other files to bring back (moved into ``out/``). Returns (exit code, log)."""
         self.check()
         into.mkdir(parents=True, exist_ok=True)
-        bundle = into / ".sent.tar"
+        line = " ".join(shlex.quote(a) for a in args)
+        proc = self._in_fresh_folder(
+            'mkdir -p out; rc=0; '
+            f'{shlex.quote(self.edgedl)} {line} >out/log.txt 2>&1 || rc=$?; echo "$rc" >out/rc; '
+            + (f"for f in {collect}; do [ -f \"$f\" ] && mv \"$f\" out/; done; " if collect else "")
+            + "tar -cf - out", members, into / ".sent.tar", what)
+        try:
+            _safe_extract(proc.stdout, into)
+        except (tarfile.TarError, OSError) as exc:
+            raise DeviceError(f"{self.label}: {self.host} sent back no files ({exc})") from None
+        rc = int((into / "out" / "rc").read_text().strip() or 1)
+        return rc, into / "out" / "log.txt"
+
+    def _in_fresh_folder(self, body: str, members: list[tuple[Path, str]], bundle: Path,
+                         what: str) -> subprocess.CompletedProcess:
+        """``body`` (a shell line) on the device, run in a fresh temporary folder holding ``members``
+        (sent as a tar on its standard input); the folder goes however the command ends, normally or
+        by a signal (HUP when sshd closes it). A non-zero exit is one line, the device's last."""
         with tarfile.open(bundle, "w") as tar:
             for path, name in members:
                 tar.add(path, arcname=name, recursive=False)
-        line = " ".join(shlex.quote(a) for a in args)
         command = ('set -e; D=$(mktemp -d); trap \'rm -rf "$D"\' EXIT; trap \'exit 129\' HUP INT TERM; '
-                   'tar -xf - -C "$D"; cd "$D"; mkdir -p out; rc=0; '
-                   f'{shlex.quote(self.edgedl)} {line} >out/log.txt 2>&1 || rc=$?; echo "$rc" >out/rc; '
-                   + (f"for f in {collect}; do [ -f \"$f\" ] && mv \"$f\" out/; done; " if collect else "")
-                   + "tar -cf - out")
+                   'tar -xf - -C "$D"; cd "$D"; ' + body)
         try:
             with open(bundle, "rb") as stream:
                 proc = self._run(posix_sh(command), stdin=stream, what=what)
@@ -198,27 +211,21 @@ class SshExecutor(Executor):
         if proc.returncode != 0:
             said = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
             raise DeviceError(f"{self.label}: {what} on {self.host} failed: {said[:300]}")
-        try:
-            _safe_extract(proc.stdout, into)
-        except (tarfile.TarError, OSError) as exc:
-            raise DeviceError(f"{self.label}: {self.host} sent back no files ({exc})") from None
-        rc = int((into / "out" / "rc").read_text().strip() or 1)
-        return rc, into / "out" / "log.txt"
+        return proc
 
     def bench(self, request: BenchRequest, scratch: Path) -> dict:
         facts = self.check(request)
-        bundle, sent = _bundle(request, scratch, self.host)
+        members, remote = _bench_members(request)
+        scratch.mkdir(parents=True, exist_ok=True)
+        request_file = scratch / f"{Path(request.artifact).name}.{self.host}.request.json"
+        remote.write(request_file)
         trust = " --trust-model-code" if self.trust_model_code else ""
-        # the folder goes however the command ends: normally, or by a signal (HUP when sshd closes it)
-        command = ('set -e; D=$(mktemp -d); trap \'rm -rf "$D"\' EXIT; trap \'exit 129\' HUP INT TERM; '
-                   'tar -xf - -C "$D"; cd "$D"; '
-                   f"{shlex.quote(self.edgedl)} bench --request request.json --json result.json --quiet{trust} "
-                   '>/dev/null 2>err.txt || { tail -n 1 err.txt >&2; exit 3; }; cat result.json')
-        with open(bundle, "rb") as stream:
-            proc = self._run(posix_sh(command), stdin=stream, what=f"benchmarking {Path(request.artifact).name}")
-        if proc.returncode != 0:
-            said = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            raise DeviceError(f"{self.label}: edgedl bench on {self.host} failed: {said[:300]}")
+        proc = self._in_fresh_folder(
+            f"{shlex.quote(self.edgedl)} bench --request request.json --json result.json --quiet{trust} "
+            '>/dev/null 2>err.txt || { tail -n 1 err.txt >&2; exit 3; }; cat result.json',
+            [*members, (request_file, "request.json")], scratch / f"{Path(request.artifact).name}.{self.host}.tar",
+            f"benchmarking {Path(request.artifact).name}")
+        sent = [name for _, name in members]
         try:
             result = json.loads(proc.stdout)
         except ValueError:
@@ -273,29 +280,23 @@ def _needs_backend(label: str, host: str, facts: dict, request: BenchRequest) ->
                           f"{Path(request.artifact).name}: install it there with pip install 'edgedl[{info.extra}]'")
 
 
-def _bundle(request: BenchRequest, scratch: Path, host: str) -> tuple[Path, list[str]]:
-    """A tar of what the device needs (artifact, sidecar, the request rewritten to the copies' names,
-    a data file it names) and the list of what went."""
+def artifact_members(artifact: Path) -> list[tuple[Path, str]]:
+    """An artifact and what travels with it, as (file, name in the device's folder): its sidecar, ONNX
+    external data, a text model's tokenizer."""
     from edgedl.runtime.sidecar import sidecar_path
 
+    beside = [sidecar_path(artifact), *sorted(artifact.parent.glob(artifact.name + ".data")),
+              *sorted(artifact.parent.glob(artifact.stem + ".tokenizer*"))]
+    return [(artifact, f"artifact/{artifact.name}"), *((p, f"artifact/{p.name}") for p in beside if p.is_file())]
+
+
+def _bench_members(request: BenchRequest) -> tuple[list[tuple[Path, str]], BenchRequest]:
+    """What a bench sends (the artifact's files, a data file it names) and the request rewritten to
+    the copies' names."""
     artifact = Path(request.artifact)
-    members: list[tuple[Path, str]] = [(artifact, f"artifact/{artifact.name}")]
-    if sidecar_path(artifact).is_file():
-        members.append((sidecar_path(artifact), f"artifact/{sidecar_path(artifact).name}"))
-    for extra in sorted(artifact.parent.glob(artifact.name + ".data")) + sorted(artifact.parent.glob(artifact.stem + ".tokenizer*")):
-        members.append((extra, f"artifact/{extra.name}"))  # ONNX external data, a text model's tokenizer
+    members = artifact_members(artifact)
     update = {"artifact": f"artifact/{artifact.name}"}
-    data = request.data
-    if data and Path(data).is_file():  # a user's .npz travels; a built-in spec (digits) is made there
-        members.append((Path(data), f"data/{Path(data).name}"))
-        update["data"] = f"data/{Path(data).name}"
-    remote = request.model_copy(update=update)
-    scratch.mkdir(parents=True, exist_ok=True)
-    request_file = scratch / f"{artifact.name}.{host}.request.json"
-    remote.write(request_file)
-    bundle = scratch / f"{artifact.name}.{host}.tar"
-    with tarfile.open(bundle, "w") as tar:
-        for path, name in members:
-            tar.add(path, arcname=name, recursive=False)
-        tar.add(request_file, arcname="request.json")
-    return bundle, [name for _, name in members]
+    if request.data and Path(request.data).is_file():  # a user's .npz travels; a built-in spec is made there
+        members.append((Path(request.data), f"data/{Path(request.data).name}"))
+        update["data"] = f"data/{Path(request.data).name}"
+    return members, request.model_copy(update=update)
