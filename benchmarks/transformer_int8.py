@@ -60,7 +60,7 @@ def main() -> None:
     from edgedl.artifacts import predict
     from edgedl.bench import conditions
     from edgedl.data import load_dataset
-    from edgedl.gates import compare_latency
+    from edgedl.quantization.speed import time_rounds
     from edgedl.models.importers.hf import HFImporter
     from edgedl.recipe import validate_recipe
 
@@ -91,11 +91,8 @@ def main() -> None:
         ref = reference.reshape(len(reference), -1).astype(np.float64)
         cand = out.reshape(len(out), -1).astype(np.float64)
         cos = (ref * cand).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1))
-        if name == "fp32":
-            f_ms = compare_latency(fp32, fp32, sample, 2, rounds=args.rounds)[0]
-            q_ms = f_ms
-        else:
-            f_ms, q_ms = compare_latency(fp32, path, sample, 2, rounds=args.rounds)
+        timed = time_rounds({"fp32": fp32, "file": path}, sample, 2, rounds=args.rounds)
+        f_ms, q_ms = (float(np.median([r[0] for r in timed[k]])) for k in ("fp32", "file"))
         manifest = runs["int8" if "static" in name or name == "fp32" else "int8_dynamic"].manifest
         record = next((a for a in manifest["artifacts"] if Path(a["path"]).name == path.name), {})
         scheme = (record.get("quantization") or {}).get("scheme", "—")

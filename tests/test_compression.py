@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -98,7 +100,7 @@ def test_unlabelled_data_prunes_without_fine_tuning_and_says_so(tmp_path):
 # ---- distillation -------------------------------------------------------------------------
 
 def test_kd_loss_is_cross_entropy_at_alpha_0_and_zero_kl_for_equal_logits():
-    from edgedl.stages.distill import kd_loss
+    from edgedl.formats.torch.distillation import kd_loss
 
     logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
     assert torch.allclose(kd_loss(logits, logits, labels, 4.0, 0.0), torch.nn.functional.cross_entropy(logits, labels))
@@ -265,7 +267,8 @@ def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
         assert gate["fp32_p50_ms"] > 0 and gate["quantized_p50_ms"] > 0
     slow = a["mlp.fp16.onnx"]
     assert slow["quantization"]["speed_gate"]["passed"] is False and slow["recommended"] is False
-    assert "fp16 is not faster than mlp.fp32.onnx on this host" in slow["notes"]["speed_gate"]
+    assert re.match(r"fp16 is (slower|not faster) than mlp.fp32.onnx on this host.*; keep mlp.fp32.onnx$",
+                    slow["notes"]["speed_gate"])
     assert slow["quantization"]["speed_gate"]["op_ms"]["quantized"]  # the per-op profile explains it
     assert "mlp.fp16.onnx`: fp16" in (tmp_path / "run" / "report.md").read_text()
     assert "not recommended" in (tmp_path / "run" / "report.md").read_text()

@@ -5,7 +5,6 @@ boxes in pixels beside 0..1 scores, joined by a Concat) on crops of real photogr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,8 @@ def test_the_gate_refuses_a_detector_that_detects_nothing(detector_run, tmp_path
 
     from edgedl.artifacts import compare
     from edgedl.formats.onnx import quantize as qo
-    from edgedl.gates import Quality
+    from edgedl.quantization.quality import Quality
+    from edgedl.quantization.rules import mixed_scale_nodes
 
     out, images = detector_run
     fp32 = out / "artifacts" / "yolo_head.fp32.onnx"
@@ -90,7 +90,7 @@ def test_the_gate_refuses_a_detector_that_detects_nothing(detector_run, tmp_path
     assert quality.drop_points(value) > 1.0  # the gate's default allows 1 point: refused
     assert "channels 4-23 on axis 1" in quality.worst[str(flat)]
     # and the rule that keeps it out of one range finds the Concat
-    found = qo.mixed_scale_nodes(prepared, [{"input": x[i:i + 1]} for i in range(8)])
+    found = mixed_scale_nodes(qo.OnnxBackend(prepared, [{"input": x[i:i + 1]} for i in range(8)]))
     assert any("cat" in n.lower() for n in found)
 
 
@@ -101,6 +101,7 @@ def test_nested_concats_yolov5_style_stay_out_of_one_range(tmp_path, detector_ru
 
     from edgedl.formats.onnx import quantize as qo
     from edgedl.formats.onnx.export import export_onnx
+    from edgedl.quantization.rules import mixed_scale_nodes
 
     _, images = detector_run
     x = _photos(images)
@@ -108,7 +109,7 @@ def test_nested_concats_yolov5_style_stay_out_of_one_range(tmp_path, detector_ru
     export_onnx(yolo_head.build_v5(), x[:2], fp32, 18, True, "output")
     qo.prepare(fp32, prepared)
     feeds = [{"input": x[i:i + 1]} for i in range(len(x))]
-    found = qo.mixed_scale_nodes(prepared, feeds)
+    found = mixed_scale_nodes(qo.OnnxBackend(prepared, feeds))
     ops = {n.name: n.op_type for n in onnx.load(str(prepared)).graph.node}
     assert [ops[n] for n in found].count("Concat") == 3  # two per-level and the one across levels
     assert "Reshape" in {ops[n] for n in found}

@@ -146,14 +146,15 @@ def test_cpu_features_that_decide_int8_speed():
 
 
 def test_a_speed_verdict_for_another_device_waits_for_that_device():
-    from edgedl.gates import speed_verdict
+    from edgedl.quantization.speed import verdict
 
     jetson = devices.resolve_device("jetson-orin-nano")
     assert jetson["on_device"] is False and "not from the device" in jetson["note"]
-    gate = speed_verdict(1.0, 1.25, "int8", "m.fp32.onnx", 1.1, None, jetson)
+    rounds = [(1.0, [1.0, 1.0])], [(1.25, [1.25, 1.25])]  # the float file at 1 ms, the candidate at 1.25 ms
+    gate = verdict(*rounds, "int8", "m.fp32.onnx", 1.1, jetson)
     assert gate["passed"] is None and "waits for a bench on the device" in gate["verdict"]
     assert "0.80x" in gate["verdict"] and "not faster" not in gate["verdict"]
-    here = speed_verdict(1.0, 1.25, "int8", "m.fp32.onnx", 1.1, None, devices.resolve_device(None))
+    here = verdict(*rounds, "int8", "m.fp32.onnx", 1.1, devices.resolve_device(None))
     assert here["passed"] is False and "keep m.fp32.onnx" in here["verdict"]
 
 

@@ -209,7 +209,7 @@ def test_the_review_cases(tmp_path):
     from edgedl._fs import check_writable
     from edgedl.artifacts import under_model_names
     from edgedl.errors import UsageError
-    from edgedl.gates import Quality
+    from edgedl.quantization.quality import Quality
 
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(UsageError, match="is a folder; give a file name"):

@@ -8,16 +8,14 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
-from edgedl.bench.compare import median_round, verdict
-from edgedl.cli import main
+from edgedl.quantization.speed import median_round, round_p50, verdict
 from edgedl.devices import resolve_device
 
 
 def rounds(*p50s_and_halfwidths):
     """Bench results as `edgedl bench --json` writes them, reduced to what the verdict reads."""
-    return [{"metrics": {"latency_ms": {"p50": p50}}, "statistics": {"latency_ci95_ms": {"p50": [p50 - h, p50 + h]}}}
+    return [round_p50({"metrics": {"latency_ms": {"p50": p50}}, "statistics": {"latency_ci95_ms": {"p50": [p50 - h, p50 + h]}}})
             for p50, h in p50s_and_halfwidths]
 
 
@@ -148,7 +146,7 @@ def test_a_float_model_at_chance_level_is_said_to_prove_nothing(tmp_path, manife
     """An untrained model scores about 10% on the ten digits, and so does its INT8 file: the gate is
     "met" with a drop of zero. The run says the float model is at chance level; a trained one is not."""
     from edgedl import api
-    from edgedl.gates import Quality
+    from edgedl.quantization.quality import Quality
     from edgedl.recipe import recipe_from_flags
 
     from edgedl.recipe import validate_recipe

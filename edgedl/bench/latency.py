@@ -63,8 +63,9 @@ def measure_latency(
 
 
 def side_by_side(paths: dict, sample: np.ndarray, threads: int | None = None, rounds: int = 3,
-                 runs: int = 30, warmup: int = 5, min_seconds: float = 0.3) -> dict:
-    """Median p50 (ms) of each artifact, timed in alternating rounds in this one process.
+                 runs: int = 30, warmup: int = 5, min_seconds: float = 0.3, per_round: bool = False) -> dict:
+    """Median p50 (ms) of each artifact, timed in alternating rounds in this one process (with
+    ``per_round``, each round's p50, in order).
 
     Each round times every artifact in turn, and the order flips every round, so drift in the
     machine's speed (other load, clocks, heat) falls on all of them alike.
@@ -84,6 +85,8 @@ def side_by_side(paths: dict, sample: np.ndarray, threads: int | None = None, ro
     finally:
         for runner in runners.values():
             runner.close()
+    if per_round:
+        return {key: [float(v) for v in values] for key, values in p50s.items()}
     return {key: float(np.median(values)) for key, values in p50s.items()}
 
 

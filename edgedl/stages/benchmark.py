@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from edgedl.artifacts import BENCH_METRICS, runnable
-from edgedl.bench.compare import median_round, round_p50, verdict
+from edgedl.quantization.speed import median_round, round_p50, verdict
 from edgedl.bench.executors import executor_for
 from edgedl.bench.request import BenchRequest
 from edgedl.stages.base import RunContext, Stage, StageConfig
@@ -102,7 +102,7 @@ class BenchmarkStage(Stage):
 
     def _record(self, ctx: RunContext, record: dict, rounds: list[dict]) -> None:
         """The median round's figures in the table; energy, memory and cold start from the first round."""
-        shown, first = rounds[median_round(rounds)], rounds[0]
+        shown, first = rounds[median_round([round_p50(r) for r in rounds])], rounds[0]
         metrics = {k: shown["metrics"][k] for k in BENCH_METRICS}
         metrics["energy_j_per_inference"] = first["metrics"]["energy_j_per_inference"]
         metrics["peak_rss_mb"] = first["metrics"]["peak_rss_mb"]
@@ -112,7 +112,7 @@ class BenchmarkStage(Stage):
                  "energy": first.get("energy"), "memory": first.get("memory"), "cold_start": first.get("cold_start"),
                  "statistics": shown.get("statistics"), "flags": flags, "where": first.get("where"),
                  "rounds": [{"p50_ms": p50, "p50_ci95_ms": ci} for p50, ci in map(round_p50, rounds)],
-                 "shown": f"round {median_round(rounds) + 1} of {len(rounds)} (the median p50)"}
+                 "shown": f"round {median_round([round_p50(r) for r in rounds]) + 1} of {len(rounds)} (the median p50)"}
         ctx.run.set_metrics(record, metrics, notes, benchmark={**shown["conditions"], **extra})
         lat = metrics["latency_ms"]
         ctx.log(f"benchmarked {record['name']}: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, "
@@ -123,7 +123,7 @@ class BenchmarkStage(Stage):
     def _verdicts(self, ctx: RunContext, results: dict[str, list[dict]]) -> None:
         """Each reduced-precision file's speed verdict, from the rounds above; the quantize stage's quick
         in-process check, which picked the candidate, is kept beside it."""
-        from edgedl.gates import gate_summary
+        from edgedl.quantization.quality import gate_summary
 
         by_name = {r["name"]: r for r in ctx.run.manifest["artifacts"]}
         for record in ctx.run.manifest["artifacts"]:
@@ -134,7 +134,7 @@ class BenchmarkStage(Stage):
                 continue
             label = info["precision"] + (f" ({info['scheme']})" if record["format"] == "onnx" and
                                          info["precision"] == "int8" else "")  # as the quick check labels it
-            gate = verdict(results[parent["name"]], results[record["name"]], label, parent["name"],
+            gate = verdict([round_p50(r) for r in results[parent["name"]]], [round_p50(r) for r in results[record["name"]]], label, parent["name"],
                            info["speed_gate"]["min_speedup"], ctx.device.record,
                            runtime="tensorrt" if info.get("scheme") == "tensorrt" else None)
             gate["quick_check"] = info["speed_gate"].get("verdict")

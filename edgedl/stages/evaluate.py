@@ -52,7 +52,7 @@ class EvaluateStage(Stage):
 
     def _custom(self, ctx: RunContext, split, records: list) -> None:
         """The user's measure on every file: ``fn(outputs, labels, reference)``, recorded as ``metric``."""
-        from edgedl.gates import user_metric
+        from edgedl.quantization.quality import user_metric
 
         spec = self.config.metric
         attr = spec.rpartition(":")[2]

@@ -15,6 +15,7 @@ from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 from edgedl.formats.tflite import convert as litert_convert
+from edgedl.formats.tflite import quantize as litert_quantize
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -33,6 +34,8 @@ class ExportTfliteConfig(StageConfig):
     gates: bool = Field(True, description="measure each reduced-precision file against fp32: accuracy on val, "
                                           "speed on this host")
     max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
+    max_float_layers: int = Field(8, ge=0, description="for int8 with ai-edge-quantizer: ops the fallback may keep "
+                                                        "in float when the accuracy gate is missed")
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster")
 
 
@@ -75,21 +78,26 @@ class ExportTfliteStage(Stage):
         if calibration is not None and calibration.warning:
             ctx.run.manifest["notes"].append(calibration.warning)
             ctx.log(f"warning: {calibration.warning}")
+        gates = Gates(self, ctx, fp32, work) if c.gates and set(c.precisions) - {"fp32"} else None
         produced = []
         for precision in c.precisions:
             path = fp32 if precision == "fp32" else work / f"{stem}.{precision_label(precision)}.tflite"
-            if precision == "int8" and c.quantizer == "pt2e":
-                litert_convert.quantize_pt2e(module, samples[:1], calibration.samples, path)
+            if precision in calibrated and c.quantizer == "ai-edge-quantizer" and gates is not None:
+                gates.search(precision, calibration.samples, path)  # with the per-layer float fallback
+            elif precision == "int8" and c.quantizer == "pt2e":
+                litert_quantize.quantize_pt2e(module, samples[:1], calibration.samples, path)
             elif precision != "fp32":
-                litert_convert.quantize(fp32, path, precision, calibration.samples if calibration else None)
+                litert_quantize.quantize(fp32, path, precision, calibration.samples if calibration else None)
             parity = compare(reference, predict(path, samples))
             if precision == "fp32":
                 scale = max(1.0, float(np.abs(reference).max()))
                 if parity["max_abs_diff"] > c.parity_atol * scale:
                     raise StageError(f"the .tflite export of {parent} differs from torch by "
                                      f"{parity['max_abs_diff']:.3g} (allowed {c.parity_atol * scale:.3g})")
+            elif gates is not None:
+                gates.judge(precision, path)
             produced.append((precision, path, parity))
-        gates = self._gates(ctx, fp32, produced)
+        gates = gates.results if gates is not None else {}
         fp32_name = None
         model_io = read_sidecar(ctx.run.artifact_path(ctx.run.artifact(parent))) or {}
         for precision, path, parity in produced:
@@ -112,47 +120,6 @@ class ExportTfliteStage(Stage):
             ctx.log(f"exported {path.name}: parity with torch max|diff| {parity['max_abs_diff']:.2e}, "
                     f"top-1 agreement {parity['top1_agreement']:.3f}")
 
-    def _gates(self, ctx: RunContext, fp32, produced) -> dict:
-        """The accuracy and speed gates of every reduced-precision file against the fp32 file, the
-        same algorithm the ONNX quantize stage applies (edgedl.gates); recorded, not failing: LiteRT's
-        quantizers have no per-layer fallback here to try instead."""
-        from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
-
-        if not self.config.gates or len(produced) < 2:
-            return {}
-        quality = Quality(ctx.dataset.val, fp32, classifier=ctx.task == "classification" and ctx.dataset.num_classes is not None,
-                          use_labels=ctx.task == "classification")
-        if quality.warning:
-            ctx.run.manifest["notes"].append(quality.warning)
-            ctx.log(f"warning: {quality.warning}")
-        sample = single_sample(ctx.dataset.val.x)
-        threads = bench_threads(ctx.recipe)
-        out = {}
-        for precision, path, _ in produced:
-            if precision == "fp32":
-                continue
-            value = quality(path)
-            drop = quality.drop_points(value)
-            passed = drop <= self.config.max_accuracy_drop
-            float_ms, q_ms = compare_latency(fp32, path, sample, threads)
-            speed = speed_verdict(float_ms, q_ms, precision, fp32.name, self.config.min_speedup, threads,
-                                  ctx.device.record)
-            info = {"precision": precision, "quality_metric": quality.kind, "quality": value,
-                    "reference": fp32.name, "reference_quality": quality.reference_value, "drop_points": drop,
-                    "reference_warning": quality.warning,
-                    "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": passed,
-                    "speed_gate": speed, "scheme": self._quantizer(precision), "float_layers": []}
-            notes = {}
-            if not passed:
-                notes["accuracy_gate"] = (f"{precision} {quality.kind} {value:.4f} against {quality.reference_value:.4f} "
-                                          f"for fp32 on val: a drop of {drop:.2f} points (allowed "
-                                          f"{self.config.max_accuracy_drop})")
-            if speed["passed"] is not True:
-                notes["speed_gate"] = speed["verdict"]
-            out[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
-                                                        "recommended": passed and speed["passed"] is not False}}
-        return out
-
     def _parent(self, precision: str, checkpoint: str, fp32_name: str | None) -> str:
         """ai-edge-quantizer quantizes the fp32 .tflite file; the fp32 file and PT2E's INT8 file
         come from the checkpoint."""
@@ -167,3 +134,72 @@ class ExportTfliteStage(Stage):
     def _calibration(self, ctx) -> Calibration:
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
                                    "export_tflite.calibration_samples")
+
+
+class Gates:
+    """The accuracy and speed gates of each reduced-precision file against the fp32 .tflite, by the
+    one algorithm the ONNX quantize stage uses (edgedl.quantization): full-integer INT8 from
+    ai-edge-quantizer is searched (mixed-scale ops kept in float, the per-layer fallback where the gate
+    is missed), other precisions are judged as made. A miss is recorded on the file, not fatal:
+    the other precisions still ship."""
+
+    def __init__(self, stage: ExportTfliteStage, ctx: RunContext, fp32, work):
+        from edgedl.quantization.quality import Quality, bench_threads, single_sample
+
+        self.stage, self.ctx, self.fp32, self.work = stage, ctx, fp32, work
+        self.config = stage.config
+        self.quality = Quality(ctx.dataset.val, fp32, classifier=ctx.task == "classification"
+                               and ctx.dataset.num_classes is not None, use_labels=ctx.task == "classification")
+        if self.quality.warning:
+            ctx.run.manifest["notes"].append(self.quality.warning)
+            ctx.log(f"warning: {self.quality.warning}")
+        self.sample = single_sample(ctx.dataset.val.x)
+        self.threads = bench_threads(ctx.recipe)
+        self.searches: dict = {}  # precision: its Search
+        self.kept: dict = {}  # precision: the Attempt the search kept
+        self.results: dict = {}
+
+    def _search(self, precision: str, backend=None):
+        from edgedl.quantization.rules import mixed_scale_nodes
+        from edgedl.quantization.search import Limits, Search
+
+        folder = self.work / f"search-{precision}"
+        folder.mkdir(exist_ok=True)
+        limits = Limits(self.config.max_accuracy_drop, self.config.max_float_layers if backend else 0)
+        forced = mixed_scale_nodes(backend) if backend is not None else None
+        search = self.searches[precision] = Search(backend, self.quality, limits, folder, self.ctx.log, forced)
+        return search
+
+    def search(self, precision: str, calibration, path) -> None:
+        """Full-integer INT8 by the search; the file kept is moved to ``path``."""
+        search = self._search(precision, litert_quantize.LiteRTBackend(self.fp32, calibration, precision))
+        best = search.run(self.sample, self.threads)
+        best.path.rename(path)
+        best.path = path
+        self.kept[precision] = best
+
+    def judge(self, precision: str, path) -> None:
+        from edgedl.quantization.quality import gate_summary
+        from edgedl.quantization.search import by_reason
+
+        search = self.searches.get(precision) or self._search(precision)
+        best = self.kept.get(precision) or search.judge(path, precision)
+        speed = search.speed_gate(self.fp32, self.fp32.name, best, self.sample, self.threads, precision,
+                                  self.config.min_speedup, self.ctx.device.record)
+        q = self.quality
+        info = {"precision": precision, "quality_metric": q.kind, "quality": best.quality, "reference": self.fp32.name,
+                "reference_quality": q.reference_value, "drop_points": best.drop_points, "reference_warning": q.warning,
+                "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": best.passed,
+                "speed_gate": speed, "scheme": self.stage._quantizer(precision), "float_layers": best.float_layers,
+                "why_float": best.why_float, "worst_slice": best.worst, **search.info}
+        notes = {}
+        if not best.passed:
+            notes["accuracy_gate"] = (f"{precision} {q.kind} {best.quality:.4f} against {q.reference_value:.4f} for "
+                                      f"fp32 on val: a drop of {best.drop_points:.2f} points (allowed "
+                                      f"{self.config.max_accuracy_drop})")
+        if speed["passed"] is not True:
+            notes["speed_gate"] = speed["verdict"]
+        for reason, layers in by_reason(best.why_float).items():
+            self.ctx.log(f"{precision}: kept in float ({', '.join(layers)}): {reason}")
+        self.results[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
+                                                             "recommended": best.passed and speed["passed"] is not False}}

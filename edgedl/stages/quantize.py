@@ -15,10 +15,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from edgedl.artifacts import UNLABELLED_TASKS, precision_label
 from edgedl.data import Calibration, calibration_samples
@@ -26,36 +23,11 @@ from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
 from edgedl.formats.onnx.profile import op_profile
-from edgedl.gates import Quality, bench_threads, compare_latency, gate_summary, single_sample, speed_verdict
+from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
+from edgedl.quantization.rules import mixed_scale_nodes
+from edgedl.quantization.search import Attempt, Limits, Search, by_reason
 from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
-
-
-@dataclass
-class Attempt:
-    """One quantized candidate and how it fared."""
-
-    scheme: str
-    path: Path
-    quality: float
-    drop_points: float
-    passed: bool
-    float_layers: list[str] = field(default_factory=list)
-    p50_ms: float | None = None
-    why_float: dict[str, str] = field(default_factory=dict)  # each float layer's reason
-    worst: str | None = None  # the output slice that decided the quality, where one did
-
-    def summary(self) -> dict:
-        return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
-                "accuracy_gate": self.passed, "float_layers": self.float_layers, "why_float": self.why_float,
-                "worst_slice": self.worst, "p50_ms": self.p50_ms}
-
-
-def _by_reason(why: dict[str, str]) -> dict[str, list[str]]:
-    grouped: dict[str, list[str]] = {}
-    for node, reason in why.items():
-        grouped.setdefault(reason or "kept in float", []).append(node)
-    return grouped
 
 
 def calibration_feeds(drawn: Calibration, model: Path) -> list[dict]:
@@ -102,7 +74,6 @@ class QuantizeStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         c = self.config
-        self.device = ctx.device.record  # a target device that is not this host: its speed is not judged here
         parent = latest_fp32_onnx(ctx)
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
@@ -127,15 +98,18 @@ class QuantizeStage(Stage):
             if drawn.warning:
                 ctx.run.manifest["notes"].append(drawn.warning)
                 ctx.log(f"warning: {drawn.warning}")
-            calib = calibration_feeds(drawn, prepared)
-            best = self._int8(ctx, prepared, work, calib, quality, info, sample, threads)
+            backend = qo.OnnxBackend(prepared, calibration_feeds(drawn, prepared), self.scheme(ctx), c.calibration,
+                                     cache=work / f"calibration-{c.calibration}.json")
+            search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
+                            forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
+            best = search.run(sample, threads)
         else:
             out = work / f"{c.precision}.onnx"
             (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)
-            value = quality(out)
-            drop = quality.drop_points(value)
-            best = Attempt(c.precision, out, value, drop, drop <= c.max_accuracy_drop)
-            info["candidates"] = [best.summary()]
+            search = Search(None, quality, Limits(c.max_accuracy_drop, 0), work, ctx.log)
+            best = search.judge(out, c.precision)
+            search.info["candidates"] = [best.summary()]
+        info.update(search.info)
 
         self._describe(info, best)
         notes: dict = {}
@@ -147,14 +121,18 @@ class QuantizeStage(Stage):
             if c.on_gate_miss == "fail":
                 raise StageError(message + "; raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
-        self.runtime = "tensorrt" if best.scheme == "tensorrt" else None
         if c.speed_gate:
-            info["speed_gate"] = self._speed_gate(parent, parent_path, best, sample, threads, work, quality,
-                                                  prepared, calib if prepared is not None else None)
-            if info["speed_gate"]["passed"] is not True:
-                notes["speed_gate"] = info["speed_gate"]["verdict"]
-            self._describe(info, best)  # the grouped-convolution retry may have changed the file kept
-        for reason, layers in _by_reason(best.why_float).items():  # every float layer's reason, on screen too
+            label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision
+            gate = search.speed_gate(parent_path, parent["name"], best, sample, threads, label, c.min_speedup,
+                                     ctx.device.record, retry_slow=prepared is not None)
+            if gate["passed"] is False:  # where the time goes, per op
+                gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
+                                 "quantized": op_profile(best.path, sample, threads)}
+            info["speed_gate"] = gate
+            if gate["passed"] is not True:
+                notes["speed_gate"] = gate["verdict"]
+            self._describe(info, best)  # the slow-in-INT8 retry may have changed the file kept
+        for reason, layers in by_reason(best.why_float).items():  # every float layer's reason, on screen too
             ctx.log(f"kept in float ({', '.join(layers)}): {reason}")
         self._add(ctx, parent, best, info, notes)
 
@@ -171,116 +149,9 @@ class QuantizeStage(Stage):
             return self.config.scheme
         return "tensorrt" if "tensorrt" in [t.value for t in ctx.recipe.targets] else "cpu"
 
-    # ---- INT8 search ----------------------------------------------------------------------
-    def _int8(self, ctx, prepared, work, calib, quality: Quality, info: dict, sample, threads) -> Attempt:
-        c = self.config
-        scheme = self.scheme(ctx)
-        names = ["tensorrt"] if scheme == "tensorrt" else list(qo.cpu_candidates(prepared))
-        forced = qo.mixed_scale_nodes(prepared, calib)  # outputs of mixed scales: never one INT8 range
-        attempts = []
-        for name in names:
-            attempt = self._with_fallback(qo.SCHEMES[name], prepared, work, calib, quality, info, forced)
-            attempts.append(attempt)
-            ctx.log(f"quantize {name}: {quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} points, "
-                    f"{counted(len(attempt.float_layers), 'layer')} in float)")
-        passing = [a for a in attempts if a.passed]
-        if len(passing) > 1:  # several meet the gate: the fastest here, all timed side by side in one loop
-            from edgedl.bench import side_by_side
-
-            timed = side_by_side({i: a.path for i, a in enumerate(passing)}, sample, threads, rounds=5)
-            for i, a in enumerate(passing):
-                a.p50_ms = timed[i]
-            fastest = min(a.p50_ms for a in passing)
-            # within 3% of the fastest is a tie (noise): then the one with fewer layers in float
-            best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
-        else:
-            best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
-        info["candidates"] = [a.summary() for a in attempts]
-        info["scheme_choice"] = ("fastest of the candidates that meet the accuracy gate, timed side by side on this "
-                                 "host (within 3%: fewer layers in float)"
-                                 if len(passing) > 1 else "the only candidate" if len(attempts) == 1
-                                 else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
-        return best
-
-    def _with_fallback(self, scheme, prepared, work, calib, quality: Quality, info: dict,
-                       forced: dict[str, str] | None = None) -> Attempt:
-        """One scheme: everything quantized but ``forced`` (node: why it stays float); where that misses
-        the gate, the layers that cost most when quantized alone go back to float, fewest first."""
-        c = self.config
-        cache = self._cache(work)
-        forced = dict(forced or {})
-
-        def attempt(exclude=(), only=None, tag="") -> Attempt:
-            out = work / f"{scheme.name}{tag}.onnx"
-            if only is None:
-                exclude = [*forced, *exclude]
-            qo.quantize_static(prepared, out, calib, scheme, c.calibration, exclude, only, cache)
-            value = quality(out)
-            drop = quality.drop_points(value)
-            return Attempt(scheme.name, out, value, drop, drop <= c.max_accuracy_drop, list(exclude),
-                           why_float={n: forced.get(n, "") for n in exclude}, worst=quality.worst.get(str(out)))
-
-        result = attempt()
-        if result.passed or c.max_float_layers == 0:
-            return result
-        # Sensitivity: quantize one node at a time and see what it alone costs.
-        sensitivity = []
-        for i, (node, op) in enumerate(qo.quantizable_nodes(prepared)):
-            if node not in forced:
-                alone = attempt(only=[node], tag=f"-only{i}")
-                sensitivity.append({"node": node, "op": op, "drop_points": alone.drop_points})
-        sensitivity.sort(key=lambda s: -s["drop_points"])
-        info.setdefault("sensitivity", {})[scheme.name] = sensitivity[:20]
-        for k in range(1, min(c.max_float_layers, len(sensitivity)) + 1):
-            keep = sensitivity[:k]
-            candidate = attempt(exclude=[s["node"] for s in keep], tag=f"-float{k}")
-            candidate.why_float.update({s["node"]: f"{s['op']}: quantized alone it cost {s['drop_points']:.2f} points "
-                                                   f"of {quality.kind}" for s in keep})
-            if candidate.quality > result.quality or candidate.passed:
-                result = candidate
-            if candidate.passed:
-                break
-        return result
-
     def _calibration(self, ctx) -> Calibration:
         return calibration_samples(ctx.dataset, self.config.calibration_samples, ctx.recipe.seed,
                                    "quantize.calibration_samples")
-
-    def _cache(self, work: Path) -> Path:
-        # Ranges depend on model, data and method, not on the scheme: one cache serves every attempt.
-        return work / f"calibration-{self.config.calibration}.json"
-
-    # ---- speed gate -----------------------------------------------------------------------
-    def _speed_gate(self, parent, parent_path, best: Attempt, sample, threads, work, quality,
-                    prepared: Path | None, calib: list | None) -> dict:
-        float_ms, q_ms = compare_latency(parent_path, best.path, sample, threads)
-        gate = {"host": "this machine, ONNX Runtime CPU", "threads": threads, "fp32_p50_ms": float_ms,
-                "quantized_p50_ms": q_ms, "speedup": float_ms / q_ms}
-        grouped = qo.grouped_conv_nodes(prepared) if prepared is not None else []
-        if float_ms / q_ms < self.config.min_speedup and grouped and self.runtime is None:
-            # Depthwise/grouped convolutions often lack fast INT8 kernels: try them in float.
-            retry = work / f"{best.scheme}-nogrouped.onnx"
-            scheme = qo.SCHEMES[best.scheme]
-            qo.quantize_static(prepared, retry, calib, scheme, self.config.calibration, best.float_layers + grouped,
-                               cache=self._cache(work))
-            value = quality(retry)
-            _, retry_ms = compare_latency(parent_path, retry, sample, threads)
-            gate["grouped_conv_in_float"] = {"layers": len(grouped), "p50_ms": retry_ms, "quality": value}
-            if retry_ms < q_ms and quality.drop_points(value) <= self.config.max_accuracy_drop:
-                best.path, best.quality, best.drop_points = retry, value, quality.drop_points(value)
-                best.worst = quality.worst.get(str(retry))
-                best.float_layers = best.float_layers + grouped
-                best.why_float.update({n: f"grouped convolution: {retry_ms:.3f} ms p50 with it in float against "
-                                          f"{q_ms:.3f} ms in INT8 on this host" for n in grouped})
-                q_ms = retry_ms
-                gate.update(quantized_p50_ms=q_ms, speedup=float_ms / q_ms)
-        label = f"int8 ({best.scheme})" if self.config.precision == "int8" else self.config.precision
-        gate.update(speed_verdict(float_ms, q_ms, label, parent["name"], self.config.min_speedup, threads,
-                                  self.device, self.runtime), host="this machine, ONNX Runtime CPU")
-        if gate["passed"] is False:
-            gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
-                             "quantized": op_profile(best.path, sample, threads)}
-        return gate
 
     # ---- artifact -------------------------------------------------------------------------
     def _add(self, ctx, parent: dict, best: Attempt, info: dict, notes: dict) -> None:

@@ -15,10 +15,12 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from typing import Iterable
 
+import numpy as np
+
 from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.quantization.backend import Backend, Node, peaks_and_outputs
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
 MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear
@@ -136,75 +138,70 @@ def quantizable_nodes(path: Path) -> list[tuple[str, str]]:
 LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 
 
-def mixed_scale_nodes(path: Path, feeds: list[dict], samples: int = 16) -> dict[str, str]:
-    """Nodes to keep in float, each with its reason: every node that makes or reads a tensor joining
-    values whose scales differ by orders of magnitude (a detector's boxes in pixels beside its 0..1
-    scores). One INT8 range over such a tensor spends its 256 levels on the large values and
-    flattens the small ones. Such a tensor is made by a Concat whose inputs' peaks are 100x apart, and
-    stays mixed through layout ops and further Concats (YOLOv5's per-level Concat, Reshape, then one
-    across levels); a graph output of two scale groups (:func:`edgedl.artifacts.scale_groups`) counts
-    too, whatever made it. The Concat's inputs, each of one scale, are still quantized, each with its
-    own range."""
-    import onnx
-    import onnxruntime as ort
+class OnnxBackend(Backend):
+    """ONNX Runtime's static QDQ over one prepared file (:func:`prepare`), calibrated on ``feeds``
+    (one dict per sample); ``target`` ``tensorrt`` tries TensorRT's symmetric Q/DQ scheme, ``cpu``
+    the CPU candidates. One calibration cache serves every attempt: ranges depend on the model, the
+    data and the method, not on the scheme."""
 
-    from edgedl.artifacts import SCALE_SPLIT, scale_groups
+    format = "onnx"
+    suffix = ".onnx"
 
-    model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
-    outputs = [o.name for o in graph.output]
-    concats = [n for n in graph.node if n.op_type == "Concat"]
-    known = set(outputs)
-    for node in concats:  # the Concats' inputs, read in the same run (peaks per input)
-        for name in node.input:
-            if name and name not in known:
-                graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-                known.add(name)
-    probe = path.with_name(path.stem + ".scales.onnx")
-    onnx.save(model, str(probe))
-    try:
-        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        runs = [session.run(names, feed) for feed in feeds[:samples]]
-    except Exception:  # a Concat of integer shapes among them, or ORT refusing the probe: outputs only
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        runs = [session.run(names, feed) for feed in feeds[:samples]]
-    finally:
-        probe.unlink(missing_ok=True)
-    peak = {n: max(float(np.abs(np.asarray(r[i], dtype=np.float64)).max()) if np.size(r[i]) else 0.0 for r in runs)
-            for i, n in enumerate(names) if all(np.issubdtype(np.asarray(r[i]).dtype, np.floating) for r in runs)}
-    mixed: dict[str, str] = {}  # tensor: why
-    for node in concats:
-        peaks = [peak[i] for i in node.input if i in peak and peak[i] > 0]
-        if len(peaks) > 1 and max(peaks) >= SCALE_SPLIT * min(peaks):
-            mixed[node.output[0]] = (f"its Concat joins values {min(peaks):.3g} to {max(peaks):.3g} in scale "
-                                     f"({max(peaks) / min(peaks):.0f}x apart)")
-    for name in outputs:
-        if name in names and name not in mixed:
-            values = np.concatenate([np.asarray(r[names.index(name)]) for r in runs]) if runs else None
-            if values is not None and values.ndim >= 1 and scale_groups(values):
-                mixed[name] = "it holds channel groups 100x apart in scale"
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    producers = {out: node for node in graph.node for out in node.output}
-    pending = list(mixed)
-    while pending:  # mixed stays mixed through layout ops and Concats
-        tensor = pending.pop()
-        for node in consumers.get(tensor, []):
-            if node.op_type in LAYOUT_OPS | {"Concat"} and node.output and node.output[0] not in mixed:
-                mixed[node.output[0]] = mixed[tensor]
-                pending.append(node.output[0])
-    found: dict[str, str] = {}
-    for tensor, why in mixed.items():
-        shown = next((o for o in outputs if o == tensor), None)
-        for node in [producers.get(tensor), *consumers.get(tensor, [])]:
-            if node is not None and node.name and node.name not in found:
-                found[node.name] = (f"'{tensor}'{' (an output)' if shown else ''}: {why}; one INT8 range would "
-                                    "flatten the small values, so the nodes that make or read it stay in float")
-    return found
+    def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "minmax",
+                 cache: Path | None = None):
+        self.path, self.feeds, self.target, self.method, self.cache = prepared, feeds, target, method, cache
+        self._nodes: list[tuple[str, str]] | None = None
+
+    def schemes(self) -> list[str]:
+        return ["tensorrt"] if self.target == "tensorrt" else list(cpu_candidates(self.path))
+
+    def quantize(self, scheme, dst, exclude=(), only=None) -> None:
+        quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
+
+    def quantizable_nodes(self) -> list[tuple[str, str]]:
+        if self._nodes is None:
+            self._nodes = quantizable_nodes(self.path)
+        return self._nodes
+
+    def graph(self):
+        import onnx
+
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        kind = {"Concat": "concat", **{op: "layout" for op in LAYOUT_OPS}}
+        nodes = [Node(n.name, n.op_type, kind.get(n.op_type, n.op_type), tuple(n.input), tuple(n.output))
+                 for n in graph.node]
+        return nodes, [o.name for o in graph.output]
+
+    def peaks(self, tensors: list[str], samples: int = 16):
+        """The tensors read as extra outputs of one probe model, in one run per sample (ORT refusing
+        the probe, a Concat of integer shapes among them: the outputs alone)."""
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(self.path), load_external_data=False)
+        outputs = [o.name for o in model.graph.output]
+        for name in tensors:
+            if name not in outputs:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        probe = self.path.with_name(self.path.stem + ".scales.onnx")
+        onnx.save(model, str(probe))
+        try:
+            session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+            names = [o.name for o in session.get_outputs()]
+            runs = [session.run(names, feed) for feed in self.feeds[:samples]]
+        except Exception:
+            session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            names = [o.name for o in session.get_outputs()]
+            runs = [session.run(names, feed) for feed in self.feeds[:samples]]
+        finally:
+            probe.unlink(missing_ok=True)
+        return peaks_and_outputs(names, runs, outputs)
+
+    def slow_in_int8(self) -> dict[str, str]:
+        return {n: "grouped convolution" for n in grouped_conv_nodes(self.path)}
+
+    def runtime(self, scheme: str) -> str | None:
+        return "tensorrt" if scheme == "tensorrt" else None
 
 
 def grouped_conv_nodes(path: Path) -> list[str]:

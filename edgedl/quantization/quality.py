@@ -1,9 +1,7 @@
-"""The accuracy and speed gates, one algorithm over edgedl.runtime for every format.
-
-Accuracy gate: a candidate's quality on the validation split (accuracy with labels; without,
-top-1 agreement with the float file for classifiers, cosine similarity otherwise), against the
-float file's. Speed gate: the candidate and its float parent timed side by side on this host.
-A format supplies only files; ONNX's quantize stage and LiteRT's export both use these.
+"""The accuracy gate, over edgedl.runtime for every format: a candidate's quality on the validation
+split (accuracy with labels; without, top-1 agreement with the float file for classifiers, cosine
+similarity of every output and of each scale group within one otherwise; or the recipe's own
+measure), against the float file's. A format supplies only files.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from edgedl.artifacts import compare, predict, predict_outputs, scale_groups, slice_agreement
-from edgedl.bench import side_by_side
 
 
 def user_metric(spec: str, where: str):
@@ -113,44 +110,6 @@ class Quality:
 
     def drop_points(self, value: float) -> float:
         return round(100.0 * (self.reference_value - value), 4)
-
-
-def compare_latency(float_path: Path, q_path: Path, sample: Any, threads: int | None,
-                    rounds: int = 3) -> tuple[float, float]:
-    """Median p50 (ms) of the float and the candidate artifact, timed alternately in one process."""
-    p50 = side_by_side({"float": float_path, "candidate": q_path}, sample, threads, rounds=rounds)
-    return p50["float"], p50["candidate"]
-
-
-TENSORRT_WAITS = ("a TensorRT INT8 is judged by TensorRT on the GPU: ONNX Runtime CPU timings taken here do not "
-                  "decide it; its verdict waits for `edgedl bench` of the engine on the device")
-
-
-def speed_verdict(float_ms: float, q_ms: float, label: str, float_name: str, min_speedup: float,
-                  threads: int | None, device: dict | None = None, runtime: str | None = None) -> dict:
-    """Whether a candidate timed at ``q_ms`` is at least ``min_speedup`` times faster than its float
-    parent at ``float_ms`` (both from :func:`compare_latency`), and the sentence that says so.
-
-    When the run's ``device`` is a profile this machine is not (a Jetson, a phone), timings taken
-    here do not decide: ``passed`` is None and the verdict waits for a bench on the device. So it is
-    for a file made for another ``runtime`` (``tensorrt``: Q/DQ INT8 timed here by ONNX Runtime's CPU).
-    """
-    speedup = float_ms / q_ms
-    gate = {"host": "this machine", "threads": threads, "fp32_p50_ms": float_ms, "quantized_p50_ms": q_ms,
-            "speedup": speedup, "min_speedup": min_speedup, "passed": speedup >= min_speedup}
-    if device is not None and device.get("on_device") is False:
-        gate["passed"] = None
-        gate["verdict"] = (f"{label} is {speedup:.2f}x {float_name}'s speed on this host ({device['measured_on']}); "
-                           f"the verdict for {device['name']} waits for a bench on the device")
-    elif runtime == "tensorrt":
-        gate["passed"] = None
-        gate["verdict"] = f"{label} is {speedup:.2f}x {float_name}'s speed with ONNX Runtime on this host; {TENSORRT_WAITS}"
-    elif gate["passed"]:
-        gate["verdict"] = f"{label} is {speedup:.2f}x faster than {float_name} on this host"
-    else:
-        gate["verdict"] = (f"{label} is not faster than {float_name} on this host ({q_ms:.3f} ms against {float_ms:.3f} ms "
-                           f"p50, {speedup:.2f}x; at least {min_speedup}x counts): keep {float_name}")
-    return gate
 
 
 def bench_threads(recipe) -> int | None:

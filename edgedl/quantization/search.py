@@ -1,0 +1,147 @@
+"""The INT8 search, one algorithm for every format: each scheme the backend offers, with the nodes the
+rules keep in float; where a scheme misses the accuracy gate, the nodes that cost most when
+quantized alone go back to float, fewest first; of the candidates that meet the gate the fastest,
+timed side by side; then the speed gate (with the backend's slow-in-INT8 nodes retried in float).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgedl.errors import counted
+from edgedl.quantization.backend import Backend
+from edgedl.quantization.quality import Quality
+from edgedl.quantization.speed import quick_check, time_rounds
+
+
+@dataclass
+class Attempt:
+    """One quantized candidate and how it fared."""
+
+    scheme: str
+    path: Path
+    quality: float
+    drop_points: float
+    passed: bool
+    float_layers: list[str] = field(default_factory=list)
+    p50_ms: float | None = None
+    why_float: dict[str, str] = field(default_factory=dict)  # each float layer's reason
+    worst: str | None = None  # the output slice that decided the quality, where one did
+
+    def summary(self) -> dict:
+        return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
+                "accuracy_gate": self.passed, "float_layers": self.float_layers, "why_float": self.why_float,
+                "worst_slice": self.worst, "p50_ms": self.p50_ms}
+
+
+def by_reason(why: dict[str, str]) -> dict[str, list[str]]:
+    """Float layers grouped under their reason, for one line per reason."""
+    grouped: dict[str, list[str]] = {}
+    for node, reason in why.items():
+        grouped.setdefault(reason or "kept in float", []).append(node)
+    return grouped
+
+
+@dataclass
+class Limits:
+    max_accuracy_drop: float  # points
+    max_float_layers: int
+
+
+class Search:
+    """The search over one backend's file, judged by ``quality``; files are written under ``work``.
+    Without a backend (a file made another way: FP16, dynamic INT8) it judges and times that file."""
+
+    def __init__(self, backend: Backend | None, quality: Quality, limits: Limits, work: Path,
+                 log: Callable[[str], None] = lambda line: None, forced: dict[str, str] | None = None):
+        self.backend, self.quality, self.limits, self.work, self.log = backend, quality, limits, work, log
+        self.forced = dict(forced or {})  # node: why it stays float, whatever the gate says
+        self.info: dict = {}
+
+    def judge(self, path: Path, scheme: str, exclude: list[str] = (), why: dict[str, str] | None = None) -> Attempt:
+        """A file's quality against the gate, as an Attempt."""
+        value = self.quality(path)
+        drop = self.quality.drop_points(value)
+        return Attempt(scheme, path, value, drop, drop <= self.limits.max_accuracy_drop, list(exclude),
+                       why_float=dict(why or {n: self.forced.get(n, "") for n in exclude}),
+                       worst=self.quality.worst.get(str(path)))
+
+    def attempt(self, scheme: str, exclude=(), only=None, tag: str = "") -> Attempt:
+        out = self.work / f"{scheme}{tag}{self.backend.suffix}"
+        if only is None:
+            exclude = [*self.forced, *[n for n in exclude if n not in self.forced]]
+        self.backend.quantize(scheme, out, exclude, only)
+        return self.judge(out, scheme, exclude)
+
+    def run(self, sample: Any, threads: int | None) -> Attempt:
+        """Every scheme with its fallback; the fastest that meets the gate (within 3%: fewer float
+        layers), else the best quality. ``info`` gets the candidates and the choice."""
+        attempts = []
+        for scheme in self.backend.schemes():
+            attempt = self.with_fallback(scheme)
+            attempts.append(attempt)
+            self.log(f"quantize {scheme}: {self.quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} "
+                     f"points, {counted(len(attempt.float_layers), 'layer')} in float)")
+        passing = [a for a in attempts if a.passed]
+        if len(passing) > 1:  # several meet the gate: the fastest here, all timed side by side in one loop
+            timed = time_rounds({i: a.path for i, a in enumerate(passing)}, sample, threads, rounds=5)
+            for i, a in enumerate(passing):
+                a.p50_ms = sorted(r[0] for r in timed[i])[2]
+            fastest = min(a.p50_ms for a in passing)
+            best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
+        else:
+            best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
+        self.info["candidates"] = [a.summary() for a in attempts]
+        self.info["scheme_choice"] = (
+            "fastest of the candidates that meet the accuracy gate, timed side by side on this host (within 3%: "
+            "fewer layers in float)" if len(passing) > 1 else "the only candidate" if len(attempts) == 1
+            else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
+        return best
+
+    def with_fallback(self, scheme: str) -> Attempt:
+        """One scheme: everything quantized but the forced nodes; where that misses the gate, the nodes
+        that cost most when quantized alone go back to float, fewest first."""
+        result = self.attempt(scheme)
+        if result.passed or self.limits.max_float_layers == 0:
+            return result
+        sensitivity = []  # quantize one node at a time and see what it alone costs
+        for i, (node, op) in enumerate(self.backend.quantizable_nodes()):
+            if node not in self.forced:
+                alone = self.attempt(scheme, only=[node], tag=f"-only{i}")
+                sensitivity.append({"node": node, "op": op, "drop_points": alone.drop_points})
+        sensitivity.sort(key=lambda s: -s["drop_points"])
+        self.info.setdefault("sensitivity", {})[scheme] = sensitivity[:20]
+        for k in range(1, min(self.limits.max_float_layers, len(sensitivity)) + 1):
+            keep = sensitivity[:k]
+            candidate = self.attempt(scheme, exclude=[s["node"] for s in keep], tag=f"-float{k}")
+            candidate.why_float.update({s["node"]: f"{s['op']}: quantized alone it cost {s['drop_points']:.2f} points "
+                                                   f"of {self.quality.kind}" for s in keep})
+            if candidate.quality > result.quality or candidate.passed:
+                result = candidate
+            if candidate.passed:
+                break
+        return result
+
+    def speed_gate(self, parent_path: Path, parent_name: str, best: Attempt, sample: Any, threads: int | None,
+                   label: str, min_speedup: float, device: dict | None, retry_slow: bool = True) -> dict:
+        """The one speed verdict of ``best`` against its float parent; where it is not faster and the
+        backend names nodes often slow in INT8, a file with those in float is timed too and kept
+        (``best`` updated) where it is faster and still meets the gate."""
+        runtime = self.backend.runtime(best.scheme) if self.backend else None
+        gate = quick_check(parent_path, best.path, sample, threads, label, parent_name, min_speedup, device, runtime)
+        slow = {n: what for n, what in (self.backend.slow_in_int8() if self.backend else {}).items()
+                if n not in best.float_layers}
+        if retry_slow and gate["speedup"] < min_speedup and slow and runtime is None:
+            retry = self.attempt(best.scheme, exclude=[*best.float_layers, *slow], tag="-slowfloat")
+            again = quick_check(parent_path, retry.path, sample, threads, label, parent_name, min_speedup, device)
+            tried = {"layers": len(slow), "p50_ms": again["quantized_p50_ms"], "quality": retry.quality}
+            if again["speedup"] > gate["speedup"] and retry.passed:
+                retry.why_float = {**best.why_float, **{
+                    n: f"{what}: {again['quantized_p50_ms']:.3f} ms p50 with it in float against "
+                       f"{gate['quantized_p50_ms']:.3f} ms in INT8 on this host" for n, what in slow.items()}}
+                vars(best).update(vars(retry))
+                gate = again
+            gate["slow_in_int8_in_float"] = tried
+        return gate
