@@ -140,6 +140,9 @@ def store_results(db, rows: list[dict]) -> str | None:
 @click.option("--distill", is_flag=True, help="Distill the compressed model from the model before compression, 10 "
                                               "epochs (stages.distill.epochs).")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "int8_dynamic"]), help="Quantize the ONNX export.")
+@click.option("--qat", is_flag=True, help="Quantization-aware training: fine-tune 3 epochs with fake quantization, the "
+                                          "float model teaching, and write an INT8 file per target from the learned "
+                                          "scales (stages.qat.epochs).")
 @click.option("--targets", default=None, help="Comma-separated targets: onnx, tflite, tensorrt (default: onnx).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
               help="Fix an ONNX model's dynamic input dimensions (repeatable).")
@@ -156,7 +159,7 @@ def store_results(db, rows: list[dict]) -> str | None:
 @REACH_OPTIONS
 @DB_OPTIONS
 @TRUST
-def compress(recipe, model, weights, data, epochs, prune, distill, quantize, targets, input_shapes, device, overrides,
+def compress(recipe, model, weights, data, epochs, prune, distill, quantize, qat, targets, input_shapes, device, overrides,
              out, force, print_recipe, quiet, on, ssh_config, accept_new_host, remote_edgedl, db, no_db,
              trust_model_code) -> None:
     """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
@@ -168,7 +171,8 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
     from edgedl import api
     from edgedl.recipe import load_recipe, parse_input_shapes, recipe_from_flags, recipe_to_yaml
 
-    flags = {"--epochs": epochs, "--prune": prune, "--distill": distill or None, "--quantize": quantize}
+    flags = {"--epochs": epochs, "--prune": prune, "--distill": distill or None, "--quantize": quantize,
+             "--qat": qat or None}
     target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
     if recipe is not None:
         used = [name for name, value in flags.items() if value is not None]
@@ -187,7 +191,7 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, tar
         if not model or not data:
             raise click.UsageError("give a RECIPE file, or --model and --data")
         resolved = recipe_from_flags(model, data, epochs=epochs, prune=prune, distill=distill, quantize=quantize,
-                                     targets=target_list, input_shapes=parse_input_shapes(list(input_shapes)),
+                                     qat=qat, targets=target_list, input_shapes=parse_input_shapes(list(input_shapes)),
                                      weights=weights, device=device)
         if overrides:
             from edgedl.recipe import apply_overrides, validate_recipe

@@ -283,6 +283,7 @@ def recipe_from_flags(
     distill: bool = False,
     quantize: str | None = None,
     targets: list[str] | None = None,
+    qat: bool = False,
     input_shapes: dict[str, list[int]] | None = None,
     seed: int = 0,
     weights: str | None = None,
@@ -293,7 +294,8 @@ def recipe_from_flags(
     Every target gets its export stage: ``onnx`` export_onnx (and quantize), ``tensorrt`` the same
     plus build_engine (lint, on-device build plan, the engine where this machine is the device), ``tflite``
     export_tflite with fp32 and, for ``--quantize int8``, full-integer INT8 with float I/O inside
-    the file (what apps that feed floats run fastest); fp16 and int8_dynamic map likewise.
+    the file (what apps that feed floats run fastest); fp16 and int8_dynamic map likewise. ``qat``
+    adds quantization-aware training, which writes its own INT8 file for each target.
     """
     targets = targets or ["onnx"]
     known = sorted(TARGET_EXPORT_STAGE)
@@ -311,11 +313,13 @@ def recipe_from_flags(
         stages.append({"stage": "export_onnx"})
         if quantize:  # for a tensorrt target, quantize's scheme auto is TensorRT's symmetric Q/DQ
             stages.append({"stage": "quantize", "precision": quantize})
-    if "tensorrt" in targets:
-        stages.append({"stage": "build_engine"})
     if "tflite" in targets:
         tflite = {"int8": "int8_float_io", "fp16": "fp16", "int8_dynamic": "int8_dynamic"}
         stages.append({"stage": "export_tflite", "precisions": ["fp32"] + ([tflite[quantize]] if quantize else [])})
+    if qat:  # after the float files it is judged against; before build_engine, which then takes its file
+        stages.append({"stage": "qat"})
+    if "tensorrt" in targets:
+        stages.append({"stage": "build_engine"})
     stages += [{"stage": "evaluate"}, {"stage": "benchmark"}]
     from edgedl.models.spec import model_stem
 

@@ -67,7 +67,7 @@ def test_mistyped_and_out_of_range_fields():
 def test_unknown_stage_lists_the_known_ones():
     raw = base()
     raw["stages"].append({"stage": "distil"})
-    with pytest.raises(UsageError, match="'benchmark', 'build_engine', 'distill', 'evaluate', 'export_onnx', 'export_tflite', 'prune', 'quantize', 'sparsify', 'train'"):
+    with pytest.raises(UsageError, match="'benchmark', 'build_engine', 'distill', 'evaluate', 'export_onnx', 'export_tflite', 'prune', 'qat', 'quantize', 'sparsify', 'train'"):
         validate_recipe(raw)
 
 

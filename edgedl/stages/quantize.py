@@ -118,8 +118,12 @@ class QuantizeStage(Stage):
                        f"({best.scheme}, {counted(len(best.float_layers), 'layer')} in float) against "
                        f"{quality.reference_value:.4f} for {parent['name']}, a drop of {best.drop_points:.2f} "
                        f"points (allowed {c.max_accuracy_drop})")
+            qat = ("add a qat stage after quantize (recipe: `- stage: qat`; one-line form: --qat) to train the model "
+                   "for INT8 instead" if ctx.model is not None else
+                   "quantization-aware training would need the PyTorch model, not an ONNX file")
+            message += f"; {qat}"
             if c.on_gate_miss == "fail":
-                raise StageError(message + "; raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
+                raise StageError(message + "; or raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
         if c.speed_gate:
             label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision

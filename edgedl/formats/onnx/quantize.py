@@ -301,6 +301,224 @@ def _quiet_axis_warnings():
         logging.getLogger().removeFilter(note)
 
 
+def fold_weight_quantization(path: Path) -> int:
+    """Store quantized weights as INT8, as ONNX Runtime's and NNCF's QDQ files do: a QuantizeLinear of a
+    constant weight (with the Clip to the quantizer's range that torch's exporter writes after it) is
+    computed once and replaced by its INT8 initializer, which the DequantizeLinear then reads. A
+    QAT export otherwise keeps float weights and quantizes them on every call: a larger file, and a
+    pattern ONNX Runtime does not fuse into its integer kernels. Returns the weights folded."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+
+    def value(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = constants.get(name)
+        return numpy_helper.to_array(node.attribute[0].t) if node is not None and node.attribute[0].name == "value" \
+            else None
+
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    drop, folded = set(), 0
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] not in inits or len(node.input) < 3:
+            continue
+        weight, scale, zero = value(node.input[0]), value(node.input[1]), value(node.input[2])
+        if scale is None or zero is None:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * weight.ndim
+        if scale.ndim == 1 and weight.ndim > 0:
+            shape[axis] = -1
+        info = np.iinfo(zero.dtype)
+        q = np.clip(np.rint(weight / scale.reshape(shape)) + zero.reshape(shape).astype(np.int64), info.min, info.max)
+        out, last = node.output[0], node
+        after = consumers.get(out, [])
+        if len(after) == 1 and after[0].op_type == "Clip":  # torch's quant_min/quant_max
+            low, high = (value(i) if i else None for i in (list(after[0].input) + ["", ""])[1:3])
+            q = np.clip(q, low if low is not None else info.min, high if high is not None else info.max)
+            last = after[0]
+        name = last.output[0]
+        graph.initializer.append(numpy_helper.from_array(q.astype(zero.dtype), name))
+        drop.update({id(node), id(last)})
+        folded += 1
+    if folded:
+        kept = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        keep = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        onnx.save(model, str(path))
+    return folded
+
+
+def _consumers(graph) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def dedicated_dequantize(model) -> int:
+    """One DequantizeLinear per consumer, as ONNX Runtime's quantizer writes them: its QDQ fusion takes
+    a node group only where the DequantizeLinear feeding it feeds nothing else (torch's exporter
+    shares one between a residual Add and the next convolution). Returns the copies made."""
+    import onnx
+
+    graph = model.graph
+    consumers, outputs = _consumers(graph), {o.name for o in graph.output}
+    nodes, made = [], 0
+    for node in graph.node:
+        nodes.append(node)
+        users = consumers.get(node.output[0], []) if node.op_type == "DequantizeLinear" else []
+        if len(users) + (node.output[0] in outputs) <= 1:
+            continue
+        for k, user in enumerate(users[1:], 1):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name, copy.output[0] = f"{node.name or node.output[0]}_{k}", f"{node.output[0]}_{k}"
+            user.input[:] = [copy.output[0] if i == node.output[0] else i for i in user.input]
+            nodes.append(copy)
+            made += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return made
+
+
+def activations_to_uint8(model) -> int:
+    """Signed INT8 activations to unsigned (zero point + 128, the same scale: the same values), each
+    pair with its own zero point: ONNX Runtime's x86 kernels take uint8 activations, and its own
+    conversion skips a zero point that several pairs share, leaving those convolutions in float.
+    Returns the pairs converted."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers, converted = _consumers(graph), 0
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits or len(node.input) < 3 \
+                or node.input[2] not in inits:
+            continue
+        zero = numpy_helper.to_array(inits[node.input[2]])
+        if zero.dtype != np.int8:
+            continue
+        name = f"{node.output[0]}_zero_point_u8"
+        graph.initializer.append(numpy_helper.from_array((zero.astype(np.int16) + 128).astype(np.uint8), name))
+        node.input[2] = name
+        for user in consumers.get(node.output[0], []):
+            if user.op_type == "DequantizeLinear":
+                user.input[2] = name
+        converted += 1
+    del graph.value_info[:]  # the tensors' old int8 types
+    return converted
+
+
+def _qparams(graph, node) -> tuple | None:
+    """(scale, zero point, qmin, qmax) of a per-tensor Q or DQ node whose parameters are initializers."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    if len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+        return None
+    scale, zero = numpy_helper.to_array(inits[node.input[1]]), numpy_helper.to_array(inits[node.input[2]])
+    if scale.size != 1 or zero.dtype not in (np.int8, np.uint8):
+        return None
+    info = np.iinfo(zero.dtype)
+    return float(scale.ravel()[0]), int(zero.ravel()[0]), info.min, info.max
+
+
+def drop_redundant_clamps(model) -> int:
+    """A Clip whose only reader is a Q that saturates within the Clip's bounds anyway (a ReLU6 observed
+    as [0, 6] by QAT) is dropped: the values stay the same, and ONNX Runtime can fuse the convolution
+    before it with the Q. Returns the clamps dropped."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers, drop = _consumers(graph), []
+    for clip in graph.node:
+        after = consumers.get(clip.output[0], []) if clip.op_type == "Clip" else []
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or len(clip.input) < 3 \
+                or not all(i in inits for i in clip.input[1:3]):
+            continue
+        params = _qparams(graph, after[0])
+        if params is None:
+            continue
+        scale, zero, qmin, qmax = params
+        lo, hi = (float(numpy_helper.to_array(inits[i])) for i in clip.input[1:3])
+        if (qmin - zero) * scale >= lo - scale / 2 and (qmax - zero) * scale <= hi + scale / 2:
+            after[0].input[0] = clip.input[0]
+            drop.append(id(clip))
+    kept = [n for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(drop)
+
+
+def quantize_float_branches(model) -> int:
+    """Where a node's output feeds a Q and also, in float, another node (PT2E leaves a residual Add's
+    output unquantized on its way to the next Add), that other node reads the Q's value through its
+    own DequantizeLinear: ONNX Runtime fuses an Add into its integer kernel only when every input comes
+    from a DequantizeLinear and its output goes to a Q alone. The branch then carries the quantized
+    value, as a full-integer .tflite does. Returns the branches rerouted."""
+    import onnx
+
+    graph = model.graph
+    consumers, rerouted, extra = _consumers(graph), 0, []
+    for node in list(graph.node):
+        if not node.output or node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
+            continue
+        users = consumers.get(node.output[0], [])
+        quants = [u for u in users if u.op_type == "QuantizeLinear"]
+        floats = [u for u in users if u.op_type != "QuantizeLinear"]
+        if len(quants) != 1 or not floats or _qparams(graph, quants[0]) is None:
+            continue
+        q = quants[0]
+        for k, user in enumerate(floats):
+            dq = onnx.helper.make_node("DequantizeLinear", [q.output[0], q.input[1], q.input[2]],
+                                       [f"{q.output[0]}_branch{k}"], name=f"{q.name or q.output[0]}_branch{k}")
+            user.input[:] = [dq.output[0] if i == node.output[0] else i for i in user.input]
+            extra.append(dq)
+            rerouted += 1
+    if extra:
+        from edgedl.formats.onnx.graph import toposort
+
+        graph.node.extend(extra)
+        toposort(graph)
+    return rerouted
+
+
+def for_onnxruntime(path: Path) -> dict:
+    """A QDQ file made elsewhere (a QAT export) in the form ONNX Runtime's CPU fuses into its integer
+    kernels: INT8 weights, uint8 activations, clamps the Q after them makes redundant dropped, float
+    branches read through the Q beside them, one DequantizeLinear per consumer. All but the fourth
+    keep every value; the fourth moves values by less than half a quantization step. Returns what
+    each changed."""
+    import onnx
+
+    folded = fold_weight_quantization(path)
+    model = onnx.load(str(path))
+    changed = {"weights_folded": folded, "activations_to_uint8": activations_to_uint8(model),
+               "clamps_dropped": drop_redundant_clamps(model), "float_branches_quantized": quantize_float_branches(model),
+               "dequantize_copies": dedicated_dequantize(model)}
+    used = {i for n in model.graph.node for i in n.input}
+    kept = [i for i in model.graph.initializer if i.name in used]  # the signed zero points left behind
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    onnx.save(model, str(path))
+    return changed
+
+
 def drop_unused_domains(path: Path) -> None:
     """Keep only the opset domains a node uses: ONNX Runtime's pre-processing lists eight more
     (com.microsoft, ai.onnx.training, ...) that `inspect` then shows and other runtimes must accept."""

@@ -1,0 +1,181 @@
+"""INT8 as one algorithm over per-format backends (edgedl.quantization): the backend contract run per
+registered backend, LiteRT's per-layer float fallback on a model INT8 cannot take whole, and
+quantization-aware training from a recipe to a Q/DQ ONNX and a full-integer .tflite."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+import edgedl.runtime as rt
+from edgedl import api
+from edgedl.artifacts import predict
+from edgedl.errors import StageError
+from edgedl.quantization.backend import backend_for, registered
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+@pytest.fixture(scope="module")
+def float_files(tmp_path_factory):
+    """A small conv net (conv, depthwise conv, pool, linear) as fp32 ONNX and fp32 .tflite, and digits
+    upsampled to 1x16x16 as calibration samples."""
+    from edgedl.data import load_dataset
+    from edgedl.formats.onnx.export import export_onnx
+    from edgedl.formats.tflite.convert import convert
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    x = load_dataset("digits:1x16x16", seed=0).train.x[:32]
+    folder = tmp_path_factory.mktemp("float")
+    export_onnx(module, x[:2], folder / "net.onnx", 18, True, "logits")
+    convert(module, x[:1], folder / "net.tflite")
+    return folder, x
+
+
+def backend(fmt: str, folder: Path, x: np.ndarray):
+    """The format's backend over the float file, as the stages build it."""
+    if fmt == "onnx":
+        from edgedl.formats.onnx import quantize as qo
+
+        qo.prepare(folder / "net.onnx", folder / "prepared.onnx")
+        return qo.OnnxBackend(folder / "prepared.onnx", [{"input": x[i:i + 1]} for i in range(len(x))]), \
+            folder / "net.onnx"
+    return backend_for("tflite")(folder / "net.tflite", x, "int8_float_io"), folder / "net.tflite"
+
+
+def test_every_format_has_its_backend():
+    assert set(registered()) == {"onnx", "tflite"}
+    with pytest.raises(KeyError, match="no quantization backend for coreml"):
+        backend_for("coreml")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_backend_contract(fmt, float_files, tmp_path):
+    """What the search asks of a backend, on a real file: its nodes, a file with every node quantized,
+    one with every node kept in float (the float model's outputs), one with a single node quantized,
+    the graph the rules read and real peaks of its tensors."""
+    folder, x = float_files
+    b, fp32 = backend(fmt, folder, x)
+    nodes = b.quantizable_nodes()
+    assert len(nodes) >= 4 and all(name and op for name, op in nodes)
+    (scheme, *_) = b.schemes()
+    full, none, one = (tmp_path / f"{k}{b.suffix}" for k in ("full", "none", "one"))
+    b.quantize(scheme, full)
+    b.quantize(scheme, none, exclude=[n for n, _ in nodes])
+    b.quantize(scheme, one, only=[nodes[0][0]])
+    ref = predict(fp32, x[:8])
+    err = {k: float(np.abs(predict(p, x[:8]) - ref).max()) for k, p in (("full", full), ("none", none), ("one", one))}
+    assert err["none"] < 1e-4 < err["full"]  # every node in float is the float model; all in INT8 is not
+    assert err["one"] < err["full"]
+    graph, outputs = b.graph()
+    assert outputs and {n for n, _ in nodes} <= {node.name for node in graph}
+    tensors = [t for node in graph for t in node.outputs][:4]
+    peaks, values = b.peaks(tensors)
+    assert any(v > 0 for v in peaks.values()) and set(values) == set(outputs)
+
+
+def test_litert_int8_gets_the_per_layer_fallback(tmp_path):
+    """A digits classifier with one tensor INT8 cannot take (an outlier unit 1000x the rest, see
+    sensitive_model.py): ai-edge-quantizer's full-integer file loses the accuracy; the search keeps
+    the ops that touch that tensor in float, says why, and the file meets the gate."""
+    from edgedl.recipe import validate_recipe
+
+    recipe = validate_recipe({
+        "model": str(ROOT / "tests" / "sensitive_model.py") + ":build", "data": "digits", "seed": 0,
+        "targets": ["tflite"],
+        "stages": [{"stage": "export_tflite", "precisions": ["fp32", "int8_float_io"], "calibration_samples": 64}]},
+        source="test")
+    run = api.compress(recipe, out=tmp_path / "run", progress=False)
+    q = run.artifacts["sensitive_model.int8fio.tflite"]["quantization"]
+    (candidate,) = q["candidates"]
+    assert q["accuracy_gate"] is True and q["drop_points"] <= 1.0
+    assert 1 <= len(q["float_layers"]) <= 3 and q["sensitivity"]["int8_float_io"][0]["drop_points"] > 5
+    assert all("quantized alone it cost" in q["why_float"][layer] for layer in q["float_layers"])
+    assert {layer.split()[0] for layer in q["float_layers"]} & {"MUL", "FULLY_CONNECTED"}
+    summary = run.artifacts["sensitive_model.int8fio.tflite"]["summary"]
+    assert "kept in float" in summary and "accuracy gate met" in summary
+    # the same file without the fallback, as before: the gate refuses it
+    from edgedl.formats.tflite.quantize import quantize
+    from edgedl.data import calibration_samples, load_dataset
+
+    data = load_dataset("digits", seed=0)
+    whole = tmp_path / "whole.tflite"
+    quantize(run.artifact_path("sensitive_model.fp32.tflite"), whole, "int8_float_io",
+             calibration_samples(data, 64, 0, "test").samples)
+    got = predict(whole, data.val.x).argmax(1)
+    assert (got == data.val.y).mean() < q["reference_quality"] - 0.02
+
+
+@pytest.fixture(scope="module")
+def qat_run(tmp_path_factory):
+    """recipes/qat.yaml as written, shortened: fewer training epochs."""
+    out = tmp_path_factory.mktemp("qat")
+    run = api.compress(ROOT / "recipes" / "qat.yaml", out=out / "run", progress=False,
+                       overrides=["stages.train.epochs=6", "stages.qat.epochs=2", "stages.benchmark.rounds=1",
+                                  "stages.benchmark.runs=20", "stages.benchmark.min_seconds=0"])
+    return run
+
+
+def test_qat_recipe_writes_the_learned_scales_as_onnx_and_tflite(qat_run):
+    a = qat_run.artifacts
+    stem = "resnet8"
+    onnx_qat, tflite_qat = a[f"{stem}.int8qat.onnx"], a[f"{stem}.int8qat.tflite"]
+    for record in (onnx_qat, tflite_qat):
+        assert record["produced_by"] == "qat" and record["precision"] == "int8"
+        assert record["parity"]["cosine"] >= 0.999 and record["parity"]["top1_agreement"] >= 0.9
+        assert record["quantization"]["accuracy_gate"] is True and record["quantization"]["scheme"] == "qat"
+        assert record["qat"]["epochs"] == 2 and "torchao PT2E" in record["qat"]["implementation"]
+        assert record["metrics"]["accuracy"] >= a[f"{stem}.fp32.onnx"]["metrics"]["accuracy"] - 0.02
+    # ONNX: INT8 weights and uint8 activations, the form ONNX Runtime's CPU fuses; smaller than fp32
+    model = onnx.load(str(qat_run.artifact_path(f"{stem}.int8qat.onnx")))
+    kinds = {onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer}
+    assert {"INT8", "UINT8"} <= kinds and not any(n.op_type == "Clip" for n in model.graph.node)
+    assert onnx_qat["size_bytes"] < 0.6 * a[f"{stem}.fp32.onnx"]["size_bytes"]
+    assert onnx_qat["qat"]["onnx_form"]["activations_to_uint8"] > 0
+    # .tflite: full integer, int8 in and out
+    sidecar = json.loads((qat_run.path / (tflite_qat["path"] + ".json")).read_text())
+    assert sidecar["inputs"][0]["dtype"] == "int8" and sidecar["quantizer"] == "torchao PT2E QAT"
+    assert tflite_qat["size_bytes"] < 0.35 * a[f"{stem}.fp32.tflite"]["size_bytes"]
+    # the benchmark stage's verdict, against the float file of the same format
+    assert tflite_qat["quantization"]["reference"] == f"{stem}.fp32.tflite"
+    assert "fresh processes" in tflite_qat["quantization"]["speed_gate"]["host"]
+
+
+def test_qat_in_the_one_line_form_and_refusals(tmp_path):
+    from edgedl.recipe import recipe_from_flags, validate_recipe
+    from edgedl.errors import UsageError
+
+    recipe = recipe_from_flags("resnet8", "digits", quantize="int8", qat=True, targets=["onnx", "tflite"])
+    names = [s.stage for s in recipe.stages]
+    assert names.index("export_onnx") < names.index("quantize") < names.index("export_tflite") < names.index("qat")
+    backwards = validate_recipe({"model": "resnet8", "data": "digits", "targets": ["onnx"],
+                                 "stages": [{"stage": "qat"}, {"stage": "export_onnx"}]}, source="test")
+    with pytest.raises(UsageError, match="put an export_onnx stage before qat"):
+        api.compress(backwards, out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_a_ptq_miss_names_the_qat_change(tmp_path):
+    """PTQ that cannot meet the gate (no float layers allowed on the outlier model) says which recipe
+    change would try quantization-aware training instead."""
+    from edgedl.recipe import validate_recipe
+
+    recipe = validate_recipe({
+        "model": str(ROOT / "tests" / "sensitive_model.py") + ":build", "data": "digits", "seed": 0,
+        "targets": ["onnx"],
+        "stages": [{"stage": "export_onnx"},
+                   {"stage": "quantize", "precision": "int8", "max_float_layers": 0, "calibration_samples": 64}]},
+        source="test")
+    with pytest.raises(StageError, match=r"add a qat stage after quantize .*- stage: qat"):
+        api.compress(recipe, out=tmp_path / "run", progress=False)
