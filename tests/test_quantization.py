@@ -12,9 +12,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import yaml
 
-import edgedl.runtime as rt
+
 from edgedl import api
 from edgedl.artifacts import predict
 from edgedl.errors import StageError
@@ -133,11 +132,13 @@ def test_qat_recipe_writes_the_learned_scales_as_onnx_and_tflite(qat_run):
     onnx_qat, tflite_qat = a[f"{stem}.int8qat.onnx"], a[f"{stem}.int8qat.tflite"]
     for record in (onnx_qat, tflite_qat):
         assert record["produced_by"] == "qat" and record["precision"] == "int8"
-        assert record["parity"]["cosine"] >= 0.999 and record["parity"]["top1_agreement"] >= 0.9
+        assert record["parity"]["cosine"] >= 0.98 and record["parity"]["top1_agreement"] >= 0.9
         assert record["quantization"]["accuracy_gate"] is True and record["quantization"]["scheme"] == "qat"
         assert record["qat"]["epochs"] == 2 and "torchao PT2E" in record["qat"]["implementation"]
         assert record["metrics"]["accuracy"] >= a[f"{stem}.fp32.onnx"]["metrics"]["accuracy"] - 0.02
-    # ONNX: INT8 weights and uint8 activations, the form ONNX Runtime's CPU fuses; smaller than fp32
+    # ONNX: exactly the trained graph under Q/DQ semantics; INT8 weights and uint8 activations, the form
+    # ONNX Runtime's CPU fuses; smaller than fp32
+    assert onnx_qat["parity"]["q_dq_semantics"]["cosine"] > 0.9999
     model = onnx.load(str(qat_run.artifact_path(f"{stem}.int8qat.onnx")))
     kinds = {onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer}
     assert {"INT8", "UINT8"} <= kinds and not any(n.op_type == "Clip" for n in model.graph.node)
@@ -179,3 +180,63 @@ def test_a_ptq_miss_names_the_qat_change(tmp_path):
         source="test")
     with pytest.raises(StageError, match=r"add a qat stage after quantize .*- stage: qat"):
         api.compress(recipe, out=tmp_path / "run", progress=False)
+
+
+def test_outlier_channels_are_equalized_and_int8_keeps_the_accuracy(tmp_path):
+    """The outlier MobileNetV2 (two residual-stream channels 100x the rest, function unchanged): plain
+    ONNX Runtime quantize_static with its defaults loses more than 2 points on the test split;
+    edgedl moves the outliers' scale into the weights (the float file's outputs unchanged) and keeps
+    every layer in INT8 within a point of FP32."""
+    from onnxruntime import quantization as q
+
+    from edgedl.data import calibration_samples, load_dataset
+    from edgedl.recipe import validate_recipe
+
+    recipe = validate_recipe({
+        "model": str(ROOT / "tests" / "outlier_mobilenet.py") + ":quick", "data": "digits:1x32x32", "seed": 0,
+        "targets": ["onnx"], "stages": [{"stage": "export_onnx"},
+                                        {"stage": "quantize", "precision": "int8", "calibration_samples": 128},
+                                        {"stage": "evaluate", "split": "test"}]}, source="test")
+    run = api.compress(recipe, out=tmp_path / "run", progress=False)
+    a = run.artifacts
+    fp32, int8 = a["outlier_mobilenet.fp32.onnx"], a["outlier_mobilenet.int8.onnx"]
+    info = int8["quantization"]
+    (stream,) = info["equalized"]
+    assert stream["channels"] == [3, 11] and min(stream["peak_over_median"]) > 8
+    assert info["float_layers"] == [] and info["accuracy_gate"] is True
+    assert int8["metrics"]["accuracy"] >= fp32["metrics"]["accuracy"] - 0.01
+    data = load_dataset("digits:1x32x32", seed=0)
+    feeds = iter([{"input": s[None]} for s in calibration_samples(data, 128, 0, "test").samples])
+    reader = type("Reader", (q.CalibrationDataReader,), {"get_next": lambda self: next(feeds, None)})()
+    plain = tmp_path / "plain.onnx"
+    q.quantize_static(str(run.artifact_path(fp32["name"])), str(plain), reader)
+    accuracy = float((predict(plain, data.test.x).argmax(1) == data.test.y).mean())
+    assert accuracy < fp32["metrics"]["accuracy"] - 0.02
+
+
+def test_qat_equalizes_the_torch_graph_with_the_function_unchanged():
+    """The torch side of the equalization (before QAT's fake quantization): the outlier MobileNetV2,
+    untrained, exported; the two outlier channels found on the same stream as in the ONNX file, the
+    outputs unchanged."""
+    from outlier_mobilenet import outlier_stream
+
+    from edgedl.formats.torch.equalize import equalize
+    from edgedl.models.mobilenet import mobilenetv2_050
+
+    torch.manual_seed(0)
+    model = mobilenetv2_050(num_classes=10, in_channels=1).eval()
+    outlier_stream(model, slice(4, 7))
+    x = torch.from_numpy(np.random.default_rng(0).random((16, 1, 32, 32), dtype=np.float32))
+    graph = torch.export.export(model, (x,)).module()
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    _fuse_conv_bn_(graph)  # as formats/torch/qat.prepare does first
+    graph.recompile()
+    with torch.no_grad():
+        before = graph(x)
+        (stream,) = equalize(graph, x)
+        after = graph(x)
+    assert stream["channels"] == [3, 11] and min(stream["peak_over_median"]) > 8
+    assert torch.allclose(before, after, rtol=1e-4, atol=1e-4)
+    (again,) = equalize(graph, x)  # half of each outlier's scale (in log) moved: about its square root is left
+    assert all(p < q / 5 for p, q in zip(again["peak_over_median"], stream["peak_over_median"]))

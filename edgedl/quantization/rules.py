@@ -7,6 +7,25 @@ import numpy as np
 from edgedl.artifacts import SCALE_SPLIT, scale_groups
 from edgedl.quantization.backend import Backend
 
+OUTLIER = 8.0  # a channel whose peak is this many times its stream's median channel peak
+ALPHA = 0.5  # the share of an outlier's scale moved into the weights (SmoothQuant's migration strength)
+
+
+def outlier_scales(peak: np.ndarray, outlier: float = OUTLIER, alpha: float = ALPHA):
+    """The outlier channels of a stream, from each channel's peak |value|, and the factor to divide
+    each channel by (multiplying its readers' weights): ``(peak / median) ** alpha`` for a channel
+    ``outlier`` times the median or more, 1 for the rest; None when the stream has none. The one rule
+    the ONNX and torch equalizations share (formats/onnx/equalize.py, formats/torch/equalize.py)."""
+    peak = np.asarray(peak, dtype=np.float64)
+    median = float(np.median(peak)) if peak.size >= 4 else 0.0
+    hot = np.flatnonzero(peak > outlier * median) if median > 0 else np.array([], int)
+    if not hot.size:
+        return None
+    scale = np.ones(peak.size)
+    scale[hot] = (peak[hot] / median) ** alpha
+    return {"channels": hot.tolist(), "peak_over_median": [round(float(peak[c] / median), 1) for c in hot],
+            "moved_into_weights": [round(float(scale[c]), 2) for c in hot], "scale": scale}
+
 
 def mixed_scale_nodes(backend: Backend) -> dict[str, str]:
     """Nodes to keep in float, each with its reason: every node that makes or reads a tensor joining

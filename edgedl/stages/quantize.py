@@ -22,6 +22,7 @@ from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
+from edgedl.formats.onnx.equalize import equalize
 from edgedl.formats.onnx.profile import op_profile
 from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
 from edgedl.quantization.rules import mixed_scale_nodes
@@ -56,6 +57,8 @@ class QuantizeConfig(StageConfig):
     calibration_samples: int = Field(256, ge=1)
     max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
     max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
+    equalize: bool = Field(True, description="move outlier channels' scale from activations into the weights "
+                                             "where they sit on linear streams (the model's function unchanged)")
     speed_gate: bool = True
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
@@ -98,7 +101,14 @@ class QuantizeStage(Stage):
             if drawn.warning:
                 ctx.run.manifest["notes"].append(drawn.warning)
                 ctx.log(f"warning: {drawn.warning}")
-            backend = qo.OnnxBackend(prepared, calibration_feeds(drawn, prepared), self.scheme(ctx), c.calibration,
+            feeds = calibration_feeds(drawn, prepared)
+            if c.equalize:  # outlier channels on linear streams: their scale moves into the weights
+                info["equalized"] = equalize(prepared, feeds)
+                for stream in info["equalized"]:
+                    ctx.log(f"equalized channels {stream['channels']} of the stream through {stream['tensors'][0]} "
+                            f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's): "
+                            f"{', '.join(f'{m:g}x' for m in stream['moved_into_weights'])} moved into the weights")
+            backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration,
                                      cache=work / f"calibration-{c.calibration}.json")
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range

@@ -465,52 +465,18 @@ def drop_redundant_clamps(model) -> int:
     return len(drop)
 
 
-def quantize_float_branches(model) -> int:
-    """Where a node's output feeds a Q and also, in float, another node (PT2E leaves a residual Add's
-    output unquantized on its way to the next Add), that other node reads the Q's value through its
-    own DequantizeLinear: ONNX Runtime fuses an Add into its integer kernel only when every input comes
-    from a DequantizeLinear and its output goes to a Q alone. The branch then carries the quantized
-    value, as a full-integer .tflite does. Returns the branches rerouted."""
-    import onnx
-
-    graph = model.graph
-    consumers, rerouted, extra = _consumers(graph), 0, []
-    for node in list(graph.node):
-        if not node.output or node.op_type in ("QuantizeLinear", "DequantizeLinear", "Constant"):
-            continue
-        users = consumers.get(node.output[0], [])
-        quants = [u for u in users if u.op_type == "QuantizeLinear"]
-        floats = [u for u in users if u.op_type != "QuantizeLinear"]
-        if len(quants) != 1 or not floats or _qparams(graph, quants[0]) is None:
-            continue
-        q = quants[0]
-        for k, user in enumerate(floats):
-            dq = onnx.helper.make_node("DequantizeLinear", [q.output[0], q.input[1], q.input[2]],
-                                       [f"{q.output[0]}_branch{k}"], name=f"{q.name or q.output[0]}_branch{k}")
-            user.input[:] = [dq.output[0] if i == node.output[0] else i for i in user.input]
-            extra.append(dq)
-            rerouted += 1
-    if extra:
-        from edgedl.formats.onnx.graph import toposort
-
-        graph.node.extend(extra)
-        toposort(graph)
-    return rerouted
-
-
 def for_onnxruntime(path: Path) -> dict:
     """A QDQ file made elsewhere (a QAT export) in the form ONNX Runtime's CPU fuses into its integer
-    kernels: INT8 weights, uint8 activations, clamps the Q after them makes redundant dropped, float
-    branches read through the Q beside them, one DequantizeLinear per consumer. All but the fourth
-    keep every value; the fourth moves values by less than half a quantization step. Returns what
-    each changed."""
+    kernels: INT8 weights, uint8 activations, clamps the Q after them makes redundant dropped, one
+    DequantizeLinear per consumer. Every step keeps the values (a residual branch PT2E leaves in
+    float stays so: reading it through the Q beside it would put an outlier channel's range on the
+    whole branch). Returns what each changed."""
     import onnx
 
     folded = fold_weight_quantization(path)
     model = onnx.load(str(path))
     changed = {"weights_folded": folded, "activations_to_uint8": activations_to_uint8(model),
-               "clamps_dropped": drop_redundant_clamps(model), "float_branches_quantized": quantize_float_branches(model),
-               "dequantize_copies": dedicated_dequantize(model)}
+               "clamps_dropped": drop_redundant_clamps(model), "dequantize_copies": dedicated_dequantize(model)}
     used = {i for n in model.graph.node for i in n.input}
     kept = [i for i in model.graph.initializer if i.name in used]  # the signed zero points left behind
     del model.graph.initializer[:]

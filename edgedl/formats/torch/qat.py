@@ -123,8 +123,12 @@ def _module_class():
     return QatModule
 
 
-def prepare(module, example: np.ndarray, symmetric_activations: bool = False):
-    """The module with fake quantization inserted, ready to fine-tune (``example``: a batch of 2 or more)."""
+def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sample: np.ndarray | None = None):
+    """The module with fake quantization inserted, ready to fine-tune (``example``: a batch of 2 or more);
+    outlier channels on linear streams equalized first from ``sample`` (a batch of real inputs; its
+    record on the module's ``equalized``)."""
+    from edgedl.formats.torch.equalize import equalize
+
     import torch
 
     _, _, _, _, prepare_qat_pt2e, fuse_conv_bn = _libraries()
@@ -137,12 +141,15 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False):
                                         dynamic_shapes=({0: batch},)).module()
             fuse_conv_bn(graph)
             graph.recompile()
+            equalized = equalize(graph, torch.from_numpy(example if sample is None else sample))
             prepared = prepare_qat_pt2e(graph, quantizer(symmetric_activations))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise EdgedlError(f"quantization-aware training cannot prepare this model with torch.export and torchao's "
                           f"PT2E QAT: {first} (rerun with --debug for the full trace)") from None
-    return _module_class()(prepared)
+    qat = _module_class()(prepared)
+    qat.equalized = equalized
+    return qat
 
 
 def convert(qat) -> Any:
