@@ -200,13 +200,21 @@ def test_outlier_channels_are_equalized_and_int8_keeps_the_accuracy(tmp_path):
     run = api.compress(recipe, out=tmp_path / "run", progress=False)
     a = run.artifacts
     fp32, int8 = a["outlier_mobilenet.fp32.onnx"], a["outlier_mobilenet.int8.onnx"]
+    from edgedl.formats.onnx.equalize import equalize
+
+    data = load_dataset("digits:1x32x32", seed=0)
+    drawn = calibration_samples(data, 128, 0, "test").samples
+    equalized = tmp_path / "equalized.onnx"
+    equalized.write_bytes(run.artifact_path(fp32["name"]).read_bytes())
+    assert equalize(equalized, [{"input": s[None]} for s in drawn])  # what the stage did, to the float file
+    before, after = predict(run.artifact_path(fp32["name"]), data.test.x), predict(equalized, data.test.x)
+    assert np.abs(after - before).max() < 1e-3 * np.abs(before).max()  # the function unchanged
     info = int8["quantization"]
     (stream,) = info["equalized"]
     assert stream["channels"] == [3, 11] and min(stream["peak_over_median"]) > 8
     assert info["float_layers"] == [] and info["accuracy_gate"] is True
     assert int8["metrics"]["accuracy"] >= fp32["metrics"]["accuracy"] - 0.01
-    data = load_dataset("digits:1x32x32", seed=0)
-    feeds = iter([{"input": s[None]} for s in calibration_samples(data, 128, 0, "test").samples])
+    feeds = iter([{"input": s[None]} for s in drawn])
     reader = type("Reader", (q.CalibrationDataReader,), {"get_next": lambda self: next(feeds, None)})()
     plain = tmp_path / "plain.onnx"
     q.quantize_static(str(run.artifact_path(fp32["name"])), str(plain), reader)
@@ -240,3 +248,42 @@ def test_qat_equalizes_the_torch_graph_with_the_function_unchanged():
     assert torch.allclose(before, after, rtol=1e-4, atol=1e-4)
     (again,) = equalize(graph, x)  # half of each outlier's scale (in log) moved: about its square root is left
     assert all(p < q / 5 for p, q in zip(again["peak_over_median"], stream["peak_over_median"]))
+
+
+def test_equalization_leaves_alone_what_it_cannot_rescale_exactly(tmp_path):
+    """A conv whose output has an outlier channel, read by two convs: equalized, outputs unchanged;
+    the same graph with the readers sharing one weight (tied: it would be scaled twice), or read by a
+    MatMul (which works on the last axis, not the channels), is left as it is."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedl.formats.onnx.equalize import equalize
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(size=(8, 3, 1, 1)).astype(np.float32)
+    w1[2] *= 100  # channel 2 of the stream: an outlier
+    w2, w3 = (rng.normal(size=(4, 8, 1, 1)).astype(np.float32) for _ in range(2))
+
+    def graph(readers, shared=False):
+        inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                 numpy_helper.from_array(w3, "w3"), numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "m")]
+        nodes = [helper.make_node("Conv", ["x", "w1"], ["t"], name="writer")]
+        outs = []
+        for k, op in enumerate(readers):
+            weight = "w2" if shared or k == 0 else "w3"
+            nodes.append(helper.make_node(op, ["t", weight if op == "Conv" else "m"], [f"y{k}"], name=f"reader{k}"))
+            outs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+        model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, [1, 3, 8, 8])], outs, inits), opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+        path = tmp_path / f"g{len(list(tmp_path.iterdir()))}.onnx"
+        onnx.save(model, str(path))
+        return path
+
+    feeds = [{"x": rng.random((1, 3, 8, 8), dtype=np.float32)} for _ in range(8)]  # 8 channels, 8 columns
+    good = graph(["Conv", "Conv"])
+    before = [predict(good, feeds[0]["x"])]
+    (stream,) = equalize(good, feeds)
+    assert stream["channels"] == [2]
+    assert np.allclose(predict(good, feeds[0]["x"]), before[0], rtol=1e-4, atol=1e-3)
+    for path in (graph(["Conv", "Conv"], shared=True), graph(["Conv", "MatMul"])):
+        untouched = path.read_bytes()
+        assert equalize(path, feeds) == [] and path.read_bytes() == untouched

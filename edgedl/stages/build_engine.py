@@ -73,7 +73,8 @@ class BuildEngineStage(Stage):
         from edgedl.formats.tensorrt.engine import check_precision, target
 
         profile, _, _ = target(recipe.device, self.config.tensorrt, self.options())
-        if self.config.precision == "auto" and any(s.stage == "quantize" and s.precision == "int8" for s in recipe.stages):
+        if self.config.precision == "auto" and any(s.stage == "quantize" and s.precision == "int8" or s.stage == "qat"
+                                                   for s in recipe.stages):
             check_precision("int8", profile, "quantize to fp16 (--quantize fp16, or stages.quantize.precision=fp16)")
 
     def run(self, ctx: RunContext) -> None:
@@ -117,8 +118,8 @@ class BuildEngineStage(Stage):
         if want in ("auto", "int8") and quantized:
             return quantized[-1]
         if want == "int8":
-            raise StageError("build_engine precision int8 needs the quantize stage's INT8 ONNX: add a quantize stage "
-                             "(precision: int8) before build_engine")
+            raise StageError("build_engine precision int8 needs an INT8 ONNX: add a quantize stage (precision: int8) "
+                             "or a qat stage before build_engine")
         fp16 = [a for a in artifacts if a["precision"] == "fp16"]
         if want in ("auto", "fp16") and fp16 and not quantized:
             return fp16[-1]

@@ -82,11 +82,11 @@ class ExportTfliteStage(Stage):
         produced = []
         for precision in c.precisions:
             path = fp32 if precision == "fp32" else work / f"{stem}.{precision_label(precision)}.tflite"
-            if precision in calibrated and c.quantizer == "ai-edge-quantizer" and gates is not None:
-                gates.search(precision, calibration.samples, path)  # with the per-layer float fallback
-            elif precision == "int8" and c.quantizer == "pt2e":
+            if precision == "int8" and c.quantizer == "pt2e":
                 litert_quantize.quantize_pt2e(module, samples[:1], calibration.samples, path)
-            elif precision != "fp32":
+            elif precision in calibrated and gates is not None:
+                gates.search(precision, calibration.samples, path)  # with the per-layer float fallback
+            elif precision != "fp32":  # full-integer INT8 here too keeps mixed-scale ops in float
                 litert_quantize.quantize(fp32, path, precision, calibration.samples if calibration else None)
             parity = compare(reference, predict(path, samples))
             if precision == "fp32":
@@ -186,6 +186,9 @@ class Gates:
         best = self.kept.get(precision) or search.judge(path, precision)
         speed = search.speed_gate(self.fp32, self.fp32.name, best, self.sample, self.threads, precision,
                                   self.config.min_speedup, self.ctx.device.record)
+        if best.path != path:  # the speed gate kept a retry: it is the file this precision ships
+            best.path.replace(path)
+            best.path = path
         q = self.quality
         info = {"precision": precision, "quality_metric": q.kind, "quality": best.quality, "reference": self.fp32.name,
                 "reference_quality": q.reference_value, "drop_points": best.drop_points, "reference_warning": q.warning,

@@ -3,8 +3,8 @@
 The current PyTorch model is fine-tuned with fake quantization (torchao's PT2E QAT, see
 ``formats/torch/qat.py``) through the one training loop, the float model teaching (its softened
 logits for a classifier, its outputs otherwise); then the trained graph becomes a Q/DQ ONNX
-(symmetric: TensorRT's explicit quantization and ONNX Runtime's s8s8 both take it) and a
-full-integer .tflite, for the run's targets. Each file is checked against the trained torch graph
+and a full-integer .tflite, for the run's targets (activations affine INT8, or symmetric with zero
+point 0 where TensorRT is a target, whose parser takes nothing else). Each file is checked against the trained torch graph
 (parity) and held to the same accuracy gate and speed verdict as PTQ (edgedl.quantization), against
 the float file of its format.
 """
@@ -48,6 +48,8 @@ class QatConfig(StageConfig):
         "way, so a deep network drifts a little from fake quantization (an ONNX file must also match exactly "
         "under Q/DQ semantics)"))
     on_gate_miss: Literal["fail", "warn"] = "fail"
+    equalize: bool = Field(True, description="move outlier channels' scale into the weights before training, as "
+                                             "the quantize stage does (the model's function unchanged)")
 
 
 class QatStage(Stage):
@@ -88,7 +90,7 @@ class QatStage(Stage):
         teacher = copy.deepcopy(ctx.model.module).eval().requires_grad_(False)
         self.tensorrt = "tensorrt" in [t.value for t in ctx.recipe.targets]  # its parser takes zero points of 0 only
         model = torch_qat.prepare(ctx.model.module, data.train.x[:2], symmetric_activations=self.tensorrt,
-                                  sample=data.train.x[:256])
+                                  sample=data.train.x[:64], equalize_outliers=c.equalize)
         for stream in model.equalized:
             ctx.log(f"qat: equalized channels {stream['channels']} of the stream through {stream['tensors'][0]} "
                     f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's)")

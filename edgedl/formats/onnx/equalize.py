@@ -5,9 +5,11 @@ into the weights with the function unchanged: SmoothQuant's migration (Xiao et a
 to convolution streams, as cross-layer equalization (Nagel et al., 2019) does for pairs of layers.
 
 A stream is a set of tensors joined by Add nodes (a residual stream), or one tensor, written only by
-convolutions and read only by convolutions and Gemm/MatMul layers: dividing channel c of every
-writer's weights and bias by s_c and multiplying every reader's input channel c by s_c leaves the
-model's outputs as they were (every op on the stream is linear). ONNX Runtime's quantization has
+convolutions and read only by convolutions (one group, or one group per channel), each weight used
+by that one node: dividing channel c of every writer's weights and bias by s_c and multiplying every
+reader's input channel c by s_c leaves the model's outputs as they were (every op on the stream is
+linear). A stream read by anything else (a MatMul, which works on the last axis, a pooling, an
+activation) is left alone. ONNX Runtime's quantization has
 no such pass for convolution networks (its SmoothQuant option covers transformer MatMuls, through
 Intel Neural Compressor); NNCF's ONNX backend has none either.
 """
@@ -26,7 +28,7 @@ from edgedl.quantization.rules import ALPHA, OUTLIER, outlier_scales
 class Stream:
     tensors: set[str]
     writers: list = field(default_factory=list)  # Conv nodes whose output is on the stream
-    readers: list = field(default_factory=list)  # (node, how): Conv / depthwise Conv / Gemm / MatMul
+    readers: list = field(default_factory=list)  # (node, how): "conv" (one group) or "depthwise"
 
 
 def streams(model) -> list[Stream]:
@@ -92,10 +94,6 @@ def _writer(node, inits) -> bool:
 def _reader(node, tensor, inits) -> str | None:
     if node.op_type == "Conv" and node.input[0] == tensor and node.input[1] in inits:
         return "conv" if _attr(node, "group", 1) == 1 else "depthwise"  # group == channels checked on the weight
-    if node.op_type == "Gemm" and node.input[0] == tensor and node.input[1] in inits and not _attr(node, "transA", 0):
-        return "gemm_t" if _attr(node, "transB", 0) else "matmul"
-    if node.op_type == "MatMul" and node.input[0] == tensor and node.input[1] in inits:
-        return "matmul"
     return None
 
 
@@ -138,7 +136,7 @@ def equalize(path: Path, feeds: list[dict], outlier: float = OUTLIER, alpha: flo
         if not per or len({p.shape for p in per}) != 1 or per[0].size < 4:
             continue
         found_here = outlier_scales(np.max(per, axis=0), outlier, alpha)
-        if found_here is None or not _fits(stream, per[0].size, inits):
+        if found_here is None or not _fits(stream, per[0].size, inits, model):
             continue
         scale = found_here.pop("scale")
         for node in stream.writers:
@@ -146,24 +144,31 @@ def equalize(path: Path, feeds: list[dict], outlier: float = OUTLIER, alpha: flo
                 if i:
                     _rescale(inits[i], 1 / scale, axis=0)
         for node, how in stream.readers:
-            _rescale(inits[node.input[1]], scale, axis={"conv": 1, "depthwise": 0, "gemm_t": 1, "matmul": 0}[how])
+            _rescale(inits[node.input[1]], scale, axis=1 if how == "conv" else 0)
         done.append({"tensors": sorted(stream.tensors)[:4], **found_here})
     if done:
         onnx.save(model, str(path))
     return done
 
 
-def _fits(stream: Stream, channels: int, inits) -> bool:
+def _fits(stream: Stream, channels: int, inits, model) -> bool:
     """Every weight has the stream's channel count where it is scaled (a depthwise reader: one group
-    per channel)."""
+    per channel), and no weight or bias is used by another node (tied weights would be scaled twice)."""
     from onnx import numpy_helper
 
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    scaled = [i for node in stream.writers for i in node.input[1:] if i] + [n.input[1] for n, _ in stream.readers]
+    if any(uses.get(name, 0) != 1 for name in scaled):
+        return False
     for node in stream.writers:
         if numpy_helper.to_array(inits[node.input[1]]).shape[0] != channels:
             return False
     for node, how in stream.readers:
         shape = numpy_helper.to_array(inits[node.input[1]]).shape
-        axis = {"conv": 1, "depthwise": 0, "gemm_t": 1, "matmul": 0}[how]
+        axis = 1 if how == "conv" else 0
         if len(shape) <= axis or shape[axis] != channels or (how == "depthwise" and _attr(node, "group", 1) != channels):
             return False
     return True

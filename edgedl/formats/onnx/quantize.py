@@ -342,7 +342,11 @@ def fold_weight_quantization(path: Path) -> int:
         out, last = node.output[0], node
         after = consumers.get(out, [])
         if len(after) == 1 and after[0].op_type == "Clip":  # torch's quant_min/quant_max
-            low, high = (value(i) if i else None for i in (list(after[0].input) + ["", ""])[1:3])
+            bounds = (list(after[0].input) + ["", ""])[1:3]
+            low, high = (value(i) if i else None for i in bounds)
+            if any(i and v is None for i, v in zip(bounds, (low, high))) or after[0].output[0] in \
+                    {o.name for o in graph.output}:
+                continue  # bounds computed at run time, or the clamp is an output: leave this weight as it is
             q = np.clip(q, low if low is not None else info.min, high if high is not None else info.max)
             last = after[0]
         name = last.output[0]
@@ -377,16 +381,26 @@ def dedicated_dequantize(model) -> int:
 
     graph = model.graph
     consumers, outputs = _consumers(graph), {o.name for o in graph.output}
+    taken = {t for n in graph.node for t in [*n.input, *n.output, n.name]} | {i.name for i in graph.initializer} \
+        | {i.name for i in graph.input} | outputs
+
+    def fresh(base: str) -> str:
+        k, name = 1, f"{base}_copy"
+        while name in taken:
+            k, name = k + 1, f"{base}_copy{k}"
+        taken.add(name)
+        return name
+
     nodes, made = [], 0
     for node in graph.node:
         nodes.append(node)
         users = consumers.get(node.output[0], []) if node.op_type == "DequantizeLinear" else []
         if len(users) + (node.output[0] in outputs) <= 1:
             continue
-        for k, user in enumerate(users[1:], 1):
+        for user in users[1:]:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
-            copy.name, copy.output[0] = f"{node.name or node.output[0]}_{k}", f"{node.output[0]}_{k}"
+            copy.name, copy.output[0] = fresh(node.name or node.output[0]), fresh(node.output[0])
             user.input[:] = [copy.output[0] if i == node.output[0] else i for i in user.input]
             nodes.append(copy)
             made += 1
@@ -404,20 +418,21 @@ def activations_to_uint8(model) -> int:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    consumers, converted = _consumers(graph), 0
+    consumers, converted, outputs = _consumers(graph), 0, {o.name for o in graph.output}
     for node in graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] in inits or len(node.input) < 3 \
                 or node.input[2] not in inits:
             continue
         zero = numpy_helper.to_array(inits[node.input[2]])
-        if zero.dtype != np.int8:
-            continue
+        users = consumers.get(node.output[0], [])
+        if zero.dtype != np.int8 or node.output[0] in outputs or not users \
+                or any(u.op_type != "DequantizeLinear" or len(u.input) < 3 for u in users):
+            continue  # only a pair whose every reader dequantizes it with the same zero point
         name = f"{node.output[0]}_zero_point_u8"
         graph.initializer.append(numpy_helper.from_array((zero.astype(np.int16) + 128).astype(np.uint8), name))
         node.input[2] = name
-        for user in consumers.get(node.output[0], []):
-            if user.op_type == "DequantizeLinear":
-                user.input[2] = name
+        for user in users:
+            user.input[2] = name
         converted += 1
     del graph.value_info[:]  # the tensors' old int8 types
     return converted
@@ -445,10 +460,10 @@ def drop_redundant_clamps(model) -> int:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    consumers, drop = _consumers(graph), []
+    consumers, drop, outputs = _consumers(graph), [], {o.name for o in graph.output}
     for clip in graph.node:
         after = consumers.get(clip.output[0], []) if clip.op_type == "Clip" else []
-        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or len(clip.input) < 3 \
+        if clip.output[0] in outputs or len(after) != 1 or after[0].op_type != "QuantizeLinear" or len(clip.input) < 3 \
                 or not all(i in inits for i in clip.input[1:3]):
             continue
         params = _qparams(graph, after[0])

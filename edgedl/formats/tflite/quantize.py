@@ -72,27 +72,34 @@ def quantize(src: Path, dst: Path, precision: str, calibration: np.ndarray | Non
         chosen = manager.get_quantization_recipe()
     elif precision == "int8_dynamic":
         chosen = recipe.dynamic_wi8_afp32()
-    elif precision in ("int8", "int8_float_io"):
-        LiteRTBackend(src, calibration, precision).quantize(precision, dst)
+    elif precision in ("int8", "int8_float_io"):  # the mixed-scale rule holds without the gates' search too
+        from edgedl.quantization.rules import mixed_scale_nodes
+
+        backend = LiteRTBackend(src, calibration, precision)
+        backend.quantize(precision, dst, exclude=list(mixed_scale_nodes(backend)))
         return
     else:
         raise EdgedlError(f"unknown TFLite precision '{precision}'; use one of {', '.join(PRECISIONS)}")
     _run(src, dst, chosen)
 
 
-def _run(src: Path, dst: Path, chosen, calibration: np.ndarray | None = None, calibrated=None):
-    """Quantize ``src`` into ``dst`` with a recipe; returns the calibration result (reusable: ranges
+def _calibrate(src: Path, chosen, calibration: np.ndarray):
+    """The ranges a recipe needs, from the samples (reusable by any recipe over the same ops: they
     depend on the model and the data, not on which ops a recipe quantizes)."""
     _, quantizer, *_ = _aeq()
     with _quiet():
         qt = quantizer.Quantizer(str(src), chosen)
-        result = calibrated
-        if qt.need_calibration and result is None:
-            key, name = _signature_input(src)
-            result = qt.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
-        qt.quantize(result if qt.need_calibration else None, enable_progress_report=False).export_model(
+        key, name = _signature_input(src)
+        return qt.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
+
+
+def _run(src: Path, dst: Path, chosen, calibrated=None) -> None:
+    """Quantize ``src`` into ``dst`` with a recipe (``calibrated``: the ranges, where it needs them)."""
+    _, quantizer, *_ = _aeq()
+    with _quiet():
+        qt = quantizer.Quantizer(str(src), chosen)
+        qt.quantize(calibrated if qt.need_calibration else None, enable_progress_report=False).export_model(
             str(dst), overwrite=True)
-    return result
 
 
 class LiteRTBackend(Backend):
@@ -113,15 +120,11 @@ class LiteRTBackend(Backend):
 
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
         scopes = {name: scope for name, _, scope, _, _ in self.ops()}
-        chosen = _full_integer_recipe(scheme, [scopes[n] for n in exclude],
-                                      None if only is None else [scopes[n] for n in only])
-        if self._calibrated is None and only is None and not list(exclude):
-            self._calibrated = _run(self.path, dst, chosen, self.calibration)
-            return
-        if self._calibrated is None:  # ranges for every op, once
-            self._calibrated = _run(self.path, dst.with_name(dst.stem + ".all.tflite"),
-                                    _full_integer_recipe(scheme), self.calibration)
-            dst.with_name(dst.stem + ".all.tflite").unlink(missing_ok=True)
+        exclude, only = list(exclude), None if only is None else list(only)
+        chosen = _full_integer_recipe(scheme, [scopes[n] for n in exclude], None if only is None else
+                                      [scopes[n] for n in only])
+        if self._calibrated is None:  # ranges for every op, once: every later recipe reuses them
+            self._calibrated = _calibrate(self.path, _full_integer_recipe(scheme), self.calibration)
         _run(self.path, dst, chosen, calibrated=self._calibrated)
 
     def ops(self):

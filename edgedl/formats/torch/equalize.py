@@ -4,8 +4,9 @@ as ``formats/onnx/equalize.py`` (``edgedl.quantization.rules.outlier_scales``), 
 Fake quantization keeps one range per activation tensor, and QAT's observers follow the values, so
 training alone cannot take a channel a hundred times larger than the rest out of a range it
 dominates. Where such channels sit on a stream of linear ops (tensors joined by ``aten.add``,
-written by convolutions, read by convolutions and linear layers), their scale moves into the
-weights first, the function unchanged, as post-training INT8 does for the ONNX file.
+written by convolutions, read only by convolutions of one group or one group per channel, each
+weight used by that one node), their scale moves into the weights first, the function unchanged,
+as post-training INT8 does for the ONNX file.
 """
 
 from __future__ import annotations
@@ -65,9 +66,7 @@ def equalize(graph, sample) -> list[dict]:
                 groups_arg = user.args[6] if _name(user) in CONVS and len(user.args) > 6 else 1
                 if _name(user) in CONVS and user.args[0] is node and weight(user.args[1]) is not None:
                     readers.append((user, "conv" if groups_arg == 1 else "depthwise"))
-                elif _name(user) == "aten.linear.default" and user.args[0] is node and weight(user.args[1]) is not None:
-                    readers.append((user, "conv"))
-                else:
+                else:  # a linear layer works on the last axis, not the channels; anything else is not linear
                     ok = False
         if ok and writers and readers:
             streams.append((members, writers, readers))
@@ -96,9 +95,12 @@ def equalize(graph, sample) -> list[dict]:
             if found is None:
                 continue
             scale = torch.from_numpy(found.pop("scale")).float()
+            scaled = [a for w in writers for a in w.args[1:3] if isinstance(a, fx.Node)] + [r.args[1] for r, _ in readers]
             shapes_fit = all(weight(w.args[1]).shape[0] == scale.numel() for w in writers) and all(
-                weight(r.args[1]).shape[1 if how == "conv" else 0] == scale.numel() for r, how in readers)
-            if not shapes_fit:
+                weight(r.args[1]).shape[1 if how == "conv" else 0] == scale.numel()
+                and (how == "conv" or r.args[6] == scale.numel()) for r, how in readers)
+            tied = len({weight(a).data_ptr() for a in scaled}) != len(scaled) or any(len(a.users) != 1 for a in scaled)
+            if not shapes_fit or tied:  # a weight used twice would be scaled twice
                 continue
             for w in writers:
                 tensor = weight(w.args[1])

@@ -123,7 +123,8 @@ def _module_class():
     return QatModule
 
 
-def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sample: np.ndarray | None = None):
+def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sample: np.ndarray | None = None,
+            equalize_outliers: bool = True):
     """The module with fake quantization inserted, ready to fine-tune (``example``: a batch of 2 or more);
     outlier channels on linear streams equalized first from ``sample`` (a batch of real inputs; its
     record on the module's ``equalized``)."""
@@ -131,8 +132,11 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sa
 
     import torch
 
+    import copy
+
     _, _, _, _, prepare_qat_pt2e, fuse_conv_bn = _libraries()
     batch = torch.export.Dim("batch", min=1, max=4096)
+    module = copy.deepcopy(module)  # torch.export's graph shares the module's parameters: train a copy
     from edgedl.formats.tflite.convert import _quiet
 
     try:
@@ -141,7 +145,8 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sa
                                         dynamic_shapes=({0: batch},)).module()
             fuse_conv_bn(graph)
             graph.recompile()
-            equalized = equalize(graph, torch.from_numpy(example if sample is None else sample))
+            equalized = equalize(graph, torch.from_numpy(example if sample is None else sample)) \
+                if equalize_outliers else []
             prepared = prepare_qat_pt2e(graph, quantizer(symmetric_activations))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
@@ -170,8 +175,11 @@ def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: 
 
     from edgedl.formats.tflite.convert import _quiet
 
-    import litert_torch
-    from litert_torch.quantize.quant_config import QuantConfig
+    try:
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+    except ImportError:
+        raise MissingDependencyError("litert-torch", "litert-convert", "the QAT .tflite") from None
 
     try:
         with _quiet():
