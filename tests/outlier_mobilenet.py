@@ -11,6 +11,9 @@ levels and the accuracy drops. Python code: it runs only with --trust-model-code
     edgedl compress --model tests/outlier_mobilenet.py:build --data digits:1x32x32 --quantize int8 --trust-model-code
 """
 
+import copy
+import functools
+
 import torch
 
 from edgedl.models.mobilenet import mobilenetv2_050
@@ -37,6 +40,13 @@ def outlier_stream(model, stage: slice, channels=CHANNELS, factor: float = FACTO
 
 
 def build(epochs: int = EPOCHS):
+    """The trained outlier model; a run rebuilds a checkpoint's model through this factory (then loads
+    its weights), so one process trains it once."""
+    return copy.deepcopy(_trained(epochs))
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(epochs: int):
     from edgedl.data import load_dataset
     from edgedl.train import FitConfig, fit
 
