@@ -6,6 +6,7 @@ timed side by side; then the speed gate (with the backend's slow-in-INT8 nodes r
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -88,7 +89,7 @@ class Search:
         if len(passing) > 1:  # several meet the gate: the fastest here, all timed side by side in one loop
             timed = time_rounds({i: a.path for i, a in enumerate(passing)}, sample, threads, rounds=5)
             for i, a in enumerate(passing):
-                a.p50_ms = sorted(r[0] for r in timed[i])[2]
+                a.p50_ms = statistics.median(r[0] for r in timed[i])
             fastest = min(a.p50_ms for a in passing)
             best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
         else:
