@@ -125,6 +125,21 @@ class Search:
                 break
         return result
 
+    def record(self, best: Attempt, reference: str, precision: str) -> dict:
+        """The manifest's quantization record of the file kept: the gate's measure and verdict against
+        ``reference``, every float layer with its reason, and what the search tried (``info``)."""
+        q = self.quality
+        return {"precision": precision, "gate_split": "val", "quality_metric": q.kind, "reference": reference,
+                "reference_quality": q.reference_value, "reference_warning": q.warning,
+                "max_accuracy_drop_points": self.limits.max_accuracy_drop, "scheme": best.scheme,
+                "quality": best.quality, "drop_points": best.drop_points, "accuracy_gate": best.passed,
+                "float_layers": list(best.float_layers), "why_float": dict(best.why_float), "worst_slice": best.worst,
+                **self.info}
+
+    def log_float_layers(self, best: Attempt, prefix: str = "") -> None:
+        for reason, layers in by_reason(best.why_float).items():  # every float layer's reason, on screen too
+            self.log(f"{prefix}kept in float ({', '.join(layers)}): {reason}")
+
     def speed_gate(self, parent_path: Path, parent_name: str, best: Attempt, sample: Any, threads: int | None,
                    label: str, min_speedup: float, device: dict | None, retry_slow: bool = True) -> dict:
         """The one speed verdict of ``best`` against its float parent; where it is not faster and the

@@ -15,6 +15,12 @@ SIDECAR_VERSION = 2
 SIDECAR_OWN_KEYS = ("edgedl_sidecar", "artifact", "sha256", "format", "precision")
 
 
+def inherited_sidecar(artifact: str | os.PathLike, **own: Any) -> dict[str, Any]:
+    """What a file derived from ``artifact`` (quantized, built, trained for INT8) keeps of its sidecar:
+    everything but the keys about the file itself, plus the derived file's ``own`` keys."""
+    return {**{k: v for k, v in (read_sidecar(artifact) or {}).items() if k not in SIDECAR_OWN_KEYS}, **own}
+
+
 def sidecar_path(artifact: str | os.PathLike) -> Path:
     """Return the sidecar's path for an artifact: ``model.onnx`` -> ``model.onnx.json``."""
     artifact = Path(artifact)

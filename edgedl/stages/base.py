@@ -116,6 +116,20 @@ class RunContext:
         self.model_artifact = name
         return record
 
+    def litert_sidecar(self, path, quantizer: str | None) -> dict:
+        """The sidecar of a .tflite file litert-torch converted from the current model: its own tensors
+        (int8 inputs of a full-integer file among them) under the model's names, NCHW as litert-torch
+        keeps it."""
+        from edgedl.artifacts import build_sidecar, runner_tensors, under_model_names
+        from edgedl.runtime.sidecar import read_sidecar
+
+        model_io = read_sidecar(self.run.artifact_path(self.run.artifact(self.model_artifact))) or {}
+        inputs, outputs = runner_tensors(path)
+        return build_sidecar(self.dataset, under_model_names(inputs, model_io.get("inputs", [])),
+                             under_model_names(outputs, model_io.get("outputs", [])), known_layout=True,
+                             model=self.model_info, source={"model": self.recipe.model.spec, "artifact": self.model_artifact},
+                             converter="litert-torch", quantizer=quantizer)
+
     def ensure_model_artifact(self) -> str:
         """The current model's checkpoint artifact, saving the loaded model first if it has none."""
         self.require_torch("export_onnx")

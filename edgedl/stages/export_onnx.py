@@ -137,7 +137,6 @@ def add_onnx_artifact(ctx: RunContext, tmp: Path, *, parent: str | None, opset: 
     sidecar = build_sidecar(ctx.dataset, inputs, outputs, source=source, known_layout=known_layout, opset=opset,
                             model=ctx.model_info,
                             **sidecar_extra)
-    graph = onnx_graph.load_graph(tmp)
     ctx.run.add_artifact(tmp, name=tmp.name, format="onnx", precision="fp32", stage="export_onnx", parent=parent,
                          sidecar=sidecar, extra=extra,
-                         metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]})
+                         metrics=onnx_graph.size_metrics(tmp))

@@ -8,9 +8,7 @@ from pydantic import Field
 
 import numpy as np
 
-from edgedl.artifacts import (PARITY_SAMPLES, build_sidecar, compare, precision_label, predict, runner_tensors,
-                              under_model_names)
-from edgedl.runtime.sidecar import read_sidecar
+from edgedl.artifacts import PARITY_SAMPLES, compare, precision_label, predict
 from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
@@ -99,15 +97,8 @@ class ExportTfliteStage(Stage):
             produced.append((precision, path, parity))
         gates = gates.results if gates is not None else {}
         fp32_name = None
-        model_io = read_sidecar(ctx.run.artifact_path(ctx.run.artifact(parent))) or {}
         for precision, path, parity in produced:
-            inputs, outputs = runner_tensors(path)
-            inputs = under_model_names(inputs, model_io.get("inputs", []))
-            outputs = under_model_names(outputs, model_io.get("outputs", []))
-            sidecar = build_sidecar(ctx.dataset, inputs, outputs, known_layout=True, model=ctx.model_info,  # litert-torch keeps NCHW
-                                    source={"model": ctx.recipe.model.spec, "artifact": parent},
-                                    converter="litert-torch",
-                                    quantizer=self._quantizer(precision))
+            sidecar = ctx.litert_sidecar(path, self._quantizer(precision))
             record = ctx.run.add_artifact(
                 path, name=path.name, format="tflite", precision=precision_label(precision), stage=self.name,
                 parent=self._parent(precision, parent, fp32_name), sidecar=sidecar,
@@ -180,7 +171,6 @@ class Gates:
 
     def judge(self, precision: str, path) -> None:
         from edgedl.quantization.quality import gate_summary
-        from edgedl.quantization.search import by_reason
 
         search = self.searches.get(precision) or self._search(precision)
         best = self.kept.get(precision) or search.judge(path, precision)
@@ -190,11 +180,8 @@ class Gates:
             best.path.replace(path)
             best.path = path
         q = self.quality
-        info = {"precision": precision, "quality_metric": q.kind, "quality": best.quality, "reference": self.fp32.name,
-                "reference_quality": q.reference_value, "drop_points": best.drop_points, "reference_warning": q.warning,
-                "max_accuracy_drop_points": self.config.max_accuracy_drop, "accuracy_gate": best.passed,
-                "speed_gate": speed, "scheme": self.stage._quantizer(precision), "float_layers": best.float_layers,
-                "why_float": best.why_float, "worst_slice": best.worst, **search.info}
+        info = {**search.record(best, self.fp32.name, precision), "scheme": self.stage._quantizer(precision),
+                "speed_gate": speed}
         notes = {}
         if not best.passed:
             notes["accuracy_gate"] = (f"{precision} {q.kind} {best.quality:.4f} against {q.reference_value:.4f} for "
@@ -202,7 +189,6 @@ class Gates:
                                       f"{self.config.max_accuracy_drop})")
         if speed["passed"] is not True:
             notes["speed_gate"] = speed["verdict"]
-        for reason, layers in by_reason(best.why_float).items():
-            self.ctx.log(f"{precision}: kept in float ({', '.join(layers)}): {reason}")
+        search.log_float_layers(best, f"{precision}: ")
         self.results[precision] = {"notes": notes, "extra": {"quantization": info, "summary": gate_summary(info),
                                                              "recommended": best.passed and speed["passed"] is not False}}

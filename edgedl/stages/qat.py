@@ -18,11 +18,10 @@ import numpy as np
 
 from pydantic import Field
 
-from edgedl.artifacts import PARITY_SAMPLES, UNLABELLED_TASKS, build_sidecar, compare, predict, runner_tensors, \
-    under_model_names
+from edgedl.artifacts import PARITY_SAMPLES, UNLABELLED_TASKS, compare, predict
 from edgedl.errors import StageError
 from edgedl.formats.onnx import graph as onnx_graph
-from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS, read_sidecar
+from edgedl.runtime.sidecar import inherited_sidecar, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 EXACT_COSINE = 0.9999  # an ONNX file under Q/DQ semantics against the trained graph: float rounding only
@@ -163,11 +162,10 @@ class QatStage(Stage):
                 reference_path = ctx.run.artifact_path(reference)
         parity = self._parity(fmt, out, converted, data.val.x[:PARITY_SAMPLES * 4])
         info, notes = self._gates(ctx, fmt, out, reference_path)
-        sidecar = self._sidecar(ctx, fmt, out, reference_path)
-        metrics = {}
-        if fmt == "onnx":
-            graph = onnx_graph.load_graph(out)
-            metrics = {"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]}
+        # the ONNX file keeps the float file's sidecar; a .tflite has tensors of its own (int8 inputs)
+        sidecar = inherited_sidecar(reference_path, quantization={"scheme": "qat", "float_layers": []}) \
+            if fmt == "onnx" else ctx.litert_sidecar(out, "torchao PT2E QAT")
+        metrics = onnx_graph.size_metrics(out) if fmt == "onnx" else {}
         from edgedl.quantization.quality import gate_summary
 
         ctx.run.add_artifact(out, name=out.name, format=fmt, precision="int8", stage=self.name, parent=parent,
@@ -220,11 +218,7 @@ class QatStage(Stage):
         sample, threads = single_sample(ctx.dataset.val.x), bench_threads(ctx.recipe)
         speed = search.speed_gate(reference_path, reference_path.name, best, sample, threads, "int8 (qat)",
                                   c.min_speedup, ctx.device.record)
-        info = {"precision": "int8", "scheme": "qat", "gate_split": "val", "quality_metric": quality.kind,
-                "quality": best.quality, "reference": reference_path.name, "reference_quality": quality.reference_value,
-                "drop_points": best.drop_points, "max_accuracy_drop_points": c.max_accuracy_drop,
-                "accuracy_gate": best.passed, "float_layers": [], "worst_slice": best.worst, "speed_gate": speed,
-                "reference_warning": quality.warning}
+        info = {**search.record(best, reference_path.name, "int8"), "speed_gate": speed}
         notes = {}
         if not best.passed:
             message = (f"the QAT {fmt} file missed the accuracy gate: {quality.kind} {best.quality:.4f} against "
@@ -237,16 +231,3 @@ class QatStage(Stage):
         if speed["passed"] is not True:
             notes["speed_gate"] = speed["verdict"]
         return info, notes
-
-    def _sidecar(self, ctx: RunContext, fmt: str, path, reference_path) -> dict:
-        """The float file's sidecar, with this file's own tensors (a .tflite's int8 inputs)."""
-        if fmt == "onnx":
-            sidecar = {k: v for k, v in (read_sidecar(reference_path) or {}).items() if k not in SIDECAR_OWN_KEYS}
-            sidecar["quantization"] = {"scheme": "qat", "float_layers": []}
-            return sidecar
-        model_io = read_sidecar(ctx.run.artifact_path(ctx.run.artifact(ctx.model_artifact))) or {}
-        inputs, outputs = runner_tensors(path)
-        return build_sidecar(ctx.dataset, under_model_names(inputs, model_io.get("inputs", [])),
-                             under_model_names(outputs, model_io.get("outputs", [])), known_layout=True,
-                             model=ctx.model_info, source={"model": ctx.recipe.model.spec, "artifact": ctx.model_artifact},
-                             converter="litert-torch", quantizer="torchao PT2E QAT")

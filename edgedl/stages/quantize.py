@@ -26,8 +26,8 @@ from edgedl.formats.onnx.equalize import equalize
 from edgedl.formats.onnx.profile import op_profile
 from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
 from edgedl.quantization.rules import mixed_scale_nodes
-from edgedl.quantization.search import Attempt, Limits, Search, by_reason
-from edgedl.runtime.sidecar import SIDECAR_OWN_KEYS, read_sidecar
+from edgedl.quantization.search import Attempt, Limits, Search
+from edgedl.runtime.sidecar import inherited_sidecar, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -85,9 +85,7 @@ class QuantizeStage(Stage):
                           use_labels=task not in UNLABELLED_TASKS, metric=c.metric)
         sample = single_sample(ctx.dataset.val.x)
         threads = c.threads or bench_threads(ctx.recipe)
-        info: dict = {"precision": c.precision, "gate_split": "val", "quality_metric": quality.kind,
-                      "reference": parent["name"], "reference_quality": quality.reference_value,
-                      "reference_warning": quality.warning, "max_accuracy_drop_points": c.max_accuracy_drop}
+        info: dict = {}  # what came before the search (calibration, equalization); the search's record follows
         if quality.warning:
             ctx.run.manifest["notes"].append(quality.warning)
             ctx.log(f"warning: {quality.warning}")
@@ -119,9 +117,8 @@ class QuantizeStage(Stage):
             search = Search(None, quality, Limits(c.max_accuracy_drop, 0), work, ctx.log)
             best = search.judge(out, c.precision)
             search.info["candidates"] = [best.summary()]
-        info.update(search.info)
 
-        self._describe(info, best)
+        info.update(search.record(best, parent["name"], c.precision))
         notes: dict = {}
         if not best.passed:
             message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
@@ -142,19 +139,11 @@ class QuantizeStage(Stage):
             if gate["passed"] is False:  # where the time goes, per op
                 gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                                  "quantized": op_profile(best.path, sample, threads)}
-            info["speed_gate"] = gate
             if gate["passed"] is not True:
                 notes["speed_gate"] = gate["verdict"]
-            self._describe(info, best)  # the slow-in-INT8 retry may have changed the file kept
-        for reason, layers in by_reason(best.why_float).items():  # every float layer's reason, on screen too
-            ctx.log(f"kept in float ({', '.join(layers)}): {reason}")
+            info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
+        search.log_float_layers(best)
         self._add(ctx, parent, best, info, notes)
-
-    @staticmethod
-    def _describe(info: dict, best: Attempt) -> None:
-        info.update(scheme=best.scheme, quality=best.quality, drop_points=best.drop_points,
-                    accuracy_gate=best.passed, float_layers=list(best.float_layers), why_float=dict(best.why_float),
-                    worst_slice=best.worst)
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes
@@ -170,17 +159,15 @@ class QuantizeStage(Stage):
     # ---- artifact -------------------------------------------------------------------------
     def _add(self, ctx, parent: dict, best: Attempt, info: dict, notes: dict) -> None:
         parent_path = ctx.run.artifact_path(parent)
-        sidecar = {k: v for k, v in (read_sidecar(parent_path) or {}).items() if k not in SIDECAR_OWN_KEYS}
-        sidecar["quantization"] = {k: info[k] for k in ("scheme", "float_layers")}
+        sidecar = inherited_sidecar(parent_path, quantization={k: info[k] for k in ("scheme", "float_layers")})
         suffix = precision_label(self.config.precision)
         name = parent["name"].replace(".fp32.onnx", "") + f".{suffix}.onnx"
         out = best.path.with_name(name)
         best.path.rename(out)
-        graph = onnx_graph.load_graph(out)
         recommended = info["accuracy_gate"] and info.get("speed_gate", {}).get("passed", True) is not False
         ctx.run.add_artifact(
             out, name=name, format="onnx", precision=suffix, stage=self.name, parent=parent["name"],
-            sidecar=sidecar, metrics={"params": onnx_graph.count_params(graph), "macs": onnx_graph.count_macs(graph)[0]},
+            sidecar=sidecar, metrics=onnx_graph.size_metrics(out),
             notes=notes, extra={"quantization": info, "recommended": recommended, "summary": gate_summary(info)},
         )
         speed = info.get("speed_gate", {})

@@ -273,6 +273,12 @@ def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | 
     return total, unknown
 
 
+def size_metrics(path) -> dict[str, int | None]:
+    """An ONNX file's parameters and MACs, as the manifest records them."""
+    model = load_graph(path)
+    return {"params": count_params(model), "macs": count_macs(model)[0]}
+
+
 def count_params(model) -> int:
     """Elements of weight-typed initializers: float and 8-bit (quantized) tensors.
 
