@@ -19,7 +19,7 @@ from edgedl.errors import EdgedlError, MissingDependencyError
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Both libraries narrate their steps, partly from C++ straight to file descriptors 1 and 2;
     keep edgedl's output to its own lines. Errors still surface as exceptions."""
     from edgedl.runtime.litert import native_output_silenced
@@ -38,14 +38,14 @@ def _quiet():
 def convert(module, sample: np.ndarray, path: Path) -> None:
     """Convert a torch module to an fp32 .tflite file, traced with ``sample`` (batch 1)."""
     try:
-        with _quiet():  # importing it prints native start-up notices (oneDNN, torchao kernels)
+        with quiet():  # importing it prints native start-up notices (oneDNN, torchao kernels)
             import litert_torch
     except ImportError:
         raise MissingDependencyError("litert-torch", "litert-convert", "TFLite export") from None
     import torch
 
     try:
-        with _quiet():
+        with quiet():
             edge = litert_torch.convert(module.eval(), (torch.from_numpy(sample),))
             edge.export(str(path))
     except Exception as exc:

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from edgedl.errors import EdgedlError, MissingDependencyError
-from edgedl.formats.tflite.convert import _quiet
+from edgedl.formats.tflite.convert import quiet
 from edgedl.quantization.backend import Backend, Node, peaks_and_outputs
 
 PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8", "int8_float_io")
@@ -23,7 +23,7 @@ LAYOUT_OPS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
 
 def _aeq():
     try:
-        with _quiet():
+        with quiet():
             from ai_edge_quantizer import qtyping, quantizer, recipe, recipe_manager
             from ai_edge_quantizer.algorithm_manager import AlgorithmName
             from ai_edge_quantizer.utils import tfl_flatbuffer_utils
@@ -87,7 +87,7 @@ def _calibrate(src: Path, chosen, calibration: np.ndarray):
     """The ranges a recipe needs, from the samples (reusable by any recipe over the same ops: they
     depend on the model and the data, not on which ops a recipe quantizes)."""
     _, quantizer, *_ = _aeq()
-    with _quiet():
+    with quiet():
         qt = quantizer.Quantizer(str(src), chosen)
         key, name = _signature_input(src)
         return qt.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
@@ -96,7 +96,7 @@ def _calibrate(src: Path, chosen, calibration: np.ndarray):
 def _run(src: Path, dst: Path, chosen, calibrated=None) -> None:
     """Quantize ``src`` into ``dst`` with a recipe (``calibrated``: the ranges, where it needs them)."""
     _, quantizer, *_ = _aeq()
-    with _quiet():
+    with quiet():
         qt = quantizer.Quantizer(str(src), chosen)
         qt.quantize(calibrated if qt.need_calibration else None, enable_progress_report=False).export_model(
             str(dst), overwrite=True)
@@ -187,7 +187,7 @@ def quantize_pt2e(module, sample: np.ndarray, calibration: np.ndarray, dst: Path
     per-channel weights, observers calibrated in torch, then converted. The alternative to
     ai-edge-quantizer that benchmarks/litert.py compares it with."""
     try:
-        with _quiet():
+        with quiet():
             import litert_torch
             from litert_torch.quantize import pt2e_quantizer
             from litert_torch.quantize.quant_config import QuantConfig
@@ -197,7 +197,7 @@ def quantize_pt2e(module, sample: np.ndarray, calibration: np.ndarray, dst: Path
     import torch
 
     example = (torch.from_numpy(sample),)
-    with _quiet():
+    with quiet():
         chosen = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
         graph = pt2e.prepare_pt2e(torch.export.export(module.eval(), example).module(), chosen)

@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 
 from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.formats.tflite.convert import quiet
 
 
 def _libraries():
-    from edgedl.formats.tflite.convert import _quiet
-
     try:
-        with _quiet():  # torchao prints native start-up notices (CUDA kernels it cannot load here)
+        with quiet():  # torchao prints native start-up notices (CUDA kernels it cannot load here)
             from litert_torch.quantize import pt2e_quantizer
             from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
@@ -137,10 +136,8 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sa
     _, _, _, _, prepare_qat_pt2e, fuse_conv_bn = _libraries()
     batch = torch.export.Dim("batch", min=1, max=4096)
     module = copy.deepcopy(module)  # torch.export's graph shares the module's parameters: train a copy
-    from edgedl.formats.tflite.convert import _quiet
-
     try:
-        with _quiet():  # the annotators print notes ("Relu partition has more than one output node")
+        with quiet():  # the annotators print notes ("Relu partition has more than one output node")
             graph = torch.export.export(module.eval(), (torch.from_numpy(example),),
                                         dynamic_shapes=({0: batch},)).module()
             fuse_conv_bn(graph)
@@ -160,11 +157,9 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sa
 def convert(qat) -> Any:
     """The trained module with its fake quantizers turned into quantize/dequantize ops of the learned
     scales (still a torch module: it runs, and it exports)."""
-    from edgedl.formats.tflite.convert import _quiet
-
     _, _, _, convert_pt2e, _, _ = _libraries()
     qat.eval()
-    with _quiet():
+    with quiet():
         converted = _module_class()(convert_pt2e(qat.graph_module, fold_quantize=False))
     return converted.eval()
 
@@ -173,8 +168,6 @@ def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: 
     """A full-integer .tflite (int8 inputs and outputs) from the converted graph, by litert-torch."""
     import torch
 
-    from edgedl.formats.tflite.convert import _quiet
-
     try:
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
@@ -182,7 +175,7 @@ def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: 
         raise MissingDependencyError("litert-torch", "litert-convert", "the QAT .tflite") from None
 
     try:
-        with _quiet():
+        with quiet():
             litert_torch.convert(converted.graph_module, (torch.from_numpy(example[:1]),),
                                  quant_config=QuantConfig(pt2e_quantizer=quantizer(symmetric_activations))).export(str(dst))
     except Exception as exc:
