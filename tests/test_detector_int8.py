@@ -189,6 +189,12 @@ def test_the_gate_takes_the_recipes_own_measure(detector_run, tmp_path):
     q = next(a for a in manifest["artifacts"] if a["name"] == "yolo_head.int8.onnx")["quantization"]
     assert q["quality_metric"] == "metric same_detections" and q["reference_quality"] == 1.0
     assert 0.95 <= q["quality"] <= 1.0 and q["accuracy_gate"]
+    # the task's standard measure is kept beside the user's, in the record and on the report's line
+    standard = q["standard_quality"]
+    assert standard["measure"] in ("accuracy", "cosine") and 0 < standard["value"] <= 1.0001
+    assert standard["drop_points"] == pytest.approx(100 * (standard["reference"] - standard["value"]), abs=1e-3)
+    summary = next(a for a in manifest["artifacts"] if a["name"] == "yolo_head.int8.onnx")["summary"]
+    assert "metric same_detections" in summary and f"; {standard['measure']} {standard['value']:.4f} against" in summary
     with pytest.raises(SystemExit) as exc:
         main([*common, "--out", str(tmp_path / "broken"), "--set", f"stages.quantize.metric={metrics}:broken"])
     assert exc.value.code == 1

@@ -322,6 +322,13 @@ def test_data_and_a_metric_from_the_users_own_code_run_only_when_named(tmp_path,
     onnx = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx")
     assert onnx["metrics"]["accuracy"] > 0.3 and 0 <= onnx["metrics"]["metric"]["value"] <= onnx["metrics"]["accuracy"]
     assert manifest["recipe"]["data"]["spec"] == "feeds.py:samples"
+    # the report shows the user's measure in a column of its own, beside accuracy
+    lines = (run / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| artifact |")).split(" | ")
+    assert header[header.index("accuracy") + 1] == "worst_class_recall"
+    recall = [float(line.split(" | ")[header.index("worst_class_recall")]) for line in lines
+              if line.startswith("| resnet8.fp32.onnx |") and line.count(" | ") == len(header) - 1]
+    assert recall == [pytest.approx(onnx["metrics"]["metric"]["value"], abs=1e-4)]
     # The same code named by a recipe file runs only with --trust-model-code.
     (tmp_path / "r.yaml").write_text("model: resnet8\ndata: feeds.py:samples\ntargets: []\n"
                                      "stages: [{stage: train, epochs: 1}]\n")

@@ -38,6 +38,8 @@ class Quality:
         self.load_options = load_options
         self.classifier = classifier
         self.metric = (metric, user_metric(metric, "stages.quantize.metric")) if metric else None
+        # the user's measure decides; the task's standard one is reported beside it
+        self.standard = Quality(split, reference_path, classifier, use_labels, **load_options) if metric else None
         if self.metric:
             self.y = split.y  # the user's measure gets the labels there are
         self.kind = f"metric {metric.rpartition(':')[2]}" if metric else \
@@ -111,6 +113,15 @@ class Quality:
     def drop_points(self, value: float) -> float:
         return round(100.0 * (self.reference_value - value), 4)
 
+    def beside(self, path: Path) -> dict | None:
+        """Where the recipe's own measure decides, the task's standard measure of ``path`` (accuracy,
+        agreement or cosine), for the report to show beside it; else None."""
+        if self.standard is None:
+            return None
+        value = self.standard(path)
+        return {"measure": self.standard.kind, "value": value, "reference": self.standard.reference_value,
+                "drop_points": self.standard.drop_points(value)}
+
 
 def bench_threads(recipe) -> int | None:
     """The thread count the recipe's benchmark stage times with, so quick checks time alike."""
@@ -132,6 +143,10 @@ def gate_summary(q: dict) -> str:
     line = (f"{q['precision']} ({q['scheme']}), accuracy gate {gate}: {q['quality_metric']} {q['quality']:.4f} on val "
             f"against {q['reference_quality']:.4f} (drop {q['drop_points']:.2f} points, allowed "
             f"{q['max_accuracy_drop_points']})")
+    standard = q.get("standard_quality")
+    if standard:  # the recipe's measure decided: the task's standard one beside it
+        line += (f"; {standard['measure']} {standard['value']:.4f} against {standard['reference']:.4f} "
+                 f"(drop {standard['drop_points']:.2f} points)")
     if q.get("float_layers"):
         why = q.get("why_float") or {}
         reasons: dict[str, list[str]] = {}

@@ -60,6 +60,7 @@ class Search:
         self.backend, self.quality, self.limits, self.work, self.log = backend, quality, limits, work, log
         self.forced = dict(forced or {})  # node: why it stays float, whatever the gate says
         self.info: dict = {}
+        self._beside_of: tuple[str, dict | None] | None = None
 
     def judge(self, path: Path, scheme: str, exclude: list[str] = (), why: dict[str, str] | None = None) -> Attempt:
         """A file's quality against the gate, as an Attempt."""
@@ -134,7 +135,14 @@ class Search:
                 "max_accuracy_drop_points": self.limits.max_accuracy_drop, "scheme": best.scheme,
                 "quality": best.quality, "drop_points": best.drop_points, "accuracy_gate": best.passed,
                 "float_layers": list(best.float_layers), "why_float": dict(best.why_float), "worst_slice": best.worst,
-                **self.info}
+                "standard_quality": self._beside(best.path), **self.info}
+
+    def _beside(self, path: Path) -> dict | None:
+        """The task's standard measure of the kept file, once per file (record is called again after the
+        speed gate, on the same file unless a retry replaced it)."""
+        if self._beside_of is None or self._beside_of[0] != str(path):
+            self._beside_of = (str(path), self.quality.beside(path))
+        return self._beside_of[1]
 
     def log_float_layers(self, best: Attempt, prefix: str = "") -> None:
         for reason, layers in by_reason(best.why_float).items():  # every float layer's reason, on screen too

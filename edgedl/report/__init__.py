@@ -56,7 +56,28 @@ def _quality(m: dict) -> str:
     return "—"
 
 
-def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
+def _own_measure(manifest: dict) -> str | None:
+    """The column of the recipe's own measure (an evaluate stage's ``metric``: its function's name),
+    where the run has one; shown beside the standard measure, never instead of it."""
+    name = next((a["metrics"]["metric"]["name"] for a in manifest["artifacts"] if a["metrics"].get("metric")), None)
+    if name is None:
+        return None
+    label = name.rpartition(":")[2]
+    return label if label not in COLUMNS else f"{label} (yours)"
+
+
+def columns_of(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> tuple[str, ...]:
+    """``columns``, with the recipe's own measure after accuracy where the run has one."""
+    own = _own_measure(manifest)
+    if own is None or "accuracy" not in columns:
+        return columns
+    i = columns.index("accuracy") + 1
+    return columns[:i] + (own,) + columns[i:]
+
+
+def rows(manifest: dict, columns: tuple[str, ...] | None = None) -> list[list[str]]:
+    columns = columns_of(manifest) if columns is None else columns
+    own = _own_measure(manifest)
     out = []
     for a in manifest["artifacts"]:
         m = a["metrics"]
@@ -70,6 +91,8 @@ def rows(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> list[list[str]]:
             "p99 ms": num(lat.get("p99"), ".3f"), "inf/s": num(m.get("throughput_ips"), ".0f"),
             "peak RSS MB": num(m.get("peak_rss_mb"), ".0f"),
         }
+        if own is not None:
+            cells[own] = num((m.get("metric") or {}).get("value"), ".4f")
         out.append([cells[c] for c in columns])
     return out
 
@@ -109,8 +132,8 @@ def markdown(manifest: dict) -> str:
         f"Model `{recipe['model']['spec']}`, data `{recipe['data']['spec']}`, status **{manifest['status']}**, "
         f"host {manifest['host']['cpu']} ({manifest['host']['cpu_count']} cores).",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(columns_of(manifest)) + " |",
+        "|" + "---|" * len(columns_of(manifest)),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(manifest)]
     failed = [s for s in manifest["stages"] if s["status"] == "failed"]
@@ -224,7 +247,7 @@ def write_all(folder: Path, run_dir: Path | None = None, manifest: dict | None =
     if manifest is not None:
         md.append(markdown(manifest))
         marked = [a.get("recommended") is False for a in manifest["artifacts"]]
-        sections.append(("Artifacts", page._table(list(COLUMNS), rows(manifest), marked, text=3)))
+        sections.append(("Artifacts", page._table(list(columns_of(manifest)), rows(manifest), marked, text=3)))
         found = verdicts(manifest)
         if found:
             sections.append(("Compression", "<ul>" + "".join(f"<li>{_escape(v)}</li>" for v in found) + "</ul>"))
@@ -265,9 +288,10 @@ def table(manifest: dict, width: int | None = None):
     never cut: their columns do not wrap and artifact names fold instead."""
     from rich.table import Table
 
-    full = rows(manifest)
-    needed = sum(max([len(c)] + [len(r[i]) for r in full]) + 3 for i, c in enumerate(COLUMNS))
-    columns = COLUMNS if width is None or width >= needed else COMPACT
+    wide = columns_of(manifest)
+    full = rows(manifest, wide)
+    needed = sum(max([len(c)] + [len(r[i]) for r in full]) + 3 for i, c in enumerate(wide))
+    columns = wide if width is None or width >= needed else columns_of(manifest, COMPACT)
     t = Table(title=f"edgedl run: {manifest['recipe']['name']} ({manifest['status']})")
     body = rows(manifest, columns)
     for i, col in enumerate(columns):
