@@ -75,6 +75,18 @@ def main() -> None:
         shares = op_profile(files[name], sample, 2, runs=10, warmup=3)
         total = sum(shares.values())
         print(f"per-op profile, {name}: " + ", ".join(f"{op} {ms / total:.0%}" for op, ms in list(shares.items())[:4]))
+    # per node: the stem (7x7, stride 2, on 3 channels) against every other convolution, FP32 and INT8
+    print("\n| file | stem ms | stem share | other convolutions ms | stem vs unpruned | others vs unpruned |")
+    print("|---|---|---|---|---|---|")
+    base: dict[str, tuple[float, float]] = {}
+    for name in [k for k in files if k.startswith(("unpruned", "pruned, round_to 8"))]:
+        nodes = op_profile(files[name], sample, 2, runs=10, warmup=3, per_node=True)
+        convs = [ms for node, ms in nodes.items() if node.endswith("Conv)")]  # graph order: the stem first
+        stem, others = convs[0], sum(convs[1:])
+        kind = name.rpartition(" ")[2]
+        base.setdefault(kind, (stem, others))
+        print(f"| {name} | {stem:.2f} | {stem / sum(nodes.values()):.0%} | {others:.2f} | "
+              f"{base[kind][0] / stem:.2f}x faster | {base[kind][1] / others:.2f}x faster |")
 
 
 if __name__ == "__main__":

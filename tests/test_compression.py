@@ -164,6 +164,17 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
     assert all(q["why_float"][n].endswith(f"quantized alone it cost {r['drop_points']:.2f} points of accuracy")
                for n, r in zip(q["float_layers"], ranking))
     assert "quantized alone it cost" in report
+    # the fallback's trade-off: every file it made, layers in float against quality and latency (timed
+    # side by side), each scheme from its whole-INT8 file up; the kept one is the search's choice
+    rows = q["tradeoff"]
+    assert {r["scheme"] for r in rows} == set(q["sensitivity"]) and all(r["p50_ms"] > 0 for r in rows)
+    for scheme in q["sensitivity"]:
+        counts = [r["float_layers"] for r in rows if r["scheme"] == scheme]
+        assert counts == list(range(len(counts))) and len(counts) >= 2
+        assert not next(r for r in rows if r["scheme"] == scheme)["accuracy_gate"]  # whole INT8 missed
+    (kept,) = [r for r in rows if r["kept"]]
+    assert (kept["scheme"], kept["float_layers"], kept["quality"]) == (q["scheme"], 2, q["quality"])
+    assert "## INT8 trade-off of sensitive_model.int8.onnx: layers in float, accuracy, latency" in report
 
 
 def test_a_gate_miss_fails_naming_the_best_result_or_warns(tmp_path):

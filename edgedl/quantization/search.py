@@ -45,6 +45,14 @@ def by_reason(why: dict[str, str]) -> dict[str, list[str]]:
     return grouped
 
 
+def tradeoff_lines(rows: list[dict], measure: str) -> list[str]:
+    """The fallback's trade-off, one line per file it made: layers in float, quality, latency here."""
+    return [f"{r['scheme']}, {counted(r['float_layers'], 'layer')} in float: {measure} {r['quality']:.4f} "
+            f"(drop {r['drop_points']:.2f} points, gate {'met' if r['accuracy_gate'] else 'missed'}), "
+            + (f"{r['p50_ms']:.3f} ms p50 here" if r.get("p50_ms") is not None else "not timed")
+            + (" <- kept" if r.get("kept") else "") for r in rows]
+
+
 @dataclass
 class Limits:
     max_accuracy_drop: float  # points
@@ -60,6 +68,7 @@ class Search:
         self.backend, self.quality, self.limits, self.work, self.log = backend, quality, limits, work, log
         self.forced = dict(forced or {})  # node: why it stays float, whatever the gate says
         self.info: dict = {}
+        self.steps: list[Attempt] = []  # every whole file the search made, in order: the trade-off table's rows
         self._beside_of: tuple[str, dict | None] | None = None
 
     def judge(self, path: Path, scheme: str, exclude: list[str] = (), why: dict[str, str] | None = None) -> Attempt:
@@ -87,14 +96,24 @@ class Search:
             self.log(f"quantize {scheme}: {self.quality.kind} {attempt.quality:.4f} (drop {attempt.drop_points:.2f} "
                      f"points, {counted(len(attempt.float_layers), 'layer')} in float)")
         passing = [a for a in attempts if a.passed]
-        if len(passing) > 1:  # several meet the gate: the fastest here, all timed side by side in one loop
-            timed = time_rounds({i: a.path for i, a in enumerate(passing)}, sample, threads, rounds=5)
-            for i, a in enumerate(passing):
+        fell_back = len(self.steps) > len(attempts)  # the fallback ran: its steps make a trade-off table
+        pool = list({str(a.path): a for a in [*(self.steps if fell_back else []), *passing]}.values())
+        if len(passing) > 1 or fell_back:  # timed side by side in one loop
+            timed = time_rounds({i: a.path for i, a in enumerate(pool)}, sample, threads,
+                                rounds=5 if len(pool) <= 4 else 3)
+            for i, a in enumerate(pool):
                 a.p50_ms = statistics.median(r[0] for r in timed[i])
+        if len(passing) > 1:  # several meet the gate: the fastest here
             fastest = min(a.p50_ms for a in passing)
             best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
         else:
             best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
+        if fell_back:
+            self.info["tradeoff"] = [{"scheme": a.scheme, "float_layers": len(a.float_layers), "quality": a.quality,
+                                      "drop_points": a.drop_points, "accuracy_gate": a.passed, "p50_ms": a.p50_ms,
+                                      "kept": a is best} for a in self.steps]
+            for line in tradeoff_lines(self.info["tradeoff"], self.quality.kind):
+                self.log(f"quantize trade-off: {line}")
         self.info["candidates"] = [a.summary() for a in attempts]
         self.info["scheme_choice"] = (
             "fastest of the candidates that meet the accuracy gate, timed side by side on this host (within 3%: "
@@ -106,6 +125,7 @@ class Search:
         """One scheme: everything quantized but the forced nodes; where that misses the gate, the nodes
         that cost most when quantized alone go back to float, fewest first."""
         result = self.attempt(scheme)
+        self.steps.append(result)
         if result.passed or self.limits.max_float_layers == 0:
             return result
         sensitivity = []  # quantize one node at a time and see what it alone costs
@@ -120,6 +140,7 @@ class Search:
             candidate = self.attempt(scheme, exclude=[s["node"] for s in keep], tag=f"-float{k}")
             candidate.why_float.update({s["node"]: f"{s['op']}: quantized alone it cost {s['drop_points']:.2f} points "
                                                    f"of {self.quality.kind}" for s in keep})
+            self.steps.append(candidate)
             if candidate.quality > result.quality or candidate.passed:
                 result = candidate
             if candidate.passed:

@@ -112,6 +112,23 @@ def verdicts(manifest: dict) -> list[str]:
     return lines
 
 
+TRADEOFF_COLUMNS = ["scheme", "layers in float", "quality", "drop (points)", "gate", "p50 ms here", "kept"]
+
+
+def tradeoffs(manifest: dict) -> list[tuple[str, str, list[list[str]]]]:
+    """Per quantized file whose search fell back to float layers: (file, measure, one row per file
+    the search made), each with its layers in float, quality and latency timed side by side."""
+    out = []
+    for a in manifest["artifacts"]:
+        q = a.get("quantization") or {}
+        if q.get("tradeoff"):
+            out.append((a["name"], q["quality_metric"], [
+                [r["scheme"], str(r["float_layers"]), f"{r['quality']:.4f}", f"{r['drop_points']:.2f}",
+                 "met" if r["accuracy_gate"] else "missed", num(r.get("p50_ms"), ".3f"), "yes" if r.get("kept") else ""]
+                for r in q["tradeoff"]]))
+    return out
+
+
 def missing_reasons(manifest: dict) -> list[str]:
     """Why figures are missing, each reason once with the artifacts and metrics it covers."""
     grouped: dict[str, list[str]] = {}
@@ -142,6 +159,10 @@ def markdown(manifest: dict) -> str:
     found = verdicts(manifest)
     if found:
         lines += ["", "## Compression", ""] + [f"- {line}" for line in found]
+    for name, measure, body in tradeoffs(manifest):
+        lines += ["", f"## INT8 trade-off of {name}: layers in float, {measure}, latency", "",
+                  "| " + " | ".join(TRADEOFF_COLUMNS) + " |", "|" + "---|" * len(TRADEOFF_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
     parity = [a for a in manifest["artifacts"] if a.get("parity")]
     if parity:
         lines += ["", "## Parity with the PyTorch model", "",
@@ -251,6 +272,8 @@ def write_all(folder: Path, run_dir: Path | None = None, manifest: dict | None =
         found = verdicts(manifest)
         if found:
             sections.append(("Compression", "<ul>" + "".join(f"<li>{_escape(v)}</li>" for v in found) + "</ul>"))
+        for name, measure, body in tradeoffs(manifest):
+            sections.append((f"INT8 trade-off of {name} ({measure})", page._table(TRADEOFF_COLUMNS, body)))
         if fleet:
             columns, body = device_columns(manifest, fleet)
             md += ["", "## On devices", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

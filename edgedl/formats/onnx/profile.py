@@ -1,4 +1,4 @@
-"""Where an ONNX model's time goes: ONNX Runtime's profiler, summed per op type."""
+"""Where an ONNX model's time goes: ONNX Runtime's profiler, summed per op type (or per node)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import numpy as np
 
 
 def op_profile(path: Path, sample: dict | np.ndarray, threads: int | None, runs: int = 30,
-               warmup: int = 10) -> dict[str, float]:
-    """Milliseconds per run spent in each op type, from ONNX Runtime's profiler, over the last ``runs``
-    of ``warmup + runs`` (the first runs allocate and fill caches). The profiler times every kernel,
-    which slows them: read the figures as shares of the time, not as the model's latency."""
+               warmup: int = 10, per_node: bool = False) -> dict[str, float]:
+    """Milliseconds per run spent in each op type (``per_node``: in each node, keyed ``name (op)``
+    in ONNX Runtime's names after its fusions, in the order they ran), from ONNX Runtime's profiler,
+    over the last ``runs`` of ``warmup + runs`` (the first runs allocate and fill caches). The
+    profiler times every kernel, which slows them: read the figures as shares of the time, not as
+    the model's latency."""
     import os
     import tempfile
 
@@ -36,5 +38,6 @@ def op_profile(path: Path, sample: dict | np.ndarray, threads: int | None, runs:
         op = event.get("args", {}).get("op_name")
         if event.get("cat") == "Node" and op and event.get("name", "").endswith("_kernel_time") \
                 and event.get("ts", 0) >= start:
-            totals[op] = totals.get(op, 0.0) + event.get("dur", 0) / 1000.0 / runs
-    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+            key = f"{event['name'][:-len('_kernel_time')]} ({op})" if per_node else op
+            totals[key] = totals.get(key, 0.0) + event.get("dur", 0) / 1000.0 / runs
+    return totals if per_node else dict(sorted(totals.items(), key=lambda kv: -kv[1]))
