@@ -45,3 +45,29 @@ def build():
         model.fc2.weight[:, :32] = base[3].weight
         model.fc2.bias.copy_(base[3].bias)
     return model.eval()
+
+
+
+def build_rare():
+    """A digits MLP whose hidden layer has one more unit, off for all but about one input in a
+    hundred and then a thousand times the others (read by a zero weight: the output is the plain
+    MLP's). MinMax calibration spends the hidden tensor's INT8 range on those rare spikes and every
+    informative activation rounds to zero; an entropy (KL) calibration clips them."""
+    from edgedl.data import load_dataset
+    from edgedl.train import FitConfig, fit
+
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    base = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    fit(base, data.train, data.val, FitConfig(epochs=15, lr=3e-3, seed=0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 33), nn.ReLU(), nn.Linear(33, 10))
+    with torch.no_grad():
+        model[1].weight[:32], model[1].bias[:32] = base[1].weight, base[1].bias
+        strongest = base[1].weight.norm(dim=1).argmax()
+        pre = torch.from_numpy(data.train.x).flatten(1) @ base[1].weight[strongest]
+        model[1].weight[32] = 1000 * base[1].weight[strongest]
+        model[1].bias[32] = -1000 * torch.quantile(pre, 0.99)  # on for the top 1% of training inputs
+        model[3].weight.zero_()
+        model[3].weight[:, :32] = base[3].weight
+        model[3].bias.copy_(base[3].bias)
+    return model.eval()

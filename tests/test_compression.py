@@ -177,6 +177,29 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
     assert "## INT8 trade-off of sensitive_model.int8.onnx: layers in float, accuracy, latency" in report
 
 
+def test_calibration_methods_are_compared_by_measured_quality(tmp_path):
+    """A hidden unit that is off for 99% of inputs and then 1000x the others (sensitive_model.build_rare):
+    MinMax ranges that tensor by its rare spikes and the whole-INT8 files miss the gate; calibration
+    auto (the default) then measures percentile and entropy too, and keeps entropy (2048-bin KL), whose
+    per-channel file meets the gate with every layer in INT8. A named method is used alone."""
+    rare = {**SENSITIVE, "model": f"{HERE / 'sensitive_model.py'}:build_rare"}
+    quantize = {"stage": "quantize", "calibration_samples": 128, "speed_gate": False, "max_float_layers": 0,
+                "on_gate_miss": "warn"}
+    q = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"}, quantize]}, "auto"))[
+        "sensitive_model.int8.onnx"]["quantization"]
+    compared = {(r["method"], r["scheme"]): r for r in q["calibration_compared"]}
+    assert {m for m, _ in compared} == {"minmax", "percentile", "entropy"} and len(compared) == 6
+    assert not any(r["accuracy_gate"] for (m, _), r in compared.items() if m == "minmax")
+    assert compared[("entropy", "cpu_s8s8_per_channel")]["accuracy_gate"]
+    best = max(compared.values(), key=lambda r: r["quality"])
+    assert q["calibration"]["method"] == best["method"] == "entropy"
+    assert q["accuracy_gate"] and q["float_layers"] == [] and q["scheme"] == "cpu_s8s8_per_channel"
+    named = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"},
+                                                             {**quantize, "calibration": "minmax"}]}, "minmax"))
+    q = named["sensitive_model.int8.onnx"]["quantization"]
+    assert q["calibration"]["method"] == "minmax" and "calibration_compared" not in q and not q["accuracy_gate"]
+
+
 def test_a_gate_miss_fails_naming_the_best_result_or_warns(tmp_path):
     stages = [{"stage": "export_onnx"},
               {"stage": "quantize", "calibration_samples": 64, "max_float_layers": 0, "speed_gate": False}]

@@ -63,6 +63,16 @@ class Backend:
         could be read), and the graph outputs' values stacked over the samples."""
         raise NotImplementedError
 
+    def calibrations(self) -> list[str]:
+        """The calibration methods this backend may range its activations with, the one in use first;
+        where that one's whole-INT8 files miss the gate, the search measures the others. One method:
+        nothing to compare."""
+        return []
+
+    def use_calibration(self, method: str) -> None:
+        """Range the next files with ``method`` (one of :meth:`calibrations`)."""
+        raise NotImplementedError
+
     def slow_in_int8(self) -> dict[str, str]:
         """Nodes whose INT8 kernels are often slower than float, with what they are (grouped
         convolutions on CPUs): the speed gate retries them in float."""

@@ -69,6 +69,7 @@ class Search:
         self.forced = dict(forced or {})  # node: why it stays float, whatever the gate says
         self.info: dict = {}
         self.steps: list[Attempt] = []  # every whole file the search made, in order: the trade-off table's rows
+        self._whole: dict[str, Attempt] = {}  # each scheme's whole-INT8 file, made before the fallback
         self._beside_of: tuple[str, dict | None] | None = None
 
     def judge(self, path: Path, scheme: str, exclude: list[str] = (), why: dict[str, str] | None = None) -> Attempt:
@@ -86,9 +87,33 @@ class Search:
         self.backend.quantize(scheme, out, exclude, only)
         return self.judge(out, scheme, exclude)
 
+    def compare_calibrations(self) -> None:
+        """Each scheme's whole-INT8 file with the backend's calibration; where none meets the gate and
+        the backend has other methods, theirs too, and the method whose file scores best is kept for
+        the rest of the search (``info["calibration_compared"]``). The kept files start the fallback."""
+        methods = self.backend.calibrations()
+        schemes = self.backend.schemes()
+        self._whole = {s: self.attempt(s) for s in schemes}
+        if len(methods) < 2 or any(a.passed for a in self._whole.values()):
+            return
+        by_method = {methods[0]: self._whole}
+        for method in methods[1:]:
+            self.backend.use_calibration(method)
+            by_method[method] = {s: self.attempt(s, tag=f"-{method}") for s in schemes}
+        best = max(by_method, key=lambda m: max(a.quality for a in by_method[m].values()))
+        self.backend.use_calibration(best)
+        self._whole = by_method[best]
+        self.info["calibration_compared"] = [
+            {"method": m, "scheme": s, "quality": a.quality, "drop_points": a.drop_points, "accuracy_gate": a.passed}
+            for m, files in by_method.items() for s, a in files.items()]
+        said = ", ".join(f"{m} {max(a.quality for a in files.values()):.4f}" for m, files in by_method.items())
+        self.log(f"quantize: every layer in INT8 missed the gate with {methods[0]} ranges; calibration compared by "
+                 f"{self.quality.kind} ({said}): {best} kept")
+
     def run(self, sample: Any, threads: int | None) -> Attempt:
         """Every scheme with its fallback; the fastest that meets the gate (within 3%: fewer float
         layers), else the best quality. ``info`` gets the candidates and the choice."""
+        self.compare_calibrations()
         attempts = []
         for scheme in self.backend.schemes():
             attempt = self.with_fallback(scheme)
@@ -124,7 +149,7 @@ class Search:
     def with_fallback(self, scheme: str) -> Attempt:
         """One scheme: everything quantized but the forced nodes; where that misses the gate, the nodes
         that cost most when quantized alone go back to float, fewest first."""
-        result = self.attempt(scheme)
+        result = self._whole.pop(scheme, None) or self.attempt(scheme)
         self.steps.append(result)
         if result.passed or self.limits.max_float_layers == 0:
             return result

@@ -53,7 +53,9 @@ class QuantizeConfig(StageConfig):
     precision: Literal["int8", "fp16", "int8_dynamic"] = "int8"
     scheme: Literal["auto", "tensorrt", "cpu"] = Field(
         "auto", description="auto: tensorrt if a tensorrt target is set, else cpu")
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration: Literal["auto", "minmax", "entropy", "percentile"] = Field(
+        "auto", description="how activation ranges are set; auto: minmax, and where its whole-INT8 files miss the "
+                            "gate, percentile and entropy too, the best measured kept")
     calibration_samples: int = Field(256, ge=1)
     max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
     max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
@@ -106,11 +108,11 @@ class QuantizeStage(Stage):
                     ctx.log(f"equalized channels {stream['channels']} of the stream through {stream['tensors'][0]} "
                             f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's): "
                             f"{', '.join(f'{m:g}x' for m in stream['moved_into_weights'])} moved into the weights")
-            backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration,
-                                     cache=work / f"calibration-{c.calibration}.json")
+            backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration, cache_dir=work)
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)
+            info["calibration"]["method"] = backend.method  # auto: the one the search kept
         else:
             out = work / f"{c.precision}.onnx"
             (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import io
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,15 +144,31 @@ class OnnxBackend(Backend):
     """ONNX Runtime's static QDQ over one prepared file (:func:`prepare`), calibrated on ``feeds``
     (one dict per sample); ``target`` ``tensorrt`` tries TensorRT's symmetric Q/DQ scheme, ``cpu``
     the CPU candidates. One calibration cache serves every attempt: ranges depend on the model, the
-    data and the method, not on the scheme."""
+    data and the method, not on the scheme (a cache per method, under ``cache_dir``). ``method``
+    ``auto`` starts with MinMax and lets the search compare it with Percentile and Entropy."""
 
     format = "onnx"
     suffix = ".onnx"
+    METHODS = ("minmax", "percentile", "entropy")
 
-    def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "minmax",
-                 cache: Path | None = None):
-        self.path, self.feeds, self.target, self.method, self.cache = prepared, feeds, target, method, cache
+    def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "auto",
+                 cache_dir: Path | None = None):
+        self.path, self.feeds, self.target, self.cache_dir = prepared, feeds, target, cache_dir
+        self.compare = method == "auto"
+        self.method = "minmax" if self.compare else method
         self._nodes: list[tuple[str, str]] | None = None
+
+    @property
+    def cache(self) -> Path | None:
+        return self.cache_dir / f"calibration-{self.method}.json" if self.cache_dir else None
+
+    def calibrations(self) -> list[str]:
+        if not self.compare:
+            return [self.method]
+        return [self.method, *(m for m in self.METHODS if m != self.method)]
+
+    def use_calibration(self, method: str) -> None:
+        self.method = method
 
     def schemes(self) -> list[str]:
         return ["tensorrt"] if self.target == "tensorrt" else list(cpu_candidates(self.path))
@@ -262,6 +280,13 @@ def quantize_static(
              "QuantizeBias": scheme.quantize_bias}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    scratch = None
+    if method == "entropy" and not (cache and cache.is_file()):
+        # ONNX Runtime's entropy calibration, with the histogram TensorRT's uses: quantize_static would
+        # run it with 128 bins for 128 levels, where no threshold but the whole range is left to choose
+        if cache is None:
+            scratch = cache = Path(tempfile.mkdtemp(prefix="edgedl-entropy-")) / "calibration-entropy.json"
+        _entropy_ranges(src, reader_cls(calibration), scheme, cache)
     try:
         # The entropy and percentile calibrators print their progress on stdout: keep the CLI's
         # output (and --quiet) to edgedl's own lines, as the exporter's are.
@@ -278,7 +303,35 @@ def quantize_static(
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
     drop_unused_domains(dst)
+
+
+ENTROPY_BINS, ENTROPY_LEVELS = 2048, 128  # TensorRT's entropy calibration histogram
+
+
+def _entropy_ranges(src: Path, reader, scheme: Scheme, cache: Path) -> None:
+    """Activation ranges by ONNX Runtime's entropy (KL) calibrator over a 2048-bin histogram, written
+    as the calibration cache quantize_static then reads."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    ops = list(scheme.op_types) if scheme.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    with tempfile.TemporaryDirectory(prefix="edgedl-calib-") as tmp, \
+            contextlib.redirect_stdout(io.StringIO()), _quiet_axis_warnings():
+        try:
+            calibrator = create_calibrator(
+                src, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=CalibrationMethod.Entropy,
+                extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_LEVELS})
+            calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} (entropy): {first}") from None
+    save_tensors_data(ranges, cache)
 
 
 class _AxisNote(logging.Filter):
