@@ -294,11 +294,20 @@ def test_bench_json_dash_is_standard_output(tmp_path, tiny_conv_onnx):
 
 # ---- 10. the table fits 80 columns and the verdicts are on screen ------------------------------
 
-def test_the_summary_fits_80_columns_with_every_number_and_verdict(manifest):
+@pytest.mark.parametrize("own_measure", [None, "my_metrics.py:worst_class_recall_over_all_the_digits"])
+def test_the_summary_fits_80_columns_with_every_number_and_verdict(manifest, own_measure):
+    """With the recipe's own measure too (an evaluate stage's metric, of a long name): a column of its
+    own, whose figures are whole at 80 columns as every other's."""
+    import copy
+
     from rich.console import Console
 
     from edgedl import report
 
+    if own_measure:
+        manifest = copy.deepcopy(manifest)
+        for i, a in enumerate(manifest["artifacts"]):
+            a["metrics"]["metric"] = {"name": own_measure, "value": 0.9123 + i / 1000, "reference": "x"}
     console = Console(width=80, record=True, file=open("/dev/null", "w"))
     report.show(console, manifest)
     text = console.export_text()
@@ -307,6 +316,8 @@ def test_the_summary_fits_80_columns_with_every_number_and_verdict(manifest):
         p50 = (a["metrics"]["latency_ms"] or {}).get("p50")
         if p50 is not None:
             assert f"{p50:.3f}" in text
+        if own_measure:
+            assert f"{a['metrics']['metric']['value']:.4f}" in text
     assert "accuracy gate" in text
     assert "…" not in text
 

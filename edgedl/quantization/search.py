@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgedl.errors import counted
+from edgedl.errors import EdgedlError, counted
 from edgedl.quantization.backend import Backend
 from edgedl.quantization.quality import Quality
 from edgedl.quantization.speed import quick_check, time_rounds
@@ -96,23 +96,30 @@ class Search:
         self._whole = {s: self.attempt(s) for s in schemes}
         if len(methods) < 2 or any(a.passed for a in self._whole.values()):
             return
-        by_method = {methods[0]: self._whole}
+        by_method, failed = {methods[0]: self._whole}, {}
         for method in methods[1:]:
             self.backend.use_calibration(method)
-            by_method[method] = {s: self.attempt(s, tag=f"-{method}") for s in schemes}
-        best = max(by_method, key=lambda m: max(a.quality for a in by_method[m].values()))
+            try:
+                by_method[method] = {s: self.attempt(s, tag=f"-{method}") for s in schemes}
+            except EdgedlError as exc:  # a method that cannot run leaves the others
+                failed[method] = str(exc)
+                self.log(f"quantize: {method} calibration skipped: {exc}")
+        score = {m: max(a.quality for a in files.values()) for m, files in by_method.items()}
+        best = max(score, key=score.get)  # the first of equals: MinMax where none does better
         self.backend.use_calibration(best)
         self._whole = by_method[best]
         self.info["calibration_compared"] = [
             {"method": m, "scheme": s, "quality": a.quality, "drop_points": a.drop_points, "accuracy_gate": a.passed}
-            for m, files in by_method.items() for s, a in files.items()]
-        said = ", ".join(f"{m} {max(a.quality for a in files.values()):.4f}" for m, files in by_method.items())
+            for m, files in by_method.items() for s, a in files.items()] + [
+            {"method": m, "error": why} for m, why in failed.items()]
+        said = ", ".join(f"{m} {v:.4f}" for m, v in score.items())
         self.log(f"quantize: every layer in INT8 missed the gate with {methods[0]} ranges; calibration compared by "
                  f"{self.quality.kind} ({said}): {best} kept")
 
     def run(self, sample: Any, threads: int | None) -> Attempt:
         """Every scheme with its fallback; the fastest that meets the gate (within 3%: fewer float
         layers), else the best quality. ``info`` gets the candidates and the choice."""
+        self.steps, self._whole, self._beside_of = [], {}, None  # a search run again starts afresh
         self.compare_calibrations()
         attempts = []
         for scheme in self.backend.schemes():
@@ -122,8 +129,9 @@ class Search:
                      f"points, {counted(len(attempt.float_layers), 'layer')} in float)")
         passing = [a for a in attempts if a.passed]
         fell_back = len(self.steps) > len(attempts)  # the fallback ran: its steps make a trade-off table
-        pool = list({str(a.path): a for a in [*(self.steps if fell_back else []), *passing]}.values())
-        if len(passing) > 1 or fell_back:  # timed side by side in one loop
+        pool = [a for a in {str(a.path): a for a in [*(self.steps if fell_back else []), *passing]}.values()
+                if self.backend.runtime(a.scheme) is None]  # a TensorRT file is not timed by this CPU
+        if pool and (len(passing) > 1 or fell_back):  # timed side by side in one loop
             timed = time_rounds({i: a.path for i, a in enumerate(pool)}, sample, threads,
                                 rounds=5 if len(pool) <= 4 else 3)
             for i, a in enumerate(pool):
@@ -208,6 +216,14 @@ class Search:
             again = quick_check(parent_path, retry.path, sample, threads, label, parent_name, min_speedup, device)
             tried = {"layers": len(slow), "p50_ms": again["quantized_p50_ms"], "quality": retry.quality}
             if again["speedup"] > gate["speedup"] and retry.passed:
+                for row in self.info.get("tradeoff", []):  # the table's kept file is this one now
+                    row["kept"] = False
+                if "tradeoff" in self.info:
+                    self.info["tradeoff"].append({
+                        "scheme": retry.scheme, "float_layers": len(retry.float_layers), "quality": retry.quality,
+                        "drop_points": retry.drop_points, "accuracy_gate": retry.passed, "p50_ms": None,
+                        "kept": True, "note": "the speed gate's retry: the slow-in-INT8 layers in float too, "
+                                              "timed against the float file, not with these"})
                 retry.why_float = {**best.why_float, **{
                     n: f"{what}: {again['quantized_p50_ms']:.3f} ms p50 with it in float against "
                        f"{gate['quantized_p50_ms']:.3f} ms in INT8 on this host" for n, what in slow.items()}}

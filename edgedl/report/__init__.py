@@ -56,19 +56,20 @@ def _quality(m: dict) -> str:
     return "—"
 
 
-def _own_measure(manifest: dict) -> str | None:
-    """The column of the recipe's own measure (an evaluate stage's ``metric``: its function's name),
-    where the run has one; shown beside the standard measure, never instead of it."""
+def _own_measure(manifest: dict, short: bool = False) -> str | None:
+    """The column of the recipe's own measure (an evaluate stage's ``metric``: its function's name, or
+    ``metric`` in the compact table, whose figures must fit 80 columns), where the run has one; shown
+    beside the standard measure, never instead of it."""
     name = next((a["metrics"]["metric"]["name"] for a in manifest["artifacts"] if a["metrics"].get("metric")), None)
     if name is None:
         return None
-    label = name.rpartition(":")[2]
+    label = "metric" if short else name.rpartition(":")[2]
     return label if label not in COLUMNS else f"{label} (yours)"
 
 
 def columns_of(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> tuple[str, ...]:
     """``columns``, with the recipe's own measure after accuracy where the run has one."""
-    own = _own_measure(manifest)
+    own = _own_measure(manifest, short=columns == COMPACT)
     if own is None or "accuracy" not in columns:
         return columns
     i = columns.index("accuracy") + 1
@@ -76,8 +77,8 @@ def columns_of(manifest: dict, columns: tuple[str, ...] = COLUMNS) -> tuple[str,
 
 
 def rows(manifest: dict, columns: tuple[str, ...] | None = None) -> list[list[str]]:
+    """One row per artifact; a column that is none of COLUMNS is the recipe's own measure."""
     columns = columns_of(manifest) if columns is None else columns
-    own = _own_measure(manifest)
     out = []
     for a in manifest["artifacts"]:
         m = a["metrics"]
@@ -91,9 +92,8 @@ def rows(manifest: dict, columns: tuple[str, ...] | None = None) -> list[list[st
             "p99 ms": num(lat.get("p99"), ".3f"), "inf/s": num(m.get("throughput_ips"), ".0f"),
             "peak RSS MB": num(m.get("peak_rss_mb"), ".0f"),
         }
-        if own is not None:
-            cells[own] = num((m.get("metric") or {}).get("value"), ".4f")
-        out.append([cells[c] for c in columns])
+        own = num((m.get("metric") or {}).get("value"), ".4f")
+        out.append([cells.get(c, own) for c in columns])
     return out
 
 

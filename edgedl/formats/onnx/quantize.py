@@ -265,7 +265,9 @@ def quantize_static(
         only: quantize just these nodes (sensitivity analysis).
         cache: a calibration cache file; the first call writes it, later calls reuse the ranges.
             The ranges depend on the model, data and method, not on the scheme, so one cache
-            serves every scheme.
+            serves every scheme whose tensors it covers: the histogram methods range every op type
+            ONNX Runtime quantizes; MinMax, quantize_static's own pass, the first scheme's (the
+            CPU schemes start with one that quantizes every op type; TensorRT has one scheme).
     """
     q = _ort_quant()
     reader_cls = type("CalibrationReader", (_Reader, q.CalibrationDataReader), {})
@@ -274,19 +276,15 @@ def quantize_static(
     act = q.QuantType.QInt8 if scheme.activations == "int8" else q.QuantType.QUInt8
     # No CalibMaxIntermediateOutputs: in ONNX Runtime 1.31 a full chunk is cleared without its ranges
     # being merged, so only the last partial chunk would count (and a count divisible by the chunk
-    # fails with "No data is collected"). The calibrator keeps two scalars per tensor and sample, so
-    # all samples fit in memory at any input size.
+    # fails with "No data is collected"). MinMax keeps two scalars per tensor and sample; the histogram
+    # methods run here first (_histogram_ranges), a chunk of samples at a time.
     extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
              "QuantizeBias": scheme.quantize_bias}
-    if method == "percentile":
-        extra["CalibPercentile"] = 99.999
     scratch = None
-    if method == "entropy" and not (cache and cache.is_file()):
-        # ONNX Runtime's entropy calibration, with the histogram TensorRT's uses: quantize_static would
-        # run it with 128 bins for 128 levels, where no threshold but the whole range is left to choose
+    if method in HISTOGRAMS and not (cache and cache.is_file()):
         if cache is None:
-            scratch = cache = Path(tempfile.mkdtemp(prefix="edgedl-entropy-")) / "calibration-entropy.json"
-        _entropy_ranges(src, reader_cls(calibration), scheme, cache)
+            scratch = cache = Path(tempfile.mkdtemp(prefix="edgedl-calib-")) / f"calibration-{method}.json"
+        _histogram_ranges(src, calibration, method, cache, reader_cls)
     try:
         # The entropy and percentile calibrators print their progress on stdout: keep the CLI's
         # output (and --quiet) to edgedl's own lines, as the exporter's are.
@@ -301,36 +299,44 @@ def quantize_static(
                 calibration_cache_path=str(cache) if cache else None,
             )
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {first}") from None
+        raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {_first_line(exc)}") from None
     finally:
         if scratch is not None:
             shutil.rmtree(scratch.parent, ignore_errors=True)
     drop_unused_domains(dst)
 
 
-ENTROPY_BINS, ENTROPY_LEVELS = 2048, 128  # TensorRT's entropy calibration histogram
+# ONNX Runtime's histograms span -T..T and its entropy levels both signs: 4096 bins and 256 levels are
+# TensorRT's entropy calibration (2048 bins, 128 levels over |x|). quantize_static's own settings (128
+# bins for 128 levels) leave the KL search no threshold but the whole range.
+HISTOGRAMS = {"entropy": {"num_bins": 4096, "num_quantized_bins": 256},
+              "percentile": {"num_bins": 2048, "percentile": 99.999}}
+HISTOGRAM_CHUNK = 16  # samples per pass: ONNX Runtime holds a pass's every intermediate tensor in memory
 
 
-def _entropy_ranges(src: Path, reader, scheme: Scheme, cache: Path) -> None:
-    """Activation ranges by ONNX Runtime's entropy (KL) calibrator over a 2048-bin histogram, written
-    as the calibration cache quantize_static then reads."""
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> None:
+    """Activation ranges by ONNX Runtime's histogram calibrators (entropy, percentile) over every tensor
+    any scheme quantizes, a chunk of samples per pass (the histograms merge across passes), written as
+    the calibration cache quantize_static then reads."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    ops = list(scheme.op_types) if scheme.op_types else sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    kind = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="edgedl-calib-") as tmp, \
             contextlib.redirect_stdout(io.StringIO()), _quiet_axis_warnings():
         try:
-            calibrator = create_calibrator(
-                src, ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                calibrate_method=CalibrationMethod.Entropy,
-                extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_LEVELS})
-            calibrator.collect_data(reader)
+            calibrator = create_calibrator(src, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                                           augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                           calibrate_method=kind, extra_options=HISTOGRAMS[method])
+            for start in range(0, len(calibration), HISTOGRAM_CHUNK):
+                calibrator.collect_data(reader_cls(calibration[start:start + HISTOGRAM_CHUNK]))
             ranges = calibrator.compute_data()
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} (entropy): {first}") from None
+            raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} ({method}): {_first_line(exc)}") from None
     save_tensors_data(ranges, cache)
 
 
