@@ -277,7 +277,7 @@ def quantize_static(
     # No CalibMaxIntermediateOutputs: in ONNX Runtime 1.31 a full chunk is cleared without its ranges
     # being merged, so only the last partial chunk would count (and a count divisible by the chunk
     # fails with "No data is collected"). MinMax keeps two scalars per tensor and sample; the histogram
-    # methods run here first (_histogram_ranges), a chunk of samples at a time.
+    # methods (run here first, _histogram_ranges) every sample's intermediate tensors.
     extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
              "QuantizeBias": scheme.quantize_bias}
     scratch = None
@@ -311,7 +311,6 @@ def quantize_static(
 # bins for 128 levels) leave the KL search no threshold but the whole range.
 HISTOGRAMS = {"entropy": {"num_bins": 4096, "num_quantized_bins": 256},
               "percentile": {"num_bins": 2048, "percentile": 99.999}}
-HISTOGRAM_CHUNK = 16  # samples per pass: ONNX Runtime holds a pass's every intermediate tensor in memory
 
 
 def _first_line(exc: Exception) -> str:
@@ -320,8 +319,10 @@ def _first_line(exc: Exception) -> str:
 
 def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> None:
     """Activation ranges by ONNX Runtime's histogram calibrators (entropy, percentile) over every tensor
-    any scheme quantizes, a chunk of samples per pass (the histograms merge across passes), written as
-    the calibration cache quantize_static then reads."""
+    any scheme quantizes, written as the calibration cache quantize_static then reads. One pass over
+    every sample, as quantize_static's own: it holds every sample's intermediate tensors in memory
+    (chunks would merge histograms whose later ranges widen them, bin by bin of the first range's
+    width: a rare spike makes millions of bins and the KL search never ends)."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -332,8 +333,7 @@ def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Pa
             calibrator = create_calibrator(src, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
                                            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=kind, extra_options=HISTOGRAMS[method])
-            for start in range(0, len(calibration), HISTOGRAM_CHUNK):
-                calibrator.collect_data(reader_cls(calibration[start:start + HISTOGRAM_CHUNK]))
+            calibrator.collect_data(reader_cls(calibration))
             ranges = calibrator.compute_data()
         except Exception as exc:
             raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} ({method}): {_first_line(exc)}") from None
