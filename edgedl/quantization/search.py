@@ -119,7 +119,8 @@ class Search:
     def run(self, sample: Any, threads: int | None) -> Attempt:
         """Every scheme with its fallback; the fastest that meets the gate (within 3%: fewer float
         layers), else the best quality. ``info`` gets the candidates and the choice."""
-        self.steps, self._whole, self._beside_of = [], {}, None  # a search run again starts afresh
+        # a search run again starts afresh (from the backend's calibration in use)
+        self.steps, self._whole, self._beside_of, self.info = [], {}, None, {}
         self.compare_calibrations()
         attempts = []
         for scheme in self.backend.schemes():
@@ -222,8 +223,8 @@ class Search:
                     self.info["tradeoff"].append({
                         "scheme": retry.scheme, "float_layers": len(retry.float_layers), "quality": retry.quality,
                         "drop_points": retry.drop_points, "accuracy_gate": retry.passed, "p50_ms": None,
-                        "kept": True, "note": "the speed gate's retry: the slow-in-INT8 layers in float too, "
-                                              "timed against the float file, not with these"})
+                        "kept": True, "note": "the speed gate's retry, the slow-in-INT8 layers in float too "
+                                              "(timed against the float file, not with these)"})
                 retry.why_float = {**best.why_float, **{
                     n: f"{what}: {again['quantized_p50_ms']:.3f} ms p50 with it in float against "
                        f"{gate['quantized_p50_ms']:.3f} ms in INT8 on this host" for n, what in slow.items()}}

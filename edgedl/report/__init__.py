@@ -124,7 +124,8 @@ def tradeoffs(manifest: dict) -> list[tuple[str, str, list[list[str]]]]:
         if q.get("tradeoff"):
             out.append((a["name"], q["quality_metric"], [
                 [r["scheme"], str(r["float_layers"]), f"{r['quality']:.4f}", f"{r['drop_points']:.2f}",
-                 "met" if r["accuracy_gate"] else "missed", num(r.get("p50_ms"), ".3f"), "yes" if r.get("kept") else ""]
+                 "met" if r["accuracy_gate"] else "missed", num(r.get("p50_ms"), ".3f"),
+                 ("yes" + (f": {r['note']}" if r.get("note") else "")) if r.get("kept") else ""]
                 for r in q["tradeoff"]]))
     return out
 

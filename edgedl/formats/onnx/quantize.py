@@ -281,11 +281,11 @@ def quantize_static(
     extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True,
              "QuantizeBias": scheme.quantize_bias}
     scratch = None
-    if method in HISTOGRAMS and not (cache and cache.is_file()):
-        if cache is None:
-            scratch = cache = Path(tempfile.mkdtemp(prefix="edgedl-calib-")) / f"calibration-{method}.json"
-        _histogram_ranges(src, calibration, method, cache, reader_cls)
     try:
+        if method in HISTOGRAMS and not (cache and cache.is_file()):
+            if cache is None:
+                scratch = cache = Path(tempfile.mkdtemp(prefix="edgedl-calib-")) / f"calibration-{method}.json"
+            _histogram_ranges(src, calibration, method, cache, reader_cls)
         # The entropy and percentile calibrators print their progress on stdout: keep the CLI's
         # output (and --quiet) to edgedl's own lines, as the exporter's are.
         with contextlib.redirect_stdout(io.StringIO()), _quiet_axis_warnings():
@@ -298,6 +298,8 @@ def quantize_static(
                 op_types_to_quantize=list(scheme.op_types) if scheme.op_types else None,
                 calibration_cache_path=str(cache) if cache else None,
             )
+    except EdgedlError:
+        raise
     except Exception as exc:
         raise EdgedlError(f"ONNX Runtime could not quantize {src.name}: {_first_line(exc)}") from None
     finally:
@@ -311,18 +313,20 @@ def quantize_static(
 # bins for 128 levels) leave the KL search no threshold but the whole range.
 HISTOGRAMS = {"entropy": {"num_bins": 4096, "num_quantized_bins": 256},
               "percentile": {"num_bins": 2048, "percentile": 99.999}}
+HISTOGRAM_MEMORY = 2 << 30  # bytes of intermediate tensors a histogram pass may hold
 
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> None:
+def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> int:
     """Activation ranges by ONNX Runtime's histogram calibrators (entropy, percentile) over every tensor
-    any scheme quantizes, written as the calibration cache quantize_static then reads. One pass over
-    every sample, as quantize_static's own: it holds every sample's intermediate tensors in memory
-    (chunks would merge histograms whose later ranges widen them, bin by bin of the first range's
-    width: a rare spike makes millions of bins and the KL search never ends)."""
+    any scheme quantizes, written as the calibration cache quantize_static then reads. One pass, as
+    quantize_static's own, which holds every sample's intermediate tensors in memory (chunks would
+    merge histograms whose later ranges widen them bin by bin of the first range's width: a rare
+    spike makes millions of bins and the KL search never ends): as many samples as fit
+    HISTOGRAM_MEMORY, measured on the first; returns how many were used."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -333,11 +337,14 @@ def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Pa
             calibrator = create_calibrator(src, sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
                                            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=kind, extra_options=HISTOGRAMS[method])
-            calibrator.collect_data(reader_cls(calibration))
+            per_sample = sum(o.nbytes for o in calibrator.infer_session.run(None, calibration[0]))
+            used = min(len(calibration), max(8, HISTOGRAM_MEMORY // max(per_sample, 1)))
+            calibrator.collect_data(reader_cls(calibration[:used]))
             ranges = calibrator.compute_data()
         except Exception as exc:
             raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} ({method}): {_first_line(exc)}") from None
     save_tensors_data(ranges, cache)
+    return used
 
 
 class _AxisNote(logging.Filter):
