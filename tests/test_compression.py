@@ -236,8 +236,8 @@ def test_calibration_never_touches_the_test_split(tmp_path):
     for cfg in recipe.stages:
         stage_for(cfg).run(ctx)
     int8 = ctx.run.manifest["artifacts"][-1]
-    assert int8["quantization"]["calibration"] == {"method": "minmax", "samples": 200, "requested": 200,
-                                                   "split": "train"}
+    assert int8["quantization"]["calibration"] == {"method": "minmax", "method_requested": "auto", "samples": 200,
+                                                   "requested": 200, "split": "train"}
     import onnx
 
     model = onnx.load(str(ctx.run.artifact_path(int8)))

@@ -112,7 +112,7 @@ class QuantizeStage(Stage):
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)
-            info["calibration"].update(method=backend.method, requested=c.calibration)  # auto: the one kept
+            info["calibration"].update(method=backend.method, method_requested=c.calibration)  # auto: the one kept
         else:
             out = work / f"{c.precision}.onnx"
             (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)
