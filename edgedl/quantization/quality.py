@@ -46,8 +46,12 @@ class Quality:
             "accuracy" if self.y is not None else ("top1_agreement" if classifier else "cosine")
         # cosine judges every output, and each group of values of its own scale within one
         self.references = predict_outputs(reference_path, self.x, **load_options) if self.kind == "cosine" else None
-        self.reference = next(iter(self.references.values())) if self.references else \
-            predict(reference_path, self.x, **load_options)
+        if self.references:
+            self.reference = next(iter(self.references.values()))
+        elif self.standard is not None and self.standard.references is None:
+            self.reference = self.standard.reference  # the same predictions, not made twice
+        else:
+            self.reference = predict(reference_path, self.x, **load_options)
         self.groups = {n: scale_groups(r) for n, r in (self.references or {}).items()}  # once, not per candidate
         self.worst: dict[str, str] = {}  # per candidate file: the output slice that decided its value
         self.reference_value = self(None)

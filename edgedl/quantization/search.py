@@ -6,7 +6,6 @@ timed side by side; then the speed gate (with the backend's slow-in-INT8 nodes r
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +13,7 @@ from typing import Any, Callable
 from edgedl.errors import EdgedlError, counted
 from edgedl.quantization.backend import Backend
 from edgedl.quantization.quality import Quality
-from edgedl.quantization.speed import quick_check, time_rounds
+from edgedl.quantization.speed import median_round, quick_check, time_rounds
 
 
 @dataclass
@@ -43,6 +42,12 @@ def by_reason(why: dict[str, str]) -> dict[str, list[str]]:
     for node, reason in why.items():
         grouped.setdefault(reason or "kept in float", []).append(node)
     return grouped
+
+
+def tradeoff_row(a: Attempt, kept: bool, **extra) -> dict:
+    """One row of the fallback's trade-off table: an attempt's summary, its float layers counted."""
+    row = {k: v for k, v in a.summary().items() if k in ("scheme", "quality", "drop_points", "accuracy_gate", "p50_ms")}
+    return {**row, "float_layers": len(a.float_layers), "kept": kept, **extra}
 
 
 def tradeoff_lines(rows: list[dict], measure: str) -> list[str]:
@@ -136,16 +141,14 @@ class Search:
             timed = time_rounds({i: a.path for i, a in enumerate(pool)}, sample, threads,
                                 rounds=5 if len(pool) <= 4 else 3)
             for i, a in enumerate(pool):
-                a.p50_ms = statistics.median(r[0] for r in timed[i])
+                a.p50_ms = timed[i][median_round(timed[i])][0]
         if len(passing) > 1:  # several meet the gate: the fastest here
             fastest = min(a.p50_ms for a in passing)
             best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
         else:
             best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
         if fell_back:
-            self.info["tradeoff"] = [{"scheme": a.scheme, "float_layers": len(a.float_layers), "quality": a.quality,
-                                      "drop_points": a.drop_points, "accuracy_gate": a.passed, "p50_ms": a.p50_ms,
-                                      "kept": a is best} for a in self.steps]
+            self.info["tradeoff"] = [tradeoff_row(a, a is best) for a in self.steps]
             for line in tradeoff_lines(self.info["tradeoff"], self.quality.kind):
                 self.log(f"quantize trade-off: {line}")
         self.info["candidates"] = [a.summary() for a in attempts]
@@ -220,11 +223,9 @@ class Search:
                 for row in self.info.get("tradeoff", []):  # the table's kept file is this one now
                     row["kept"] = False
                 if "tradeoff" in self.info:
-                    self.info["tradeoff"].append({
-                        "scheme": retry.scheme, "float_layers": len(retry.float_layers), "quality": retry.quality,
-                        "drop_points": retry.drop_points, "accuracy_gate": retry.passed, "p50_ms": None,
-                        "kept": True, "note": "the speed gate's retry, the slow-in-INT8 layers in float too "
-                                              "(timed against the float file, not with these)"})
+                    self.info["tradeoff"].append(tradeoff_row(
+                        retry, True, p50_ms=None, note="the speed gate's retry, the slow-in-INT8 layers in float "
+                                                       "too (timed against the float file, not with these)"))
                 retry.why_float = {**best.why_float, **{
                     n: f"{what}: {again['quantized_p50_ms']:.3f} ms p50 with it in float against "
                        f"{gate['quantized_p50_ms']:.3f} ms in INT8 on this host" for n, what in slow.items()}}

@@ -144,14 +144,15 @@ def missing_reasons(manifest: dict) -> list[str]:
 
 def markdown(manifest: dict) -> str:
     recipe = manifest["recipe"]
+    columns = columns_of(manifest)
     lines = [
         f"# edgedl run: {recipe['name']}",
         "",
         f"Model `{recipe['model']['spec']}`, data `{recipe['data']['spec']}`, status **{manifest['status']}**, "
         f"host {manifest['host']['cpu']} ({manifest['host']['cpu_count']} cores).",
         "",
-        "| " + " | ".join(columns_of(manifest)) + " |",
-        "|" + "---|" * len(columns_of(manifest)),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows(manifest)]
     failed = [s for s in manifest["stages"] if s["status"] == "failed"]

@@ -320,13 +320,13 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> int:
+def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Path, reader_cls) -> None:
     """Activation ranges by ONNX Runtime's histogram calibrators (entropy, percentile) over every tensor
     any scheme quantizes, written as the calibration cache quantize_static then reads. One pass, as
     quantize_static's own, which holds every sample's intermediate tensors in memory (chunks would
     merge histograms whose later ranges widen them bin by bin of the first range's width: a rare
     spike makes millions of bins and the KL search never ends): as many samples as fit
-    HISTOGRAM_MEMORY, measured on the first; returns how many were used."""
+    HISTOGRAM_MEMORY, measured on the first."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -344,7 +344,6 @@ def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Pa
         except Exception as exc:
             raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} ({method}): {_first_line(exc)}") from None
     save_tensors_data(ranges, cache)
-    return used
 
 
 class _AxisNote(logging.Filter):
