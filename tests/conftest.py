@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,8 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every bench and compress stores its result (~/.edgedl/results.db by default): the suite's go to a
-# database of its own, inherited by the commands it runs in child processes.
-os.environ["EDGEDL_RESULTS_DB"] = f"sqlite:///{tempfile.mkdtemp(prefix='edgedl-tests-')}/results.db"
+# database of its own, inherited by the commands it runs in child processes, and removed at the end.
+_RESULTS = tempfile.mkdtemp(prefix="edgedl-tests-")
+atexit.register(shutil.rmtree, _RESULTS, ignore_errors=True)
+os.environ["EDGEDL_RESULTS_DB"] = f"sqlite:///{_RESULTS}/results.db"
 
 
 @pytest.fixture(scope="session")
