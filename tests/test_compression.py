@@ -190,10 +190,10 @@ def test_calibration_methods_are_compared_by_measured_quality(tmp_path):
     compared = {(r["method"], r["scheme"]): r for r in q["calibration_compared"]}
     assert {m for m, _ in compared} == {"minmax", "percentile", "entropy"} and len(compared) == 6
     assert not any(r["accuracy_gate"] for (m, _), r in compared.items() if m == "minmax")
-    assert compared[("entropy", "cpu_s8s8_per_channel")]["accuracy_gate"]
+    assert compared[("entropy", "cpu_u8s8_per_channel")]["accuracy_gate"]
     best = max(compared.values(), key=lambda r: r["quality"])
     assert q["calibration"]["method"] == best["method"] == "entropy"
-    assert q["accuracy_gate"] and q["float_layers"] == [] and q["scheme"] == "cpu_s8s8_per_channel"
+    assert q["accuracy_gate"] and q["float_layers"] == [] and q["scheme"] == "cpu_u8s8_per_channel"
     named = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"},
                                                              {**quantize, "calibration": "minmax"}]}, "minmax"))
     q = named["sensitive_model.int8.onnx"]["quantization"]
