@@ -36,14 +36,31 @@ def count_macs_params(module: Any, input_shape: tuple[int, ...] | None, example:
     params = sum(p.numel() for p in module.parameters())
     if isinstance(module, (torch.jit.ScriptModule, torch.fx.GraphModule)):
         return None, int(params)
+    from torch_pruning.utils import op_counter
+
     was_training = module.training
     module.eval()
+    # The counter hooks layers by exact type: a subclass of Conv2d (efficientnet_pytorch's and timm's
+    # same-padding convolutions) would count as zero. Each such subclass counts as the layer it is.
+    op_counter.CUSTOM_MODULES_MAPPING = subclassed_layers(module, op_counter.MODULES_MAPPING)
     try:
         example = example if example is not None else torch.zeros(1, *input_shape)
         macs, params = tp.utils.count_ops_and_params(module, example)
     finally:
+        op_counter.CUSTOM_MODULES_MAPPING = {}
         module.train(was_training)
     return int(macs), int(params)
+
+
+def subclassed_layers(module: Any, known: dict) -> dict:
+    """The counter's hook for each module type in ``module`` that subclasses a type ``known`` has
+    (the nearest such base) without being one itself."""
+    out = {}
+    for kind in {type(m) for m in module.modules()} - set(known):
+        base = next((b for b in kind.__mro__[1:] if b in known), None)
+        if base is not None:
+            out[kind] = known[base]
+    return out
 
 
 def output_layers(model: Any) -> list[Any]:
