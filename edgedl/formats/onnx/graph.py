@@ -213,9 +213,11 @@ def toposort(graph) -> None:
     graph.node.extend(copies)
 
 
-def _shapes(model, given: dict[str, list[int]] | None = None) -> dict[str, list]:
+def _shapes(model, given: dict[str, list[int]] | None = None, symbolic: bool = False) -> dict[str, list]:
     """Inferred shapes of every tensor for one sample: the batch axis set to 1, ``given`` input
-    shapes applied; other dynamic dimensions stay unknown (their nodes' MACs are not counted)."""
+    shapes applied; other dynamic dimensions stay unknown (their nodes' MACs are not counted).
+    ``symbolic``: ONNX Runtime's symbolic shape inference, which also follows shapes computed in the
+    graph (Shape, Gather, Concat into a Reshape: converters' attention blocks), where ONNX's stops."""
     onnx = _onnx()
     given = given or {}
     copy = onnx.ModelProto()
@@ -231,12 +233,18 @@ def _shapes(model, given: dict[str, list[int]] | None = None) -> dict[str, list]
             if size is not None:
                 dim.Clear()
                 dim.dim_value = 1 if axis == 0 else int(size)
+    inferred = copy
     try:
-        copy = onnx.shape_inference.infer_shapes(copy)
+        if symbolic:
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            inferred = SymbolicShapeInference.infer_shapes(copy, auto_merge=True)
+        else:
+            inferred = onnx.shape_inference.infer_shapes(copy)
     except Exception:
         pass  # MACs of unshaped nodes stay uncounted; the caller reports them
-    shapes = {i.name: list(i.dims) for i in copy.graph.initializer}
-    for value in list(copy.graph.value_info) + list(copy.graph.input) + list(copy.graph.output):
+    shapes = {i.name: list(i.dims) for i in inferred.graph.initializer}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         shapes[value.name] = _dims(value.type)
     return shapes
 
@@ -246,7 +254,17 @@ def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | 
     forms); also unshaped node names. None when an input dimension past the batch is unknown."""
     if unknown_input_dims(model, given):
         return None, []
-    shapes = _shapes(model, given)
+    total, unknown = _count_macs(model, _shapes(model, given))
+    if unknown:  # shapes the graph computes itself: ONNX Runtime's inference follows them (a second or two)
+        again = _count_macs(model, _shapes(model, given, symbolic=True))
+        if len(again[1]) < len(unknown):
+            total, unknown = again
+    if unknown and not total:
+        return None, unknown  # nothing could be shaped (symbolic shapes shape inference cannot resolve)
+    return total, unknown
+
+
+def _count_macs(model, shapes: dict[str, list]) -> tuple[int, list[str]]:
     total, unknown = 0, []
 
     def known(name):
@@ -268,8 +286,6 @@ def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | 
                 total += math.prod(out) * k
             else:
                 unknown.append(node.name or node.op_type)
-    if unknown and not total:
-        return None, unknown  # nothing could be shaped (symbolic shapes shape inference cannot resolve)
     return total, unknown
 
 
