@@ -94,8 +94,9 @@ class Search:
 
     def compare_calibrations(self) -> None:
         """Each scheme's whole-INT8 file with the backend's calibration; where none meets the gate and
-        the backend has other methods, theirs too, and the method whose file scores best is kept for
-        the rest of the search (``info["calibration_compared"]``). The kept files start the fallback."""
+        the backend has other methods, theirs too, in order until one's file meets the gate, and the
+        method whose file scores best is kept for the rest of the search (``info["calibration_compared"]``).
+        The kept files start the fallback."""
         methods = self.backend.calibrations()
         schemes = self.backend.schemes()
         self._whole = {s: self.attempt(s) for s in schemes}
@@ -109,6 +110,9 @@ class Search:
             except EdgedlError as exc:  # a method that cannot run leaves the others
                 failed[method] = str(exc)
                 self.log(f"quantize: {method} calibration skipped: {exc}")
+                continue
+            if any(a.passed for a in by_method[method].values()):
+                break  # a file meets the gate: the next method (entropy's KL search, minutes on a detector) is not needed
         score = {m: max(a.quality for a in files.values()) for m, files in by_method.items()}
         best = max(score, key=score.get)  # the first of equals: MinMax where none does better
         self.backend.use_calibration(best)
