@@ -136,7 +136,37 @@ def resolve(arrays: Mapping[str, np.ndarray], inputs: Sequence[Any], source: str
     counts = {len(v) for v in (*samples.stacked.values(), *samples.whole.values())}
     if len(counts) > 1:
         raise UsageError(f"{source}: the per-sample arrays hold different numbers of samples {sorted(counts)}")
+    if as_written and samples.whole:
+        _check_one_batch(samples, inputs, source)
     return samples
+
+
+def _check_one_batch(samples: Samples, inputs: Sequence[Any], source: str) -> None:
+    """A streaming model's feed: arrays written as one feed and arrays of one feed per sample must give
+    every input the same batch (an 'input' [48, 512] beside a 'state' [48, 2, 1, 128] fed 48 rows
+    against a state of one)."""
+    batch = {}
+    for info in inputs:
+        axis = batch_axis(info, inputs)
+        if not info.shape or (isinstance(info.shape[axis], int) and info.shape[axis] >= 0):
+            continue  # no dynamic batch axis: fed as it is
+        if info.name in samples.whole:
+            batch[info.name] = samples.whole[info.name].shape[1 + axis]
+        elif info.name in samples.constants:
+            batch[info.name] = samples.constants[info.name].shape[axis]
+    per_sample = {batch[n] for n in samples.whole if n in batch}
+    wrong = {n: b for n, b in batch.items() if n in samples.constants and b not in per_sample}
+    if not wrong or len(per_sample) != 1:
+        return
+    name, size = next(iter(wrong.items()))
+    shape = list(samples.constants[name].shape)
+    axis = batch_axis(next(i for i in inputs if i.name == name), inputs)
+    each = per_sample.pop()
+    example = [size, *shape[:axis], each, *shape[axis + 1:]]
+    whole = next(n for n in samples.whole if n in batch)
+    raise UsageError(f"{source}: array '{name}' {shape} is one feed of batch {size}, but '{whole}' "
+                     f"{list(samples.whole[whole].shape)} holds one feed per sample of batch {each}: give '{name}' "
+                     f"one more axis in front, one feed per sample (here {example})")
 
 
 def batch_axis(info, inputs: Sequence[Any]) -> int:
