@@ -86,7 +86,7 @@ def test_a_subclassed_convolution_counts_its_macs():
     assert macs >= 8 * 8 * 16 * 27 + 8 * 8 * 16 * 9 + 16 * 64 * 10  # both convolutions and the head
 
 
-def test_macs_follow_shapes_the_graph_computes(tmp_path):
+def test_macs_follow_shapes_the_graph_computes(tmp_path, monkeypatch):
     """A Reshape whose target the graph computes (Shape, Slice, Concat: how converters such as
     paddle2onnx write attention blocks) leaves ONNX's shape inference without the MatMul's shape;
     ONNX Runtime's symbolic inference follows it. PP-OCRv4's recognizer counted 651M MACs in FP32 and
@@ -114,3 +114,13 @@ def test_macs_follow_shapes_the_graph_computes(tmp_path):
     assert not rows or not all(d.HasField("dim_value") for d in rows)  # ONNX's own inference: unknown
     info = api.inspect(path)
     assert info["macs"] == 8 * 5 * 3 and info["macs_unshaped_nodes"] == []
+    # a custom op after it leaves ONNX Runtime's inference incomplete: what it did infer still counts,
+    # and nothing is written where the user runs (its infer_shapes saves the model and its weights there)
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("Mystery", ["y"], ["z"], domain="custom.ops"))
+    model.graph.output[0].name = "z"
+    model.opset_import.append(helper.make_opsetid("custom.ops", 1))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert onnx_graph.count_macs(model) == (8 * 5 * 3, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

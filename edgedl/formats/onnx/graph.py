@@ -235,18 +235,32 @@ def _shapes(model, given: dict[str, list[int]] | None = None, symbolic: bool = F
                 dim.dim_value = 1 if axis == 0 else int(size)
     inferred = copy
     try:
-        if symbolic:
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-            inferred = SymbolicShapeInference.infer_shapes(copy, auto_merge=True)
-        else:
-            inferred = onnx.shape_inference.infer_shapes(copy)
+        inferred = _symbolic(copy) if symbolic else onnx.shape_inference.infer_shapes(copy)
     except Exception:
         pass  # MACs of unshaped nodes stay uncounted; the caller reports them
     shapes = {i.name: list(i.dims) for i in inferred.graph.initializer}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         shapes[value.name] = _dims(value.type)
     return shapes
+
+
+SYMBOLIC_MAX_NODES = 20000  # past this, a graph's unshaped MAC nodes stay uncounted rather than slow every count
+
+
+def _symbolic(model):
+    """ONNX Runtime's symbolic shape inference, driven as its ``infer_shapes`` does but keeping what it
+    could infer: where some node stays unshaped (a custom op), ``infer_shapes`` saves the model and a
+    copy of its weights into the working folder and raises."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
+
+    if len(model.graph.node) > SYMBOLIC_MAX_NODES or (get_opset(model) or 0) < 7:
+        return model
+    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+    inference._preprocess(model)
+    while inference.run_:
+        inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_
 
 
 def count_macs(model, given: dict[str, list[int]] | None = None) -> tuple[int | None, list[str]]:
