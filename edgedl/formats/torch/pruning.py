@@ -41,11 +41,22 @@ def count_macs_params(module: Any, input_shape: tuple[int, ...] | None, example:
     was_training = module.training
     module.eval()
     # The counter hooks layers by exact type: a subclass of Conv2d (efficientnet_pytorch's and timm's
-    # same-padding convolutions) would count as zero. Each such subclass counts as the layer it is.
-    op_counter.CUSTOM_MODULES_MAPPING = subclassed_layers(module, op_counter.MODULES_MAPPING)
+    # same-padding convolutions) would count as zero. Such convolutions and linear layers count as the
+    # layer they are (their hooks read only the layer's sizes and its output); should that fail on some
+    # subclass, the count is made as before.
+    example = example if example is not None else torch.zeros(1, *input_shape)
+    nn = torch.nn
+    layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+    subclassed = subclassed_layers(module, {k: v for k, v in op_counter.MODULES_MAPPING.items() if k in layers})
     try:
-        example = example if example is not None else torch.zeros(1, *input_shape)
-        macs, params = tp.utils.count_ops_and_params(module, example)
+        for mapping in ([subclassed] if subclassed else []) + [{}]:
+            op_counter.CUSTOM_MODULES_MAPPING = mapping
+            try:
+                macs, params = tp.utils.count_ops_and_params(module, example)
+                break
+            except Exception:
+                if not mapping:
+                    raise
     finally:
         op_counter.CUSTOM_MODULES_MAPPING = {}
         module.train(was_training)
