@@ -295,7 +295,6 @@ def test_a_recurrent_state_keeps_its_batch_on_axis_1_and_exact_arrays_are_one_fe
     assert fp32["metrics"]["agreement"]["measure"] == "cosine" and fp32["benchmark"]["feeds"].endswith("feed.npz")
 
 
-
 def test_a_stream_feed_whose_arrays_give_different_batches_is_one_line(tmp_path, capsys):
     """silero-vad's 'input' written as [48, 512] (one feed of 48 rows) beside 'state' [48, 2, 1, 128]
     (48 feeds of one row): ONNX Runtime failed inside the quantize stage with an LSTM shape error, and
@@ -308,11 +307,16 @@ def test_a_stream_feed_whose_arrays_give_different_batches_is_one_line(tmp_path,
                         "--out", tmp_path / "run", *FAST], capsys)
     assert code == 2 and err.count("\n") == 1 and not (tmp_path / "run").exists(), err
     assert "'input' [5, 4] is one feed of batch 5" in err and "one feed per sample (here [5, 1, 4])" in err
+    np.savez(tmp_path / "feed.npz", input=np.ones((5, 1, 4), np.float32), state=np.ones((5, 2, 2, 3), np.float32),
+             sr=np.array(16000, np.int64))
+    code, _, err = cli(["bench", model, "--data", tmp_path / "feed.npz"], capsys)
+    assert code == 2 and "the per-sample arrays give each feed different batches" in err, err
     np.savez(tmp_path / "feed.npz", input=np.ones((5, 1, 4), np.float32), state=np.ones((5, 2, 1, 3), np.float32),
              sr=np.array(16000, np.int64))
     code, _, err = cli(["bench", model, "--data", tmp_path / "feed.npz", "--runs", "3", "--warmup", "0",
                         "--min-seconds", "0"], capsys)
     assert code == 0, err
+
 
 FEEDS = """import numpy as np
 from sklearn.datasets import load_digits

@@ -145,28 +145,32 @@ def _check_one_batch(samples: Samples, inputs: Sequence[Any], source: str) -> No
     """A streaming model's feed: arrays written as one feed and arrays of one feed per sample must give
     every input the same batch (an 'input' [48, 512] beside a 'state' [48, 2, 1, 128] fed 48 rows
     against a state of one)."""
-    batch = {}
+    batch, axes = {}, {}
     for info in inputs:
         axis = batch_axis(info, inputs)
-        if not info.shape or (isinstance(info.shape[axis], int) and info.shape[axis] >= 0):
-            continue  # no dynamic batch axis: fed as it is
+        named = info.shape[axis] if info.shape else None
+        if not isinstance(named, str) or not any(named in other.shape for other in inputs if other is not info):
+            continue  # only a dynamic dimension the inputs share is a batch they must agree on
+        axes[info.name] = axis
         if info.name in samples.whole:
             batch[info.name] = samples.whole[info.name].shape[1 + axis]
         elif info.name in samples.constants:
             batch[info.name] = samples.constants[info.name].shape[axis]
-    per_sample = {batch[n] for n in samples.whole if n in batch}
-    wrong = {n: b for n, b in batch.items() if n in samples.constants and b not in per_sample}
-    if not wrong or len(per_sample) != 1:
+    shapes = {n: list((samples.whole if n in samples.whole else samples.constants)[n].shape) for n in batch}
+    per_sample = {n: b for n, b in batch.items() if n in samples.whole}
+    if len(set(per_sample.values())) > 1:
+        said = ", ".join(f"'{n}' {shapes[n]} of batch {b}" for n, b in per_sample.items())
+        raise UsageError(f"{source}: the per-sample arrays give each feed different batches ({said})")
+    wrong = {n: b for n, b in batch.items() if n in samples.constants and b not in per_sample.values()}
+    if not wrong or not per_sample:
         return
     name, size = next(iter(wrong.items()))
-    shape = list(samples.constants[name].shape)
-    axis = batch_axis(next(i for i in inputs if i.name == name), inputs)
-    each = per_sample.pop()
+    whole, each = next(iter(per_sample.items()))
+    shape, axis = shapes[name], axes[name]
     example = [size, *shape[:axis], each, *shape[axis + 1:]]
-    whole = next(n for n in samples.whole if n in batch)
-    raise UsageError(f"{source}: array '{name}' {shape} is one feed of batch {size}, but '{whole}' "
-                     f"{list(samples.whole[whole].shape)} holds one feed per sample of batch {each}: give '{name}' "
-                     f"one more axis in front, one feed per sample (here {example})")
+    raise UsageError(f"{source}: array '{name}' {shape} is one feed of batch {size}, but '{whole}' {shapes[whole]} "
+                     f"holds one feed per sample of batch {each}: give '{name}' one more axis in front, one feed per "
+                     f"sample (here {example})")
 
 
 def batch_axis(info, inputs: Sequence[Any]) -> int:
