@@ -177,11 +177,12 @@ def test_a_sensitive_layer_triggers_the_float_fallback(tmp_path):
     assert "## INT8 trade-off of sensitive_model.int8.onnx: layers in float, accuracy, latency" in report
 
 
-def test_calibration_methods_are_compared_by_measured_quality(tmp_path):
+def test_calibration_methods_are_compared_by_measured_quality(tmp_path, monkeypatch):
     """A hidden unit that is off for 99% of inputs and then 1000x the others (sensitive_model.build_rare):
     MinMax ranges that tensor by its rare spikes and the whole-INT8 files miss the gate; calibration
     auto (the default) then measures percentile and entropy too, and keeps entropy (2048-bin KL), whose
-    per-channel file meets the gate with every layer in INT8. A named method is used alone."""
+    per-channel file meets the gate with every layer in INT8. The methods are measured in order until
+    one's file meets the gate. A named method is used alone."""
     rare = {**SENSITIVE, "model": f"{HERE / 'sensitive_model.py'}:build_rare"}
     quantize = {"stage": "quantize", "calibration_samples": 128, "speed_gate": False, "max_float_layers": 0,
                 "on_gate_miss": "warn"}
@@ -194,6 +195,13 @@ def test_calibration_methods_are_compared_by_measured_quality(tmp_path):
     best = max(compared.values(), key=lambda r: r["quality"])
     assert q["calibration"]["method"] == best["method"] == "entropy"
     assert q["accuracy_gate"] and q["float_layers"] == [] and q["scheme"] == "cpu_u8s8_per_channel"
+    from edgedl.formats.onnx.quantize import OnnxBackend
+
+    monkeypatch.setattr(OnnxBackend, "METHODS", ("minmax", "entropy", "percentile"))  # entropy second: it passes
+    q = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"}, quantize]}, "entropy-first"))[
+        "sensitive_model.int8.onnx"]["quantization"]
+    assert [r["method"] for r in q["calibration_compared"]] == ["minmax"] * 2 + ["entropy"] * 2  # percentile: not needed
+    assert q["calibration"]["method"] == "entropy" and q["accuracy_gate"]
     named = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"},
                                                              {**quantize, "calibration": "minmax"}]}, "minmax"))
     q = named["sensitive_model.int8.onnx"]["quantization"]

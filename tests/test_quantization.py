@@ -59,6 +59,17 @@ def test_every_format_has_its_backend():
         backend_for("coreml")
 
 
+def test_signed_activations_are_a_cpu_candidate_on_arm_hosts_only(tiny_conv_onnx, monkeypatch):
+    """ONNX Runtime on x86 runs signed-activation files 2-6x slower than unsigned ones
+    (benchmarks/cpu_schemes.py); on an ARM host the search times them too."""
+    from edgedl.formats.onnx import quantize as qo
+
+    monkeypatch.setattr(qo.platform, "machine", lambda: "x86_64")
+    assert qo.cpu_candidates(tiny_conv_onnx) == ("cpu_u8s8_per_tensor", "cpu_u8s8_per_channel")
+    monkeypatch.setattr(qo.platform, "machine", lambda: "aarch64")
+    assert qo.cpu_candidates(tiny_conv_onnx) == ("cpu_u8s8_per_tensor", "cpu_u8s8_per_channel", "cpu_s8s8_per_channel")
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_backend_contract(fmt, float_files, tmp_path):
     """What the search asks of a backend, on a real file: its nodes, a file with every node quantized,

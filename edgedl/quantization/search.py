@@ -146,9 +146,11 @@ class Search:
                                 rounds=5 if len(pool) <= 4 else 3)
             for i, a in enumerate(pool):
                 a.p50_ms = timed[i][median_round(timed[i])][0]
-        if len(passing) > 1:  # several meet the gate: the fastest here
+        if len(passing) > 1:  # several meet the gate: the fastest here; within 3% (timing noise), the one with
+            # fewer float layers, then the closer to float, then the first tried: the same file run after run
             fastest = min(a.p50_ms for a in passing)
-            best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), a.p50_ms))
+            best = min(passing, key=lambda a: (a.p50_ms > 1.03 * fastest, len(a.float_layers), -a.quality,
+                                               passing.index(a)))
         else:
             best = passing[0] if passing else max(attempts, key=lambda a: a.quality)
         if fell_back:
@@ -158,7 +160,7 @@ class Search:
         self.info["candidates"] = [a.summary() for a in attempts]
         self.info["scheme_choice"] = (
             "fastest of the candidates that meet the accuracy gate, timed side by side on this host (within 3%: "
-            "fewer layers in float)" if len(passing) > 1 else "the only candidate" if len(attempts) == 1
+            "fewer layers in float, then the closer to float)" if len(passing) > 1 else "the only candidate" if len(attempts) == 1
             else "the only candidate that meets the gate" if passing else "best quality (gate missed)")
         return best
 

@@ -55,7 +55,7 @@ class QuantizeConfig(StageConfig):
         "auto", description="auto: tensorrt if a tensorrt target is set, else cpu")
     calibration: Literal["auto", "minmax", "entropy", "percentile"] = Field(
         "auto", description="how activation ranges are set; auto: minmax, and where its whole-INT8 files miss the "
-                            "gate, percentile and entropy too, the best measured kept")
+                            "gate, percentile, then entropy where percentile's miss too, the best measured kept")
     calibration_samples: int = Field(256, ge=1)
     max_accuracy_drop: float = Field(1.0, ge=0, description="points of accuracy, absolute")
     max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")

@@ -10,8 +10,9 @@ ONNX Runtime on CPUs, where unsigned activations and per-tensor weights are ofte
 from __future__ import annotations
 
 import contextlib
-import logging
 import io
+import logging
+import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -54,9 +55,8 @@ SCHEMES = {
     # Per-channel weights (each output channel its own scale) with the unsigned, asymmetric activations
     # ONNX Runtime's x86 kernels take: as fast as per-tensor, closer on depthwise and detector heads.
     "cpu_u8s8_per_channel": Scheme("cpu_u8s8_per_channel", "uint8", per_channel=True, symmetric_activations=False),
-    # Signed symmetric activations (TensorRT's and ARM's form): not a CPU candidate, for ONNX Runtime
-    # on x86 runs them 3-4x slower than unsigned ones (DequantizeLinear, float Conv, QuantizeLinear;
-    # benchmarks/RESULTS.md, "Which CPU schemes").
+    # Signed symmetric activations (TensorRT's form): a CPU candidate on ARM hosts only, for ONNX Runtime
+    # on x86 runs them 2-6x slower than unsigned ones (benchmarks/RESULTS.md, "Which CPU schemes").
     "cpu_s8s8_per_channel": Scheme("cpu_s8s8_per_channel", "int8", per_channel=True, symmetric_activations=True),
     # Transformers: only the weighted layers in INT8; LayerNorm, Softmax, GELU and the residual adds
     # stay float, where INT8 costs accuracy (outliers) and buys no speed on a CPU (each Q/DQ pair
@@ -65,16 +65,20 @@ SCHEMES = {
                                 op_types=("Conv", "ConvTranspose", "Gemm", "MatMul")),
 }
 CPU_CANDIDATES = ("cpu_u8s8_per_tensor", "cpu_u8s8_per_channel")
+ARM_HOSTS = {"aarch64", "arm64", "armv8l"}
 TRANSFORMER_OPS = {"LayerNormalization", "Softmax"}
 
 
 def cpu_candidates(path: Path) -> tuple[str, ...]:
-    """The CPU schemes to try for this model: the weighted-layers-only scheme joins them when the
-    graph has transformer blocks (LayerNorm, Softmax)."""
+    """The CPU schemes to try for this model, all timed on this host: signed per-channel joins them on
+    an ARM host (not measured here: no ARM machine), and the weighted-layers-only scheme when the graph
+    has transformer blocks (LayerNorm, Softmax)."""
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-    return CPU_CANDIDATES + (("cpu_u8s8_weighted",) if ops & TRANSFORMER_OPS else ())
+    arm = platform.machine().lower() in ARM_HOSTS
+    return CPU_CANDIDATES + (("cpu_s8s8_per_channel",) if arm else ()) + \
+        (("cpu_u8s8_weighted",) if ops & TRANSFORMER_OPS else ())
 
 
 def _ort_quant():
