@@ -75,14 +75,11 @@ def detector(work: Path) -> Path:
     return path
 
 
-def resnet18(work: Path) -> Path:
+def resnet18(work: Path, images: Path) -> Path:
     """ResNet-18's fp32 ONNX as edgedl exports it (random weights)."""
-    from yolo_head import write_images
-
     from edgedl import api
     from edgedl.recipe import validate_recipe
 
-    images = write_images(work / "photos", count=24, size=224)
     recipe = validate_recipe({"name": "schemes-resnet18", "model": "resnet18", "data": f"images:{images}:3x224x224",
                               "seed": 0, "targets": ["onnx"], "stages": [{"stage": "export_onnx"}]}, source="benchmark")
     run = api.compress(recipe, out=work / "run", force=True, progress=False)
@@ -110,12 +107,12 @@ def main() -> None:
             src, x = detector(work), text_crops(48)
             np.savez(work / "text_crops.npz", x=x)  # for `edgedl compress --data` (RESULTS.md)
         else:
-            src = resnet18(work)
-            from yolo_head import write_images  # the same crops, as arrays
             import matplotlib.image
+            from yolo_head import write_images
 
-            x = np.stack([matplotlib.image.imread(p)[..., :3].transpose(2, 0, 1)
-                          for p in sorted(write_images(work / "photos", count=24, size=224).glob("*.png"))])
+            images = write_images(work / "photos", count=24, size=224)
+            src = resnet18(work, images)
+            x = np.stack([matplotlib.image.imread(p)[..., :3].transpose(2, 0, 1) for p in sorted(images.glob("*.png"))])
             x = ((x - 0.45) / 0.225).astype(np.float32)
         calibration, held = x[:len(x) * 5 // 6], x[len(x) * 5 // 6:]
         prepared = work / "files" / "fp32.onnx"
