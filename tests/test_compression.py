@@ -183,6 +183,9 @@ def test_calibration_methods_are_compared_by_measured_quality(tmp_path, monkeypa
     auto (the default) then measures percentile and entropy too, and keeps entropy (2048-bin KL), whose
     per-channel file meets the gate with every layer in INT8. The methods are measured in order until
     one's file meets the gate. A named method is used alone."""
+    from edgedl.formats.onnx import quantize as qo
+
+    monkeypatch.setattr(qo.platform, "machine", lambda: "x86_64")  # the two unsigned schemes, on any host
     rare = {**SENSITIVE, "model": f"{HERE / 'sensitive_model.py'}:build_rare"}
     quantize = {"stage": "quantize", "calibration_samples": 128, "speed_gate": False, "max_float_layers": 0,
                 "on_gate_miss": "warn"}
@@ -195,9 +198,7 @@ def test_calibration_methods_are_compared_by_measured_quality(tmp_path, monkeypa
     best = max(compared.values(), key=lambda r: r["quality"])
     assert q["calibration"]["method"] == best["method"] == "entropy"
     assert q["accuracy_gate"] and q["float_layers"] == [] and q["scheme"] == "cpu_u8s8_per_channel"
-    from edgedl.formats.onnx.quantize import OnnxBackend
-
-    monkeypatch.setattr(OnnxBackend, "METHODS", ("minmax", "entropy", "percentile"))  # entropy second: it passes
+    monkeypatch.setattr(qo.OnnxBackend, "METHODS", ("minmax", "entropy", "percentile"))  # entropy second: it passes
     q = by_name(run_recipe(tmp_path, {**rare, "stages": [{"stage": "export_onnx"}, quantize]}, "entropy-first"))[
         "sensitive_model.int8.onnx"]["quantization"]
     assert [r["method"] for r in q["calibration_compared"]] == ["minmax"] * 2 + ["entropy"] * 2  # percentile: not needed

@@ -311,6 +311,15 @@ def test_a_stream_feed_whose_arrays_give_different_batches_is_one_line(tmp_path,
              sr=np.array(16000, np.int64))
     code, _, err = cli(["bench", model, "--data", tmp_path / "feed.npz"], capsys)
     assert code == 2 and "the per-sample arrays give each feed different batches" in err, err
+    # each shared dimension is its own group: a context of 10 written once beside per-sample feeds of one
+    from edgedl.data.feeds import resolve
+    from edgedl.runtime.base import TensorInfo
+
+    infos = [TensorInfo("input", ("batch", 4), "float32"), TensorInfo("state", (2, "batch", 3), "float32"),
+             TensorInfo("ctx", ("ctx_len", 2), "float32"), TensorInfo("ctx_mask", ("ctx_len",), "float32")]
+    fed = resolve({"input": np.ones((5, 1, 4), np.float32), "state": np.ones((5, 2, 1, 3), np.float32),
+                   "ctx": np.ones((10, 2), np.float32), "ctx_mask": np.ones(10, np.float32)}, infos)
+    assert sorted(fed.whole) == ["input", "state"] and sorted(fed.constants) == ["ctx", "ctx_mask"]
     np.savez(tmp_path / "feed.npz", input=np.ones((5, 1, 4), np.float32), state=np.ones((5, 2, 1, 3), np.float32),
              sr=np.array(16000, np.int64))
     code, _, err = cli(["bench", model, "--data", tmp_path / "feed.npz", "--runs", "3", "--warmup", "0",

@@ -143,34 +143,35 @@ def resolve(arrays: Mapping[str, np.ndarray], inputs: Sequence[Any], source: str
 
 def _check_one_batch(samples: Samples, inputs: Sequence[Any], source: str) -> None:
     """A streaming model's feed: arrays written as one feed and arrays of one feed per sample must give
-    every input the same batch (an 'input' [48, 512] beside a 'state' [48, 2, 1, 128] fed 48 rows
-    against a state of one)."""
-    batch, axes = {}, {}
+    the inputs that share a dynamic dimension on their batch axis (``batch`` in ``input [batch, n]`` and
+    ``state [2, batch, 128]``) one size (an 'input' [48, 512] beside a 'state' [48, 2, 1, 128] fed 48
+    rows against a state of one). Each shared name is its own group."""
+    groups: dict[str, dict[str, tuple[int, int, list[int]]]] = {}  # name: input: (size, axis, shape)
     for info in inputs:
         axis = batch_axis(info, inputs)
         named = info.shape[axis] if info.shape else None
         if not isinstance(named, str) or not any(named in other.shape for other in inputs if other is not info):
-            continue  # only a dynamic dimension the inputs share is a batch they must agree on
-        axes[info.name] = axis
+            continue  # only a dynamic dimension the inputs share is a size they must agree on
         if info.name in samples.whole:
-            batch[info.name] = samples.whole[info.name].shape[1 + axis]
+            value = samples.whole[info.name]
+            groups.setdefault(named, {})[info.name] = (value.shape[1 + axis], axis, list(value.shape))
         elif info.name in samples.constants:
-            batch[info.name] = samples.constants[info.name].shape[axis]
-    shapes = {n: list((samples.whole if n in samples.whole else samples.constants)[n].shape) for n in batch}
-    per_sample = {n: b for n, b in batch.items() if n in samples.whole}
-    if len(set(per_sample.values())) > 1:
-        said = ", ".join(f"'{n}' {shapes[n]} of batch {b}" for n, b in per_sample.items())
-        raise UsageError(f"{source}: the per-sample arrays give each feed different batches ({said})")
-    wrong = {n: b for n, b in batch.items() if n in samples.constants and b not in per_sample.values()}
-    if not wrong or not per_sample:
-        return
-    name, size = next(iter(wrong.items()))
-    whole, each = next(iter(per_sample.items()))
-    shape, axis = shapes[name], axes[name]
-    example = [size, *shape[:axis], each, *shape[axis + 1:]]
-    raise UsageError(f"{source}: array '{name}' {shape} is one feed of batch {size}, but '{whole}' {shapes[whole]} "
-                     f"holds one feed per sample of batch {each}: give '{name}' one more axis in front, one feed per "
-                     f"sample (here {example})")
+            value = samples.constants[info.name]
+            groups.setdefault(named, {})[info.name] = (value.shape[axis], axis, list(value.shape))
+    for group in groups.values():
+        per_sample = {n: v for n, v in group.items() if n in samples.whole}
+        if len({size for size, _, _ in per_sample.values()}) > 1:
+            said = ", ".join(f"'{n}' {shape} of batch {size}" for n, (size, _, shape) in per_sample.items())
+            raise UsageError(f"{source}: the per-sample arrays give each feed different batches ({said})")
+        if not per_sample:
+            continue
+        whole, (each, _, whole_shape) = next(iter(per_sample.items()))
+        for name, (size, axis, shape) in group.items():
+            if name in samples.constants and size != each:
+                example = [size, *shape[:axis], each, *shape[axis + 1:]]
+                raise UsageError(f"{source}: array '{name}' {shape} is one feed of batch {size}, but '{whole}' "
+                                 f"{whole_shape} holds one feed per sample of batch {each}: give '{name}' one more "
+                                 f"axis in front, one feed per sample (here {example})")
 
 
 def batch_axis(info, inputs: Sequence[Any]) -> int:

@@ -127,7 +127,7 @@ class Search:
 
     def run(self, sample: Any, threads: int | None) -> Attempt:
         """Every scheme with its fallback; the fastest that meets the gate (within 3%: fewer float
-        layers), else the best quality. ``info`` gets the candidates and the choice."""
+        layers, then the closer to float), else the best quality. ``info`` gets the candidates and the choice."""
         # a search run again starts afresh (from the backend's calibration in use)
         self.steps, self._whole, self._beside_of, self.info = [], {}, None, {}
         self.compare_calibrations()

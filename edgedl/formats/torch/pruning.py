@@ -38,13 +38,13 @@ def count_macs_params(module: Any, input_shape: tuple[int, ...] | None, example:
         return None, int(params)
     from torch_pruning.utils import op_counter
 
+    example = example if example is not None else torch.zeros(1, *input_shape)
     was_training = module.training
     module.eval()
     # The counter hooks layers by exact type: a subclass of Conv2d (efficientnet_pytorch's and timm's
     # same-padding convolutions) would count as zero. Such convolutions and linear layers count as the
     # layer they are (their hooks read only the layer's sizes and its output); should that fail on some
     # subclass, the count is made as before.
-    example = example if example is not None else torch.zeros(1, *input_shape)
     nn = torch.nn
     layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
     subclassed = subclassed_layers(module, {k: v for k, v in op_counter.MODULES_MAPPING.items() if k in layers})
