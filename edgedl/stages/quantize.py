@@ -145,7 +145,31 @@ class QuantizeStage(Stage):
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
         search.log_float_layers(best)
+        if c.precision != "fp16":
+            self._untouched(ctx, best, info)
         self._add(ctx, parent, best, info, notes)
+
+    def _untouched(self, ctx, best: Attempt, info: dict) -> None:
+        """Weights that stay float though the search did not choose it (an LSTM in static INT8, layers
+        inside If branches): in the record and on screen, so a file that barely shrank says why."""
+        found = qo.float_weights(best.path)
+        left = [n for n in found["nodes"] if n["node"] not in best.float_layers]
+        if not left:
+            return
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for n in left:
+            groups.setdefault((n["op"], n["in_branch"]), []).append(n["bytes"])
+        static = self.config.precision == "int8"
+        said = []
+        for (op, in_branch), sizes in groups.items():
+            why = ("inside If/Loop branches, which ONNX Runtime's quantizers do not enter" if in_branch else
+                   f"static INT8 does not quantize {op}; precision int8_dynamic does" if static and op in qo.DYNAMIC_OPS
+                   else f"{'static' if static else 'dynamic'} INT8 does not quantize {op}")
+            said.append(f"{op} x{len(sizes)} ({why})")
+        share = sum(n["bytes"] for n in left) / max(found["weight_bytes"], 1)
+        info["float_weights"] = {**found, "nodes": left, "share": round(share, 4), "said": "; ".join(said)}
+        ctx.log(f"quantize: weights left in float, not chosen by the search: {'; '.join(said)}; {share:.0%} of the "
+                f"file's weights")
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes

@@ -591,6 +591,41 @@ def drop_unused_domains(path: Path) -> None:
         onnx.save(model, str(path))
 
 
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention"}
+
+
+def float_weights(path: Path) -> dict:
+    """The weighted nodes of a quantized file that still read float weights (initializers of two or more
+    dimensions), in the graph and in If/Loop/Scan branches, which ONNX Runtime's quantizers do not
+    enter: ``{"nodes": [{"node", "op", "in_branch", "bytes"}], "float_bytes", "weight_bytes"}``."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    nodes, totals = [], {"float": 0, "all": 0}
+
+    def walk(graph, outer: dict, in_branch: bool) -> None:
+        weights = dict(outer)
+        for init in graph.initializer:
+            if len(init.dims) >= 2:
+                array = numpy_helper.to_array(init)
+                weights[init.name] = array
+                totals["all"] += array.nbytes
+                totals["float"] += array.nbytes if array.dtype.kind == "f" else 0
+        for node in graph.node:
+            if node.op_type in WEIGHTED_OPS:
+                held = [weights[i] for i in node.input if i in weights and weights[i].dtype.kind == "f"]
+                if held:
+                    nodes.append({"node": node.name or node.op_type, "op": node.op_type, "in_branch": in_branch,
+                                  "bytes": int(sum(a.nbytes for a in held))})
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                    walk(sub, weights, True)
+
+    walk(model.graph, {}, False)
+    return {"nodes": nodes, "float_bytes": totals["float"], "weight_bytes": totals["all"]}
+
+
 def quantize_dynamic(src: Path, dst: Path) -> None:
     """Dynamic INT8: weights quantized ahead, activations at run time (Linear/LSTM/GRU-heavy models)."""
     import onnx
