@@ -159,7 +159,8 @@ def gate_summary(q: dict) -> str:
         line += "; kept in float: " + "; ".join(f"{', '.join(layers)}" + (f" ({reason})" if reason else "")
                                                 for reason, layers in reasons.items())
     if q.get("float_weights"):
-        line += f"; weights left in float: {q['float_weights']['said']}, {q['float_weights']['share']:.0%} of its weights"
+        line += (f"; weights left in float: {q['float_weights']['said']}, {q['float_weights']['share']:.0%} of its "
+                 "weight elements")
     if q.get("worst_slice"):
         line += f"; judged by its worst slice: {q['worst_slice']}"
     if q.get("reference_warning"):

@@ -46,6 +46,10 @@ def latest_fp32_onnx(ctx: RunContext) -> dict:
     raise UsageError("quantize needs an fp32 ONNX artifact: put an export_onnx stage before quantize")
 
 
+# what ONNX Runtime's dynamic quantization gives integer kernels among edgedl's DYNAMIC_OPS
+DYNAMIC_QUANTIZED = {"MatMul", "LSTM", "Attention"}
+
+
 class QuantizeConfig(StageConfig):
     """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
 
@@ -152,24 +156,29 @@ class QuantizeStage(Stage):
     def _untouched(self, ctx, best: Attempt, info: dict) -> None:
         """Weights that stay float though the search did not choose it (an LSTM in static INT8, layers
         inside If branches): in the record and on screen, so a file that barely shrank says why."""
-        found = qo.float_weights(best.path)
-        left = [n for n in found["nodes"] if n["node"] not in best.float_layers]
-        if not left:
+        found = qo.float_weights(best.path, skip=best.float_layers)
+        if not found["nodes"]:
             return
-        groups: dict[tuple[str, bool], list[int]] = {}
-        for n in left:
-            groups.setdefault((n["op"], n["in_branch"]), []).append(n["bytes"])
-        static = self.config.precision == "int8"
+        groups: dict[tuple[str, bool], int] = {}
+        for n in found["nodes"]:
+            groups[(n["op"], n["in_branch"])] = groups.get((n["op"], n["in_branch"]), 0) + 1
+        static, tensorrt = self.config.precision == "int8", best.scheme == "tensorrt"
         said = []
-        for (op, in_branch), sizes in groups.items():
-            why = ("inside If/Loop branches, which ONNX Runtime's quantizers do not enter" if in_branch else
-                   f"static INT8 does not quantize {op}; precision int8_dynamic does" if static and op in qo.DYNAMIC_OPS
-                   else f"{'static' if static else 'dynamic'} INT8 does not quantize {op}")
-            said.append(f"{op} x{len(sizes)} ({why})")
-        share = sum(n["bytes"] for n in left) / max(found["weight_bytes"], 1)
-        info["float_weights"] = {**found, "nodes": left, "share": round(share, 4), "said": "; ".join(said)}
-        ctx.log(f"quantize: weights left in float, not chosen by the search: {'; '.join(said)}; {share:.0%} of the "
-                f"file's weights")
+        for (op, in_branch), count in groups.items():
+            if not static:
+                why = f"dynamic INT8 here quantizes {', '.join(sorted(DYNAMIC_QUANTIZED))} outside If/Loop branches"
+            elif in_branch:
+                why = "inside If/Loop branches, which ONNX Runtime's static quantization does not enter"
+            elif op in qo.WEIGHT_INPUTS and op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                why = f"static INT8 does not quantize {op}" + (
+                    "; precision int8_dynamic does" if op in DYNAMIC_QUANTIZED and not tensorrt else "")
+            else:
+                why = f"ONNX Runtime's quantizer left it in float ({best.scheme})"
+            said.append(f"{op} x{count} ({why})")
+        info["float_weights"] = {**found, "said": "; ".join(said)}
+        ctx.log(f"quantize: weights left in float: {info['float_weights']['said']}; {found['share']:.0%} of the "
+                f"file's weight elements")
+
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes

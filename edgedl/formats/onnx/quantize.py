@@ -591,39 +591,49 @@ def drop_unused_domains(path: Path) -> None:
         onnx.save(model, str(path))
 
 
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention"}
+# where each weighted op reads its weights (an LSTM's W and R; its B and initial states are not weights)
+WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1,), "LSTM": (1, 2), "GRU": (1, 2),
+                 "RNN": (1, 2), "Attention": (1,)}
 
 
-def float_weights(path: Path) -> dict:
-    """The weighted nodes of a quantized file that still read float weights (initializers of two or more
-    dimensions), in the graph and in If/Loop/Scan branches, which ONNX Runtime's quantizers do not
-    enter: ``{"nodes": [{"node", "op", "in_branch", "bytes"}], "float_bytes", "weight_bytes"}``."""
+def float_weights(path: Path, skip: Iterable[str] = ()) -> dict:
+    """The weighted nodes of a quantized file, but ``skip``, whose weights (initializers of two or more
+    dimensions at their weight inputs) are still float, in the graph and in If/Loop/Scan branches:
+    ``{"nodes": [{"node", "op", "in_branch", "params"}], "share"}``, ``share`` the fraction of the file's
+    weight elements they hold, each initializer counted once (external data is not read)."""
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(path))
-    nodes, totals = [], {"float": 0, "all": 0}
+    model = onnx.load(str(path), load_external_data=False)
+    skip = set(skip)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    nodes, sizes, total = [], {}, [0]
 
     def walk(graph, outer: dict, in_branch: bool) -> None:
         weights = dict(outer)
         for init in graph.initializer:
             if len(init.dims) >= 2:
-                array = numpy_helper.to_array(init)
-                weights[init.name] = array
-                totals["all"] += array.nbytes
-                totals["float"] += array.nbytes if array.dtype.kind == "f" else 0
+                weights[init.name] = (id(init), int(np.prod(init.dims)), init.data_type in floats)
+                total[0] += weights[init.name][1]
+        made_by = {o: n for n in graph.node if n.op_type in LAYOUT_OPS for o in n.output}
+
+        def source(name: str) -> str:  # a weight reached through Unsqueeze, Transpose, Reshape: the initializer
+            while name not in weights and name in made_by and made_by[name].input:
+                name = made_by[name].input[0]
+            return name
+
         for node in graph.node:
-            if node.op_type in WEIGHTED_OPS:
-                held = [weights[i] for i in node.input if i in weights and weights[i].dtype.kind == "f"]
-                if held:
-                    nodes.append({"node": node.name or node.op_type, "op": node.op_type, "in_branch": in_branch,
-                                  "bytes": int(sum(a.nbytes for a in held))})
+            inputs = [source(node.input[i]) for i in WEIGHT_INPUTS.get(node.op_type, ()) if i < len(node.input)]
+            held = [weights[n] for n in inputs if n in weights and weights[n][2]]
+            if held and (node.name or node.op_type) not in skip:
+                sizes.update((key, n) for key, n, _ in held)
+                nodes.append({"node": node.name or node.op_type, "op": node.op_type, "in_branch": in_branch,
+                              "params": sum(n for _, n, _ in held)})
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                     walk(sub, weights, True)
 
     walk(model.graph, {}, False)
-    return {"nodes": nodes, "float_bytes": totals["float"], "weight_bytes": totals["all"]}
+    return {"nodes": nodes, "share": round(sum(sizes.values()) / max(total[0], 1), 4)}
 
 
 def quantize_dynamic(src: Path, dst: Path) -> None:
