@@ -152,12 +152,10 @@ def _check_one_batch(samples: Samples, inputs: Sequence[Any], source: str) -> No
         named = info.shape[axis] if info.shape else None
         if not isinstance(named, str) or not any(named in other.shape for other in inputs if other is not info):
             continue  # only a dynamic dimension the inputs share is a size they must agree on
-        if info.name in samples.whole:
-            value = samples.whole[info.name]
-            groups.setdefault(named, {})[info.name] = (value.shape[1 + axis], axis, list(value.shape))
-        elif info.name in samples.constants:
-            value = samples.constants[info.name]
-            groups.setdefault(named, {})[info.name] = (value.shape[axis], axis, list(value.shape))
+        for store, offset in ((samples.whole, 1), (samples.constants, 0)):  # a per-sample array: one axis more
+            if info.name in store:
+                shape = list(store[info.name].shape)
+                groups.setdefault(named, {})[info.name] = (shape[offset + axis], axis, shape)
     for group in groups.values():
         per_sample = {n: v for n, v in group.items() if n in samples.whole}
         if len({size for size, _, _ in per_sample.values()}) > 1:

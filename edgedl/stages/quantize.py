@@ -46,10 +46,6 @@ def latest_fp32_onnx(ctx: RunContext) -> dict:
     raise UsageError("quantize needs an fp32 ONNX artifact: put an export_onnx stage before quantize")
 
 
-# what ONNX Runtime's dynamic quantization gives integer kernels among edgedl's DYNAMIC_OPS
-DYNAMIC_QUANTIZED = {"MatMul", "LSTM", "Attention"}
-
-
 class QuantizeConfig(StageConfig):
     """Quantize the latest fp32 ONNX artifact, held to an accuracy gate and a speed gate."""
 
@@ -162,23 +158,11 @@ class QuantizeStage(Stage):
         groups: dict[tuple[str, bool], int] = {}
         for n in found["nodes"]:
             groups[(n["op"], n["in_branch"])] = groups.get((n["op"], n["in_branch"]), 0) + 1
-        static, tensorrt = self.config.precision == "int8", best.scheme == "tensorrt"
-        said = []
-        for (op, in_branch), count in groups.items():
-            if not static:
-                why = f"dynamic INT8 here quantizes {', '.join(sorted(DYNAMIC_QUANTIZED))} outside If/Loop branches"
-            elif in_branch:
-                why = "inside If/Loop branches, which ONNX Runtime's static quantization does not enter"
-            elif op in qo.WEIGHT_INPUTS and op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-                why = f"static INT8 does not quantize {op}" + (
-                    "; precision int8_dynamic does" if op in DYNAMIC_QUANTIZED and not tensorrt else "")
-            else:
-                why = f"ONNX Runtime's quantizer left it in float ({best.scheme})"
-            said.append(f"{op} x{count} ({why})")
+        said = [f"{op} x{count} ({qo.why_float_weights(op, in_branch, self.config.precision, best.scheme)})"
+                for (op, in_branch), count in groups.items()]
         info["float_weights"] = {**found, "said": "; ".join(said)}
         ctx.log(f"quantize: weights left in float: {info['float_weights']['said']}; {found['share']:.0%} of the "
                 f"file's weight elements")
-
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes

@@ -596,6 +596,21 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1
                  "RNN": (1, 2), "Attention": (1,)}
 
 
+DYNAMIC_QUANTIZED = {"MatMul", "LSTM", "Attention"}  # of DYNAMIC_OPS, those ONNX Runtime gives integer kernels
+
+
+def why_float_weights(op: str, in_branch: bool, precision: str, scheme: str) -> str:
+    """Why a :func:`float_weights` node of a file made by ``precision`` (and ``scheme``) is still float."""
+    if precision != "int8":
+        return f"dynamic INT8 here quantizes {', '.join(sorted(DYNAMIC_QUANTIZED))} outside If/Loop branches"
+    if in_branch:
+        return "inside If/Loop branches, which ONNX Runtime's static quantization does not enter"
+    if op in ("LSTM", "GRU", "RNN", "Attention"):
+        offer = op in DYNAMIC_QUANTIZED and scheme != "tensorrt"  # TensorRT parses no dynamic-INT8 contrib op
+        return f"static INT8 does not quantize {op}" + ("; precision int8_dynamic does" if offer else "")
+    return f"ONNX Runtime's quantizer left it in float ({scheme})"
+
+
 def float_weights(path: Path, skip: Iterable[str] = ()) -> dict:
     """The weighted nodes of a quantized file, but ``skip``, whose weights (initializers of two or more
     dimensions at their weight inputs) are still float, in the graph and in If/Loop/Scan branches:
