@@ -121,13 +121,15 @@ def import_onnx(ctx: RunContext, source: Path) -> None:
     from edgedl.models.importers import importer_for
 
     sample_shape = None if ctx.recipe.model.keep_dynamic else ctx.dataset.input_shape
-    model, fixes, opset = importer_for(str(source)).bring(str(source), dict(ctx.recipe.model.input_shapes),
-                                                          sample_shape)
+    model, fixes, opset, fitted = importer_for(str(source)).bring(str(source), dict(ctx.recipe.model.input_shapes),
+                                                                  sample_shape)
     tmp = ctx.run.tempdir() / f"{ctx.stem}.fp32.onnx"
     onnx.save(model, str(tmp))
+    imported = {"from": str(source), "fixed_dims": fixes, **({"fitted": fitted} if fitted else {})}
     add_onnx_artifact(ctx, tmp, parent=None, opset=opset, known_layout=False,
-                      source={"model": str(source)}, extra={"imported": {"from": str(source), "fixed_dims": fixes}})
-    ctx.log(f"imported {source} as {tmp.name}" + (f", fixed dimensions {fixes}" if fixes else ""))
+                      source={"model": str(source)}, extra={"imported": imported})
+    ctx.log(f"imported {source} as {tmp.name}" + (f", fixed dimensions {fixes}" if fixes else "")
+            + "".join(f"; {note}" for note in fitted))
 
 
 def add_onnx_artifact(ctx: RunContext, tmp: Path, *, parent: str | None, opset: int | None, known_layout: bool,

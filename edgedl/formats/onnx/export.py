@@ -4,6 +4,7 @@ brought in with its dynamic dimensions fixed. The only module that calls ``torch
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -120,9 +121,18 @@ def convert_opset(path, opset: int) -> str | None:
     """Take the ONNX file at ``path`` to ``opset`` with ONNX's version converter, in place, and check
     the result; returns why it could not (the file is then unchanged), or None."""
     import onnx
+
+    converted, why = _convert(onnx.load(str(path)), opset)
+    if converted is not None:
+        onnx.save(converted, str(path))
+    return why
+
+
+def _convert(model, opset: int):
+    """(``model`` at ``opset`` by ONNX's version converter, checked, None) or (None, why it could not)."""
+    import onnx
     from onnx import version_converter
 
-    model = onnx.load(str(path))
     try:
         converted = version_converter.convert_version(model, opset)
         for node in converted.graph.node:
@@ -132,9 +142,73 @@ def convert_opset(path, opset: int) -> str | None:
                 node.attribute.extend(keep)
         onnx.checker.check_model(converted, full_check=True)
     except Exception as exc:  # the converter raises RuntimeError, the checker ValidationError
-        return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
-    onnx.save(converted, str(path))
-    return None
+        return None, (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+    return converted, None
+
+
+@functools.lru_cache(maxsize=1)
+def onnxruntime_reads() -> tuple[int, int] | None:
+    """(newest IR version, newest default-domain opset) the installed ONNX Runtime loads, probed on a
+    one-node graph (ONNX Runtime has no API that says); None without ONNX Runtime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import onnx
+    from onnx import TensorProto, helper
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a refused probe is the answer, not an error to print
+
+    def loads(ir: int, opset: int) -> bool:
+        value = helper.make_tensor_value_info
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                                  [value("x", TensorProto.FLOAT, [1])], [value("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = ir
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception:
+            return False
+        return True
+
+    ir = onnx.IR_VERSION
+    while ir > 7 and not loads(ir, 13):
+        ir -= 1
+    opset = onnx.defs.onnx_opset_version()
+    while opset > 13 and not loads(ir, opset):
+        opset -= 1
+    return ir, opset
+
+
+def fit_onnxruntime(model, name: str):
+    """``model`` as the installed ONNX Runtime reads it, and what was changed: a file written by a
+    newer ``onnx`` package carries its newest IR version (``onnx.helper.make_model`` writes IR 14 at
+    any opset), which ONNX Runtime refuses although the graph uses nothing of it, so the IR version
+    is lowered to the newest ONNX Runtime reads; an opset newer than it reads is taken down by ONNX's
+    version converter, or refused in one line saying which opset to export at."""
+    import onnxruntime as ort
+
+    reads = onnxruntime_reads()
+    if reads is None:
+        return model, []
+    ir, newest = reads
+    notes = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset > newest:
+        converted, why = _convert(model, newest)
+        if converted is None:
+            raise UsageError(f"{name} uses ONNX opset {opset}; ONNX Runtime {ort.__version__} reads up to opset "
+                             f"{newest} and ONNX's version converter cannot take it there ({why}): export it "
+                             f"again at opset {newest} or lower")
+        model = converted
+        notes.append(f"opset {opset} taken down to {newest} by ONNX's version converter (ONNX Runtime "
+                     f"{ort.__version__} reads up to {newest})")
+    if model.ir_version > ir:
+        notes.append(f"IR version {model.ir_version} written as {ir}, the newest ONNX Runtime {ort.__version__} "
+                     f"reads")
+        model.ir_version = ir
+    return model, notes
 
 
 def check_input_shapes(model, wanted: dict[str, list[int]]) -> None:
@@ -153,12 +227,14 @@ def check_input_shapes(model, wanted: dict[str, list[int]]) -> None:
 
 def fix_dimensions(source: Path, wanted: dict[str, list[int]], sample_shape: tuple | None):
     """The model with dynamic dimensions fixed from ``wanted`` or, past the batch axis of a single
-    input, from the data's ``sample_shape``; returns (model, {input: {axis: size}})."""
+    input, from the data's ``sample_shape``, fitted to the installed ONNX Runtime (fit_onnxruntime);
+    returns (model, {input: {axis: size}}, [what fitting changed])."""
     import onnx
 
     model = onnx_graph.load_graph(source)
     if onnx_graph.external_files(model, source.parent):
         model = onnx.load(str(source))  # bring the weights inside the artifact
+    model, fitted = fit_onnxruntime(model, source.name)
     check_input_shapes(model, wanted)
     inputs = onnx_graph.graph_inputs(model)
     fixes: dict[str, dict[int, int]] = {}
@@ -179,4 +255,4 @@ def fix_dimensions(source: Path, wanted: dict[str, list[int]], sample_shape: tup
     except Exception as exc:
         raise UsageError(f"shape inference fails on {source.name}: {str(exc).splitlines()[0]}; fix the dynamic "
                          "dimensions with --input-shape name=1x3x224x224") from None
-    return model, fixes
+    return model, fixes, fitted

@@ -1,7 +1,8 @@
 """An ONNX file: a graph and tensors (no code runs when it opens). Its external data must lie
 inside its folder, and edgedl parses a file from elsewhere in a child process first, so a file
 that crashes protobuf's parser becomes one error line. The run takes it as its fp32 artifact,
-with dynamic dimensions fixed from ``--input-shape`` or the data."""
+with dynamic dimensions fixed from ``--input-shape`` or the data, and its IR version and opset
+brought within what the installed ONNX Runtime reads."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class OnnxImporter(Importer):
         """The model's inputs as TensorInfos, ``input_shapes`` applied; refuses a file that does not
         parse, external data outside the folder, and --input-shape names or ranks that do not fit."""
         from edgedl.formats.onnx import graph as onnx_graph
-        from edgedl.formats.onnx.export import check_input_shapes
+        from edgedl.formats.onnx.export import check_input_shapes, fit_onnxruntime
 
         path = Path(spec)
         if not path.is_file():
@@ -42,6 +43,8 @@ class OnnxImporter(Importer):
             model = onnx_graph.load_graph(path)
         except EdgedlError as exc:
             raise UsageError(str(exc)) from None
+        if not onnx_graph.external_files(model, path.parent):  # with weights outside, bring() fits it
+            fit_onnxruntime(model, path.name)  # an opset ONNX Runtime cannot read is refused before any work
         check_input_shapes(model, dict(input_shapes))
         return onnx_graph.input_infos(model, dict(input_shapes))
 
@@ -49,9 +52,10 @@ class OnnxImporter(Importer):
         return None  # no torch module: the export stage brings the file in (bring)
 
     def bring(self, spec: str, input_shapes: dict, sample_shape: tuple | None):
-        """The model with its weights inside and dynamic dimensions fixed; (ModelProto, fixes, opset)."""
+        """The model with its weights inside, dynamic dimensions fixed and fitted to the installed ONNX
+        Runtime; (ModelProto, fixes, opset, [what fitting changed])."""
         from edgedl.formats.onnx.export import fix_dimensions
 
-        model, fixes = fix_dimensions(Path(spec), dict(input_shapes), sample_shape)
+        model, fixes, fitted = fix_dimensions(Path(spec), dict(input_shapes), sample_shape)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-        return model, fixes, opset
+        return model, fixes, opset, fitted
