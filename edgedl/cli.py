@@ -156,11 +156,13 @@ def store_results(db, rows: list[dict]) -> str | None:
 @click.option("--quiet", is_flag=True, help="No progress or table on screen.")
 @click.option("--on", metavar="ADDRESS", help="Run the benchmark stage on this device: ssh://[user@]host[:port] or a host "
                                               "alias of ~/.ssh/config (the rest of the run stays here).")
+@click.option("--no-bench", is_flag=True, help="Leave out the benchmark stage: compress and evaluate here, time the "
+                                               "files where they will run (edgedl bench FILE --on DEVICE).")
 @REACH_OPTIONS
 @DB_OPTIONS
 @TRUST
 def compress(recipe, model, weights, data, epochs, prune, distill, quantize, qat, targets, input_shapes, device, overrides,
-             out, force, print_recipe, quiet, on, ssh_config, accept_new_host, remote_edgedl, db, no_db,
+             out, force, print_recipe, quiet, on, no_bench, ssh_config, accept_new_host, remote_edgedl, db, no_db,
              trust_model_code) -> None:
     """Run a recipe (or the one built from --model/--data and the flags) into a run directory.
 
@@ -173,6 +175,8 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, qat
 
     flags = {"--epochs": epochs, "--prune": prune, "--distill": distill or None, "--quantize": quantize,
              "--qat": qat or None}
+    if no_bench and on:
+        raise click.UsageError("--on runs the benchmark stage on a device and --no-bench leaves it out: give one")
     target_list = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
     if recipe is not None:
         used = [name for name, value in flags.items() if value is not None]
@@ -199,6 +203,12 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, qat
             raw = resolved.model_dump(mode="json")
             apply_overrides(raw, list(overrides))
             resolved = validate_recipe(raw, source="flags")
+    if no_bench:
+        from edgedl.recipe import validate_recipe
+
+        raw = resolved.model_dump(mode="json")
+        raw["stages"] = [stage for stage in raw["stages"] if stage["stage"] != "benchmark"]
+        resolved = validate_recipe(raw, source="--no-bench")
     if print_recipe:
         click.echo(recipe_to_yaml(resolved), nl=False)
         return

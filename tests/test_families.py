@@ -17,6 +17,7 @@ from edgedl.cli import main
 
 FAST = ["--set", "stages.benchmark.rounds=1", "--set", "stages.benchmark.runs=10", "--set",
         "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.warmup=1", "--quiet"]
+NOBENCH = ["--no-bench", "--quiet"]  # where the test is not about timing
 
 
 def cli(args, capsys) -> tuple[int, str, str]:
@@ -60,7 +61,7 @@ def test_a_small_vit_loses_whole_attention_heads_to_pruning_and_quantizes(tmp_pa
     code, _, err = cli(["compress", "--model", "vit_tiny", "--data", "digits:3x16x16", "--set",
                         "model.kwargs.input_size=[16,16]", "--epochs", "2", "--prune", "0.5", "--set",
                         "stages.prune.finetune_epochs=1", "--quantize", "int8", "--out", run,
-                        "--set", "stages.quantize.on_gate_miss=warn", *FAST], capsys)
+                        "--set", "stages.quantize.on_gate_miss=warn", *NOBENCH], capsys)
     assert code == 0, err
     a = artifacts(run)
     pruned = a["vit_tiny.pruned.pt"]
@@ -74,7 +75,7 @@ def test_a_small_vit_loses_whole_attention_heads_to_pruning_and_quantizes(tmp_pa
 def test_an_autoencoder_is_judged_by_its_reconstruction(tmp_path, capsys):
     run = tmp_path / "ae"
     code, _, err = cli(["compress", "--model", "conv_autoencoder", "--data", "digits", "--epochs", "5", "--prune",
-                        "0.3", "--quantize", "int8", "--targets", "onnx,tflite", "--out", run, *FAST], capsys)
+                        "0.3", "--quantize", "int8", "--targets", "onnx,tflite", "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     a = artifacts(run)
     trained = a["conv_autoencoder.pt"]["metrics"]["reconstruction_mse"]

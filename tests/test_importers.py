@@ -21,6 +21,7 @@ from edgedl.models.importers import ORDER, importer_for, registered  # noqa: E40
 
 FAST = ["--set", "stages.benchmark.rounds=1", "--set", "stages.benchmark.runs=10", "--set",
         "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.warmup=1", "--quiet"]
+NOBENCH = ["--no-bench", "--quiet"]  # where the test is not about timing
 NET = """import torch
 
 def build(num_classes=10, in_channels=1, **_):
@@ -135,7 +136,7 @@ def test_torchscript_opens_only_when_trusted_and_goes_to_onnx(user_net, tmp_path
         code, _, err = cli([*base, *extra, "--trust-model-code", "--out", tmp_path / "x", "--quiet"], capsys)
         assert code == 2 and what in err and not (tmp_path / "x").exists(), err
     run = tmp_path / "ts"
-    code, _, err = cli([*base, "--trust-model-code", "--out", run, *FAST], capsys)
+    code, _, err = cli([*base, "--trust-model-code", "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
     assert artifacts["scripted.fp32.onnx"]["metrics"]["accuracy"] == pytest.approx(torch_accuracy, abs=1e-9)
@@ -148,7 +149,7 @@ def test_a_pt2_goes_to_onnx_and_tflite_and_one_that_would_unpickle_is_refused(us
     folder, torch_accuracy = user_net
     run = tmp_path / "pt2"
     code, _, err = cli(["compress", "--model", folder / "exported.pt2", "--data", "digits", "--targets", "onnx,tflite",
-                        "--out", run, *FAST], capsys)
+                        "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
     assert {"exported.fp32.onnx", "exported.fp32.tflite"} <= set(artifacts)
@@ -176,7 +177,7 @@ def test_a_hugging_face_sentence_encoder_goes_through_int8_and_predict_takes_tex
     folder, text = encoder
     run = tmp_path / "enc"
     code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--prune", "0.5", "--quantize", "int8",
-                        "--out", run, *FAST], capsys)
+                        "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     manifest = manifest_of(run)
     artifacts = {a["name"]: a for a in manifest["artifacts"]}
@@ -212,7 +213,7 @@ def test_a_hugging_face_vit_reads_a_folder_of_images(tmp_path, capsys):
     folder = vit_folder(tmp_path / "vit", num_labels=10)
     run = tmp_path / "run"
     code, _, err = cli(["compress", "--model", folder, "--data", f"images:{images}", "--quantize", "fp16",
-                        "--out", run, *FAST], capsys)
+                        "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
     sidecar = json.loads((run / "artifacts" / "vit.fp32.onnx.json").read_text())
@@ -348,7 +349,7 @@ def test_data_and_a_metric_from_the_users_own_code_run_only_when_named(tmp_path,
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     code, _, err = cli(["compress", "--model", "resnet8", "--data", "feeds.py:samples", "--epochs", "2",
-                        "--set", "stages.evaluate.metric=feeds.py:worst_class_recall", "--out", run, *FAST], capsys)
+                        "--set", "stages.evaluate.metric=feeds.py:worst_class_recall", "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     manifest = manifest_of(run)
     onnx = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.fp32.onnx")
@@ -378,7 +379,7 @@ def test_an_onnx_models_dynamic_size_is_kept_on_request(tmp_path, tiny_conv_onnx
         run = tmp_path / f"run{keep}"
         code, _, err = cli(["compress", "--model", model, "--data", "digits", "--quantize", "int8", "--set",
                             f"model.keep_dynamic={str(keep).lower()}", "--set", "stages.quantize.on_gate_miss=warn",
-                            "--out", run, *FAST], capsys)
+                            "--out", run, *NOBENCH], capsys)
         assert code == 0, err
         with rt.load(run / "artifacts" / "dyn.int8.onnx") as m:
             assert tuple(None if isinstance(d, str) and d == "batch" else d for d in m.inputs[0].shape)[1:] == shape[1:]
@@ -422,7 +423,7 @@ def test_a_hugging_face_text_classifier_trains_prunes_and_distills_on_labelled_s
     run = tmp_path / "run"
     code, _, err = cli(["compress", "--model", folder, "--data", f"text:{text}", "--epochs", "2", "--prune", "0.5",
                         "--set", "stages.prune.finetune_epochs=1", "--distill", "--set", "stages.distill.epochs=1",
-                        "--quantize", "int8", "--set", "stages.quantize.on_gate_miss=warn", "--out", run, *FAST], capsys)
+                        "--quantize", "int8", "--set", "stages.quantize.on_gate_miss=warn", "--out", run, *NOBENCH], capsys)
     assert code == 0, err
     artifacts = {a["name"]: a for a in manifest_of(run)["artifacts"]}
     assert {"classifier.pt", "classifier.pruned.pt", "classifier.distilled.pt", "classifier.distilled.int8.onnx"} <= \

@@ -23,6 +23,7 @@ def cli(args, capsys):
 
 FAST_BENCH = ["--set", "stages.benchmark.runs=3", "--set", "stages.benchmark.warmup=0",
               "--set", "stages.benchmark.min_seconds=0", "--set", "stages.benchmark.rounds=1"]
+NOBENCH = ["--no-bench"]  # where the test is not about timing
 
 
 def test_flags_build_the_same_recipe_a_user_could_write(capsys):
@@ -36,6 +37,11 @@ def test_flags_build_the_same_recipe_a_user_could_write(capsys):
     code, out, _ = cli(["compress", "--model", "mlp", "--data", "digits", "--epochs", "3", "--distill",
                         "--print-recipe"], capsys)
     assert [s["stage"] for s in yaml.safe_load(out)["stages"]][:2] == ["train", "distill"]
+    for source in (["--model", "mlp", "--data", "digits"], ["recipes/quickstart.yaml"]):  # time the files elsewhere
+        code, out, _ = cli(["compress", *source, "--no-bench", "--print-recipe"], capsys)
+        assert code == 0 and [s["stage"] for s in yaml.safe_load(out)["stages"]][-1] == "evaluate"
+    code, _, err = cli(["compress", "--model", "mlp", "--data", "digits", "--no-bench", "--on", "orin"], capsys)
+    assert code == 2 and "--on runs the benchmark stage on a device and --no-bench leaves it out" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -141,7 +147,7 @@ def test_old_opset_model_with_unlabelled_calibration_named_after_its_input(tmp_p
     data = tmp_path / "calib.npz"
     np.savez(data, image=np.random.default_rng(1).standard_normal((120, 3, 16, 16)).astype(np.float32))
     code, _, err = cli(["compress", "--model", model, "--data", data, "--quantize", "int8", "--out", tmp_path / "r",
-                        "--quiet", *FAST_BENCH, "--set", "stages.quantize.calibration_samples=64",
+                        "--quiet", *NOBENCH, "--set", "stages.quantize.calibration_samples=64",
                         "--set", "stages.quantize.on_gate_miss=warn"], capsys)
     assert code == 0, err
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
@@ -152,3 +158,34 @@ def test_old_opset_model_with_unlabelled_calibration_named_after_its_input(tmp_p
     quantized = onnx.load(str(tmp_path / "r" / int8["path"]))
     assert next(o.version for o in quantized.opset_import if o.domain in ("", "ai.onnx")) >= 13
     assert any(n.op_type == "DequantizeLinear" for n in quantized.graph.node)
+
+
+def test_a_file_from_a_newer_onnx_package_is_fitted_to_onnx_runtime(tmp_path, capsys):
+    """onnx 1.23's make_model writes IR version 14 at any opset, and ONNX Runtime 1.31 reads up to IR 13
+    and opset 26: a user's file saved by the newer package failed in ONNX Runtime with its own error. The
+    import lowers the IR version and takes a newer opset down with ONNX's version converter, and says so."""
+    import onnxruntime as ort
+
+    from edgedl.formats.onnx.export import onnxruntime_reads
+
+    ir, newest = onnxruntime_reads()
+    opset = min(onnx.defs.onnx_opset_version(), newest + 1)  # one past ONNX Runtime where onnx knows one
+    model = onnx.version_converter.convert_version(onnx.load(str(old_opset_model(tmp_path / "old.onnx"))), opset)
+    model.ir_version = ir + 1
+    onnx.save(model, str(tmp_path / "new.onnx"))
+    with pytest.raises(Exception, match="IR version"):  # the file as the user has it
+        ort.InferenceSession(str(tmp_path / "new.onnx"), providers=["CPUExecutionProvider"])
+    data = tmp_path / "calib.npz"
+    np.savez(data, image=np.random.default_rng(1).standard_normal((120, 3, 16, 16)).astype(np.float32))
+    code, _, err = cli(["compress", "--model", tmp_path / "new.onnx", "--data", data, "--quantize", "int8",
+                        "--out", tmp_path / "r", "--quiet", *NOBENCH, "--set", "stages.quantize.calibration=minmax",
+                        "--set", "stages.quantize.calibration_samples=64",
+                        "--set", "stages.quantize.on_gate_miss=warn"], capsys)
+    assert code == 0, err
+    fp32, int8 = json.loads((tmp_path / "r" / "manifest.json").read_text())["artifacts"]
+    fitted = fp32["imported"]["fitted"]
+    assert f"IR version {ir + 1} written as {ir}" in fitted[-1]
+    assert (f"opset {opset} taken down to {newest}" in fitted[0]) == (opset > newest)
+    written = onnx.load(str(tmp_path / "r" / fp32["path"]))
+    assert written.ir_version == ir and max(o.version for o in written.opset_import if o.domain == "") <= newest
+    assert int8["quantization"]["speed_gate"]["quantized_p50_ms"] > 0  # ONNX Runtime read and timed both files
