@@ -175,6 +175,8 @@ def test_a_file_from_a_newer_onnx_package_is_fitted_to_onnx_runtime(tmp_path, ca
     onnx.save(model, str(tmp_path / "new.onnx"))
     with pytest.raises(Exception, match="IR version"):  # the file as the user has it
         ort.InferenceSession(str(tmp_path / "new.onnx"), providers=["CPUExecutionProvider"])
+    code, _, err = cli(["bench", tmp_path / "new.onnx", "--runs", "3"], capsys)  # as it is: what to do, in one line
+    assert code == 2 and f"is newer than ONNX Runtime {ort.__version__} reads" in err and "edgedl compress" in err
     data = tmp_path / "calib.npz"
     np.savez(data, image=np.random.default_rng(1).standard_normal((120, 3, 16, 16)).astype(np.float32))
     code, _, err = cli(["compress", "--model", tmp_path / "new.onnx", "--data", data, "--quantize", "int8",

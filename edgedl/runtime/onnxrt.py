@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
@@ -79,6 +81,12 @@ class OnnxRuntimeRunner(Runner):
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises several private exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            newer = re.search(r"(IR version: \d+), max supported IR version: (\d+)", first) or \
+                re.search(r"(Opset \d+) is under development.*till opset (\d+)", str(exc), re.S)
+            if newer:  # a file saved by a newer onnx package: say what to do, not only what failed
+                first = (f"its {newer.group(1).replace(':', '').replace('Opset', 'opset')} is newer than ONNX Runtime {ort.__version__} reads "
+                         f"(up to {newer.group(2)}); upgrade onnxruntime here, or bring the file through `edgedl "
+                         f"compress --model FILE`, whose fp32 copy is fitted to the ONNX Runtime beside it")
             raise UsageError(f"ONNX Runtime cannot load {self.path}: {first}") from None
         self._inputs = tuple(_info(i) for i in self._session.get_inputs())
         self._outputs = tuple(_info(o) for o in self._session.get_outputs())

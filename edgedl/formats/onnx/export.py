@@ -187,11 +187,11 @@ def fit_onnxruntime(model, name: str):
     any opset), which ONNX Runtime refuses although the graph uses nothing of it, so the IR version
     is lowered to the newest ONNX Runtime reads; an opset newer than it reads is taken down by ONNX's
     version converter, or refused in one line saying which opset to export at."""
-    import onnxruntime as ort
-
     reads = onnxruntime_reads()
     if reads is None:
         return model, []
+    import onnxruntime as ort
+
     ir, newest = reads
     notes = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
