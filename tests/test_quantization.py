@@ -338,3 +338,68 @@ def test_weights_the_quantizer_cannot_reach_are_named(tmp_path):
     assert sorted(n["node"] for n in left["nodes"]) == ["mm_else", "mm_then"] and all(n["in_branch"] for n in left["nodes"])
     assert left["share"] == round(128 / 176, 4) and "does not enter" in left["said"]  # 2 x 4x16 of 2 x 4x16 + 16x3
     assert "weights left in float: MatMul x2 (inside If/Loop branches" in art["summary"]
+
+
+def test_bias_correction_puts_each_channels_mean_back(tmp_path):
+    """A depthwise convolution whose first channel's weights are 20x the others': with one INT8 range per
+    tensor, the other channels' weights round to a few levels and their outputs' means move. Bias
+    correction (formats/onnx/bias.py) subtracts each layer's shift, computed from its float input's mean:
+    the layer's per-channel output mean on that input is then FP32's within the INT32 bias's rounding,
+    the per-class mean error of the INT8 logits on held-out digits falls, and the file records it."""
+    from onnx import numpy_helper
+
+    from edgedl.data import load_dataset
+    from edgedl.formats.onnx import quantize as qo
+    from edgedl.formats.onnx.bias import input_means
+    from edgedl.formats.onnx.export import export_onnx
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    with torch.no_grad():
+        module[2].weight.mul_(0.2).add_(0.05)  # small weights with a mean: rounding moves their sums
+        module[2].weight[0].mul_(20.0)  # one channel sets the tensor's range
+    data = load_dataset("digits:1x16x16", seed=0)
+    export_onnx(module, data.train.x[:2], tmp_path / "net.onnx", 18, True, "logits")
+    qo.prepare(tmp_path / "net.onnx", tmp_path / "prepared.onnx")
+    feeds = [{"input": data.train.x[i:i + 1]} for i in range(64)]
+    held_out = data.val.x[:128]
+    reference = predict(tmp_path / "prepared.onnx", held_out)
+    errors, records, shifts = {}, {}, {}
+    float_model = onnx.load(str(tmp_path / "prepared.onnx"))
+    depthwise = next(n for n in float_model.graph.node if n.op_type == "Conv" and n.attribute
+                     and any(a.name == "group" and a.i == 8 for a in n.attribute))
+    mean = torch.from_numpy(input_means(tmp_path / "prepared.onnx", feeds)[depthwise.name])
+
+    def layer_mean(model, node) -> torch.Tensor:  # the layer's per-channel output mean on its float input's mean
+        inits = {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
+        producers = {o: n for n in model.graph.node for o in n.output}
+
+        def value(name):
+            dq = producers.get(name)
+            if dq is None:
+                return torch.from_numpy(inits[name])
+            q, scale, zero = (inits[i] for i in dq.input)
+            return torch.from_numpy((q - zero.reshape(-1, *[1] * (q.ndim - 1))) * scale.reshape(-1, *[1] * (q.ndim - 1))
+                                    if scale.ndim and q.ndim > 1 else (q - zero) * scale)
+        return torch.nn.functional.conv2d(mean, value(node.input[1]), value(node.input[2]), padding=1,
+                                          groups=8).mean((0, 2, 3))
+
+    expected = layer_mean(float_model, depthwise)
+    for corrected in (False, True):
+        backend = qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "cpu", "minmax", bias_correction=corrected)
+        out = tmp_path / f"int8-{corrected}.onnx"
+        backend.quantize("cpu_u8s8_per_tensor", out)
+        errors[corrected] = np.abs((predict(out, held_out) - reference).mean(axis=0)).mean()
+        records[corrected] = backend.corrections.get(str(out))
+        model = onnx.load(str(out))
+        shifts[corrected] = (layer_mean(model, next(n for n in model.graph.node if n.name == depthwise.name))
+                             - expected).abs().max().item()
+    assert records[False] is None and records[True]["layers"] == 3  # conv, depthwise conv, linear
+    assert shifts[False] > 1e-3 and shifts[True] < 0.1 * shifts[False], shifts
+    assert errors[True] < 0.5 * errors[False], errors
+    excluded = tmp_path / "excluded.onnx"  # a layer left in float has no rounding to correct
+    backend.quantize("cpu_u8s8_per_tensor", excluded, exclude=[n for n, op in backend.quantizable_nodes()
+                                                                if op == "Gemm"])
+    assert backend.corrections[str(excluded)]["layers"] == 2

@@ -61,6 +61,8 @@ class QuantizeConfig(StageConfig):
     max_float_layers: int = Field(8, ge=0, description="layers the fallback may keep in float")
     equalize: bool = Field(True, description="move outlier channels' scale from activations into the weights "
                                              "where they sit on linear streams (the model's function unchanged)")
+    bias_correction: bool = Field(True, description="correct each INT8 layer's bias for the mean shift its weights' "
+                                                     "rounding gives its output channels (static INT8)")
     speed_gate: bool = True
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
@@ -108,7 +110,8 @@ class QuantizeStage(Stage):
                     ctx.log(f"equalized channels {stream['channels']} of the stream through {stream['tensors'][0]} "
                             f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's): "
                             f"{', '.join(f'{m:g}x' for m in stream['moved_into_weights'])} moved into the weights")
-            backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration, cache_dir=work)
+            backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration, cache_dir=work,
+                                     bias_correction=c.bias_correction)
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)
@@ -144,6 +147,8 @@ class QuantizeStage(Stage):
             if gate["passed"] is not True:
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
+        if prepared is not None and c.bias_correction:  # the kept file's (a speed retry may have replaced it)
+            info["bias_correction"] = backend.corrections.get(str(best.path), {"layers": 0})
         search.log_float_layers(best)
         if c.precision != "fp16":
             self._untouched(ctx, best, info)

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from edgedl.errors import EdgedlError, MissingDependencyError
+from edgedl.formats.onnx.bias import correct_bias, input_means
 from edgedl.quantization.backend import Backend, Node, peaks_and_outputs
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "GRU", "Attention"]
@@ -155,18 +156,23 @@ class OnnxBackend(Backend):
     (one dict per sample); ``target`` ``tensorrt`` tries TensorRT's symmetric Q/DQ scheme, ``cpu``
     the CPU candidates. One calibration cache serves every attempt: ranges depend on the model, the
     data and the method, not on the scheme (a cache per method, under ``cache_dir``). ``method``
-    ``auto`` starts with MinMax and lets the search compare it with Percentile and Entropy."""
+    ``auto`` starts with MinMax and lets the search compare it with Percentile and Entropy. With
+    ``bias_correction`` every file written has its layers' biases corrected for their weights'
+    rounding (:mod:`edgedl.formats.onnx.bias`)."""
 
     format = "onnx"
     suffix = ".onnx"
     METHODS = ("minmax", "percentile", "entropy")
 
     def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "auto",
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, bias_correction: bool = False):
         self.path, self.feeds, self.target, self.cache_dir = prepared, feeds, target, cache_dir
         self.compare = method == "auto"
         self.method = "minmax" if self.compare else method
         self._nodes: list[tuple[str, str]] | None = None
+        self.bias_correction = bias_correction
+        self._means: dict | None = None  # each biased layer's mean float input, for bias correction
+        self.corrections: dict[str, dict] = {}  # file written -> what bias correction changed in it
 
     @property
     def cache(self) -> Path | None:
@@ -185,6 +191,10 @@ class OnnxBackend(Backend):
 
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
         quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
+        if self.bias_correction:
+            if self._means is None:
+                self._means = input_means(self.path, self.feeds)
+            self.corrections[str(dst)] = correct_bias(self.path, Path(dst), self._means)
 
     def quantizable_nodes(self) -> list[tuple[str, str]]:
         if self._nodes is None:
