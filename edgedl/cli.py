@@ -207,7 +207,12 @@ def compress(recipe, model, weights, data, epochs, prune, distill, quantize, qat
         from edgedl.recipe import validate_recipe
 
         raw = resolved.model_dump(mode="json")
+        bench = [stage for stage in raw["stages"] if stage["stage"] == "benchmark"]
         raw["stages"] = [stage for stage in raw["stages"] if stage["stage"] != "benchmark"]
+        threads = bench[0].get("threads") if bench else None
+        for stage in raw["stages"]:  # quick checks (the speed gate) time with the benchmark's threads
+            if threads and "threads" in stage and stage["threads"] is None:
+                stage["threads"] = threads
         resolved = validate_recipe(raw, source="--no-bench")
     if print_recipe:
         click.echo(recipe_to_yaml(resolved), nl=False)

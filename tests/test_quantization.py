@@ -398,8 +398,40 @@ def test_bias_correction_puts_each_channels_mean_back(tmp_path):
                              - expected).abs().max().item()
     assert records[False] is None and records[True]["layers"] == 3  # conv, depthwise conv, linear
     assert shifts[False] > 1e-3 and shifts[True] < 0.1 * shifts[False], shifts
-    assert errors[True] < 0.5 * errors[False], errors
+    assert errors[True] < 0.7 * errors[False], errors  # 0.23x here (AVX512-VNNI)
     excluded = tmp_path / "excluded.onnx"  # a layer left in float has no rounding to correct
     backend.quantize("cpu_u8s8_per_tensor", excluded, exclude=[n for n, op in backend.quantizable_nodes()
                                                                 if op == "Gemm"])
     assert backend.corrections[str(excluded)]["layers"] == 2
+
+
+def test_a_correction_that_costs_the_gates_measure_is_left_out(tiny_conv_onnx, tmp_path, monkeypatch):
+    """The search judges each file the backend wrote with and without bias correction and keeps the
+    better: here the correction is made harmful on purpose (each shift turned round and made 500x), and the kept file
+    is the uncorrected one, which says why; with the real correction the corrected file is kept."""
+    from edgedl.data import load_dataset
+    from edgedl.formats.onnx import bias
+    from edgedl.formats.onnx import quantize as qo
+    from edgedl.quantization.quality import Quality
+    from edgedl.quantization.search import Limits, Search
+
+    data = load_dataset("digits", seed=0)
+    qo.prepare(tiny_conv_onnx, tmp_path / "prepared.onnx")
+    feeds = [{"input": data.train.x[i:i + 1]} for i in range(32)]
+    quality = Quality(data.val, tmp_path / "prepared.onnx", classifier=True, use_labels=False)
+    real = bias.correct_bias
+
+    def harmful(src, dst, means):
+        return real(src, dst, {name: -500.0 * mean for name, mean in means.items()})
+
+    kept = {}
+    for label, correct in (("real", real), ("harmful", harmful)):
+        monkeypatch.setattr(qo, "correct_bias", correct)
+        backend = qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "cpu", "minmax", bias_correction=True)
+        search = Search(backend, quality, Limits(1.0, 0), tmp_path / label)
+        (tmp_path / label).mkdir()
+        kept[label] = search.attempt("cpu_u8s8_per_tensor")
+        assert set(backend.variants(tmp_path / label / "cpu_u8s8_per_tensor.onnx")) == {"bias correction"}
+    assert kept["real"].left_out is None and kept["real"].path.name == "cpu_u8s8_per_tensor.onnx"
+    assert kept["harmful"].path.name == "cpu_u8s8_per_tensor.uncorrected.onnx"
+    assert kept["harmful"].left_out.startswith("bias correction: the file without it scored")

@@ -50,6 +50,12 @@ class Backend:
         """Write ``dst``: everything ``scheme`` quantizes except ``exclude`` (or only ``only``)."""
         raise NotImplementedError
 
+    def variants(self, dst: Path) -> dict[str, Path]:
+        """Files the last :meth:`quantize` of ``dst`` wrote beside it, each ``dst`` with one refinement
+        left out, keyed by the refinement (ONNX: bias correction). The search judges them too and keeps
+        the better, so a refinement never costs the gate's measure."""
+        return {}
+
     def quantizable_nodes(self) -> list[tuple[str, str]]:
         """(name, op) of every node the quantizer can touch, in graph order."""
         raise NotImplementedError

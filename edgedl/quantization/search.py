@@ -29,6 +29,7 @@ class Attempt:
     p50_ms: float | None = None
     why_float: dict[str, str] = field(default_factory=dict)  # each float layer's reason
     worst: str | None = None  # the output slice that decided the quality, where one did
+    left_out: str | None = None  # a refinement the backend offered and this file is better without
 
     def summary(self) -> dict:
         return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
@@ -90,7 +91,15 @@ class Search:
         if only is None:
             exclude = [*self.forced, *[n for n in exclude if n not in self.forced]]
         self.backend.quantize(scheme, out, exclude, only)
-        return self.judge(out, scheme, exclude)
+        made = self.judge(out, scheme, exclude)
+        if only is None:  # a refinement (bias correction) is kept where the gate's measure says it helps
+            for left_out, other in self.backend.variants(out).items():
+                without = self.judge(other, scheme, exclude)
+                if without.quality > made.quality:
+                    without.left_out = (f"{left_out}: the file without it scored {without.quality:.4f}, with it "
+                                        f"{made.quality:.4f}")
+                    made = without
+        return made
 
     def compare_calibrations(self) -> None:
         """Each scheme's whole-INT8 file with the backend's calibration; where none meets the gate and

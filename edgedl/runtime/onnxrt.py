@@ -86,7 +86,7 @@ class OnnxRuntimeRunner(Runner):
             if newer:  # a file saved by a newer onnx package: say what to do, not only what failed
                 first = (f"its {newer.group(1).replace(':', '').replace('Opset', 'opset')} is newer than ONNX Runtime {ort.__version__} reads "
                          f"(up to {newer.group(2)}); upgrade onnxruntime here, or bring the file through `edgedl "
-                         f"compress --model FILE`, whose fp32 copy is fitted to the ONNX Runtime beside it")
+                         f"compress --model FILE --data ...`, whose fp32 copy is fitted to the ONNX Runtime beside it")
             raise UsageError(f"ONNX Runtime cannot load {self.path}: {first}") from None
         self._inputs = tuple(_info(i) for i in self._session.get_inputs())
         self._outputs = tuple(_info(o) for o in self._session.get_outputs())

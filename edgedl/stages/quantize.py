@@ -62,7 +62,8 @@ class QuantizeConfig(StageConfig):
     equalize: bool = Field(True, description="move outlier channels' scale from activations into the weights "
                                              "where they sit on linear streams (the model's function unchanged)")
     bias_correction: bool = Field(True, description="correct each INT8 layer's bias for the mean shift its weights' "
-                                                     "rounding gives its output channels (static INT8)")
+                                                     "rounding gives its output channels (static INT8); each file is "
+                                                     "judged with and without, the better kept")
     speed_gate: bool = True
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
@@ -148,7 +149,10 @@ class QuantizeStage(Stage):
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
         if prepared is not None and c.bias_correction:  # the kept file's (a speed retry may have replaced it)
-            info["bias_correction"] = backend.corrections.get(str(best.path), {"layers": 0})
+            info["bias_correction"] = {**backend.corrections.get(str(best.path), {"layers": 0}),
+                                       **({"left_out": best.left_out} if best.left_out else {})}
+            if best.left_out:
+                ctx.log(f"quantize: kept without {best.left_out}")
         search.log_float_layers(best)
         if c.precision != "fp16":
             self._untouched(ctx, best, info)

@@ -33,6 +33,25 @@ def _attr(node, name: str, default):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
+def _unique_names(graph) -> set[str]:
+    """Node names that name one node of ``graph``: layers are matched across files by name."""
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        seen[node.name] = seen.get(node.name, 0) + 1
+    return {name for name, count in seen.items() if name and count == 1}
+
+
+def _all_reads(graph, counts: dict[str, int]) -> dict[str, int]:
+    """How many nodes read each tensor name, in ``graph`` and the If/Loop branches inside it."""
+    for node in graph.node:
+        for name in node.input:
+            counts[name] = counts.get(name, 0) + 1
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _all_reads(sub, counts)
+    return counts
+
+
 def input_means(path: Path, feeds: list[dict], samples: int = SAMPLES) -> dict[str, np.ndarray]:
     """The mean over ``feeds`` (the first ``samples``) of each float input of a Conv, ConvTranspose or
     Gemm with a constant weight and bias in ``path``, position by position (the batch axis averaged,
@@ -42,8 +61,10 @@ def input_means(path: Path, feeds: list[dict], samples: int = SAMPLES) -> dict[s
 
     model = onnx.load(str(path))
     inits = {i.name for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in CORRECTED and n.name and len(n.input) > 2
-             and n.input[1] in inits and n.input[2] in inits and not _attr(n, "transA", 0)]
+    named = _unique_names(model.graph)
+    nodes = [n for n in model.graph.node if n.op_type in CORRECTED and n.name in named and len(n.input) > 2
+             and n.input[1] in inits and n.input[2] in inits and not _attr(n, "transA", 0)
+             and _attr(n, "beta", 1.0) != 0]
     if not nodes:
         return {}
     known = {o.name for o in model.graph.output}
@@ -58,16 +79,23 @@ def input_means(path: Path, feeds: list[dict], samples: int = SAMPLES) -> dict[s
     except Exception:
         return {}  # ONNX Runtime refused the probe's extra outputs: no correction rather than no file
     sums: dict[str, np.ndarray] = {}
-    count = 0
-    for feed in feeds[:samples]:
-        for name, value in zip(tensors, session.run(tensors, feed)):
-            value = np.asarray(value, dtype=np.float64)
-            if value.ndim < 1:
-                continue
-            mean = value.mean(axis=0, keepdims=True)
-            sums[name] = sums[name] + mean if name in sums and sums[name].shape == mean.shape else mean
-        count += 1
-    return {n.name: (sums[n.input[0]] / count).astype(np.float32) for n in nodes if n.input[0] in sums}
+    counts: dict[str, int] = {}
+    varying: set[str] = set()  # a tensor whose shape changes from feed to feed has no one mean map
+    try:
+        for feed in feeds[:samples]:
+            for name, value in zip(tensors, session.run(tensors, feed)):
+                if name in varying or np.ndim(value) < 1:
+                    continue
+                mean = np.asarray(value, dtype=np.float32).mean(axis=0, keepdims=True, dtype=np.float32)
+                if name in sums and sums[name].shape != mean.shape:
+                    varying.add(name)
+                    continue
+                sums[name] = sums[name] + mean if name in sums else mean
+                counts[name] = counts.get(name, 0) + 1
+    except Exception:
+        return {}
+    return {n.name: sums[n.input[0]] / counts[n.input[0]] for n in nodes
+            if n.input[0] in sums and n.input[0] not in varying}
 
 
 def correct_bias(src: Path, dst: Path, means: dict[str, np.ndarray]) -> dict:
@@ -88,20 +116,19 @@ def correct_bias(src: Path, dst: Path, means: dict[str, np.ndarray]) -> dict:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _all_reads(graph, {})
+    unique = _unique_names(graph)
 
     def dequantized(name: str):
         """(values, DequantizeLinear node) of a constant read through a DequantizeLinear, else None."""
         dq = producers.get(name)
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or \
+                dq.input[1] not in inits or _attr(dq, "block_size", 0):
             return None
         q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
-        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64) if dq.input[1] in inits else None
-        if scale is None:
-            return None
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        if scale.ndim > 1 or scale.size not in (1, *q.shape):
+            return None  # blocked or otherwise shaped scales: not a per-tensor or per-channel weight
         zero = (numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64)
                 if len(dq.input) > 2 and dq.input[2] in inits else np.zeros_like(scale))
         shape = [1] * q.ndim
@@ -113,7 +140,7 @@ def correct_bias(src: Path, dst: Path, means: dict[str, np.ndarray]) -> dict:
     probe_nodes, probe_inits, outputs = [], [], []
     for node in graph.node:
         reference = float_nodes.get(node.name)
-        if reference is None or node.op_type != reference.op_type or len(node.input) < 3:
+        if reference is None or node.name not in unique or node.op_type != reference.op_type or len(node.input) < 3:
             continue
         weight = dequantized(node.input[1])
         if weight is None or weight[1].input[0] not in inits or \
@@ -176,6 +203,8 @@ def correct_bias(src: Path, dst: Path, means: dict[str, np.ndarray]) -> dict:
             q_init.CopyFrom(numpy_helper.from_array(value.astype(np.int32), q_init.name))
         corrected += 1
         relative.append(float(np.abs(per_channel).mean() / max(np.abs(float_bias).mean(), 1e-12)))
-    if corrected:
-        onnx.save(model, str(dst))
+    if corrected:  # written beside and renamed: a failed write leaves the file as ONNX Runtime quantized it
+        tmp = dst.with_name(dst.name + ".corrected")
+        onnx.save(model, str(tmp))
+        tmp.replace(dst)
     return {"layers": corrected, **({"mean_shift_vs_bias": float(np.mean(relative))} if relative else {})}

@@ -146,15 +146,16 @@ def _convert(model, opset: int):
     return converted, None
 
 
-@functools.lru_cache(maxsize=1)
-def onnxruntime_reads() -> tuple[int, int] | None:
-    """(newest IR version, newest default-domain opset) the installed ONNX Runtime loads, probed on a
-    one-node graph (ONNX Runtime has no API that says); None without ONNX Runtime."""
+@functools.lru_cache(maxsize=None)
+def onnxruntime_reads(ir: int, opset: int) -> tuple[int, int] | None:
+    """The newest (IR version, default-domain opset) at or below (``ir``, ``opset``) that the installed
+    ONNX Runtime loads, probed on a one-node graph from the file's own versions down (ONNX Runtime has
+    no API that says, and the installed onnx package may know fewer versions than it reads); None
+    without ONNX Runtime, or where it loads not even IR 7 at opset 13."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    import onnx
     from onnx import TensorProto, helper
 
     options = ort.SessionOptions()
@@ -172,10 +173,10 @@ def onnxruntime_reads() -> tuple[int, int] | None:
             return False
         return True
 
-    ir = onnx.IR_VERSION
-    while ir > 7 and not loads(ir, 13):
+    if not loads(min(ir, 7), min(opset, 13)):
+        return None
+    while ir > 7 and not loads(ir, min(opset, 13)):
         ir -= 1
-    opset = onnx.defs.onnx_opset_version()
     while opset > 13 and not loads(ir, opset):
         opset -= 1
     return ir, opset
@@ -184,17 +185,18 @@ def onnxruntime_reads() -> tuple[int, int] | None:
 def fit_onnxruntime(model, name: str):
     """``model`` as the installed ONNX Runtime reads it, and what was changed: a file written by a
     newer ``onnx`` package carries its newest IR version (``onnx.helper.make_model`` writes IR 14 at
-    any opset), which ONNX Runtime refuses although the graph uses nothing of it, so the IR version
-    is lowered to the newest ONNX Runtime reads; an opset newer than it reads is taken down by ONNX's
-    version converter, or refused in one line saying which opset to export at."""
-    reads = onnxruntime_reads()
+    any opset), which ONNX Runtime refuses whole, so the IR version is lowered to the newest ONNX
+    Runtime reads (a graph that does use a type only the newer IR has still fails there, with ONNX
+    Runtime's error); an opset newer than it reads is taken down by ONNX's version converter, or
+    refused in one line saying which opset to export at."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    reads = onnxruntime_reads(model.ir_version, opset or 13)
     if reads is None:
         return model, []
     import onnxruntime as ort
 
     ir, newest = reads
     notes = []
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > newest:
         converted, why = _convert(model, newest)
         if converted is None:

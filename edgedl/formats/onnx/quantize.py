@@ -173,6 +173,7 @@ class OnnxBackend(Backend):
         self.bias_correction = bias_correction
         self._means: dict | None = None  # each biased layer's mean float input, for bias correction
         self.corrections: dict[str, dict] = {}  # file written -> what bias correction changed in it
+        self._variants: dict[str, dict[str, Path]] = {}  # file written -> the same without bias correction
 
     @property
     def cache(self) -> Path | None:
@@ -191,10 +192,27 @@ class OnnxBackend(Backend):
 
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
         quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
+        self._variants.pop(str(dst), None)
         if self.bias_correction:
             if self._means is None:
                 self._means = input_means(self.path, self.feeds)
-            self.corrections[str(dst)] = correct_bias(self.path, Path(dst), self._means)
+            dst = Path(dst)
+            plain = dst.with_name(f"{dst.stem}.uncorrected{dst.suffix}")
+            if only is None:  # the search judges the file without correction too (variants)
+                shutil.copyfile(dst, plain)
+            try:
+                done = correct_bias(self.path, dst, self._means)
+            except Exception as exc:  # a refinement: the file stays as ONNX Runtime quantized it
+                done = {"layers": 0, "skipped": f"bias correction failed: {_first_line(exc)}"}
+            self.corrections[str(dst)] = done
+            if only is None and done["layers"]:
+                self._variants[str(dst)] = {"bias correction": plain}
+                self.corrections[str(plain)] = {"layers": 0, "not_kept": done}
+            else:
+                plain.unlink(missing_ok=True)
+
+    def variants(self, dst) -> dict[str, Path]:
+        return dict(self._variants.get(str(dst), {}))
 
     def quantizable_nodes(self) -> list[tuple[str, str]]:
         if self._nodes is None:
