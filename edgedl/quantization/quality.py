@@ -128,8 +128,13 @@ class Quality:
 
 
 def bench_threads(recipe) -> int | None:
-    """The thread count the recipe's benchmark stage times with, so quick checks time alike."""
-    return next((s.threads for s in recipe.stages if s.stage == "benchmark"), None)
+    """The thread count the recipe's benchmark stage times with, so quick checks time alike; without a
+    benchmark stage (``--no-bench`` moves its count there), the quantize stage's."""
+    for name in ("benchmark", "quantize"):
+        found = next((s.threads for s in recipe.stages if s.stage == name), None)
+        if found is not None:
+            return found
+    return None
 
 
 def single_sample(x: Any) -> Any:

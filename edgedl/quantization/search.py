@@ -34,7 +34,7 @@ class Attempt:
     def summary(self) -> dict:
         return {"scheme": self.scheme, "quality": self.quality, "drop_points": self.drop_points,
                 "accuracy_gate": self.passed, "float_layers": self.float_layers, "why_float": self.why_float,
-                "worst_slice": self.worst, "p50_ms": self.p50_ms}
+                "worst_slice": self.worst, "p50_ms": self.p50_ms, **({"left_out": self.left_out} if self.left_out else {})}
 
 
 def by_reason(why: dict[str, str]) -> dict[str, list[str]]:

@@ -156,6 +156,7 @@ def onnxruntime_reads(ir: int, opset: int) -> tuple[int, int] | None:
         import onnxruntime as ort
     except ImportError:
         return None
+    import onnx
     from onnx import TensorProto, helper
 
     options = ort.SessionOptions()
@@ -173,6 +174,8 @@ def onnxruntime_reads(ir: int, opset: int) -> tuple[int, int] | None:
             return False
         return True
 
+    ir = min(ir, onnx.IR_VERSION + 16)  # a corrupt version number is not probed down one by one
+    opset = min(opset, onnx.defs.onnx_opset_version() + 16)
     if not loads(min(ir, 7), min(opset, 13)):
         return None
     while ir > 7 and not loads(ir, min(opset, 13)):

@@ -191,18 +191,19 @@ class OnnxBackend(Backend):
         return ["tensorrt"] if self.target == "tensorrt" else list(cpu_candidates(self.path))
 
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
-        quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
         self._variants.pop(str(dst), None)
+        quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
         if self.bias_correction:
-            if self._means is None:
-                self._means = input_means(self.path, self.feeds)
             dst = Path(dst)
             plain = dst.with_name(f"{dst.stem}.uncorrected{dst.suffix}")
-            if only is None:  # the search judges the file without correction too (variants)
-                shutil.copyfile(dst, plain)
             try:
+                if self._means is None:
+                    self._means = input_means(self.path, self.feeds)
+                if only is None:  # the search judges the file without correction too (variants)
+                    shutil.copyfile(dst, plain)
                 done = correct_bias(self.path, dst, self._means)
             except Exception as exc:  # a refinement: the file stays as ONNX Runtime quantized it
+                self._means = self._means if self._means is not None else {}
                 done = {"layers": 0, "skipped": f"bias correction failed: {_first_line(exc)}"}
             self.corrections[str(dst)] = done
             if only is None and done["layers"]:
