@@ -226,6 +226,9 @@ def test_outlier_channels_are_equalized_and_int8_keeps_the_accuracy(tmp_path):
     assert stream["channels"] == [3, 11] and min(stream["peak_over_median"]) > 8
     assert info["float_layers"] == [] and info["accuracy_gate"] is True
     assert int8["metrics"]["accuracy"] >= fp32["metrics"]["accuracy"] - 0.01
+    corrected = info["bias_correction"]  # kept, or left out with both scores
+    assert corrected["layers"] > 40 or corrected["left_out"].startswith("bias correction: the file without it")
+    assert run.artifact_path(int8["name"]).name == "outlier_mobilenet.int8.onnx"
     feeds = iter([{"input": s[None]} for s in drawn])
     reader = type("Reader", (q.CalibrationDataReader,), {"get_next": lambda self: next(feeds, None)})()
     plain = tmp_path / "plain.onnx"
@@ -437,3 +440,71 @@ def test_a_correction_that_costs_the_gates_measure_is_left_out(tiny_conv_onnx, t
         quality(tmp_path / "real" / "cpu_u8s8_per_tensor.onnx"), real_without)  # the better of the two
     assert kept["harmful"].path.name == "cpu_u8s8_per_tensor.uncorrected.onnx"
     assert kept["harmful"].left_out.startswith("bias correction: the file without it scored")
+
+
+def test_bias_correction_of_a_transposed_convolution_and_a_scaled_gemm(tmp_path):
+    """The shift is the layer itself applied to its float input's mean with the weights' rounding error:
+    a ConvTranspose (weights [in, out, k, k], per-output-channel axis 1) and a Gemm with alpha 2 and
+    an untransposed B, each with one weight 20x the rest, come back to FP32's per-channel output mean
+    within the INT32 bias's rounding, in both CPU schemes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedl.data import load_dataset
+    from edgedl.formats.onnx import quantize as qo
+    from edgedl.formats.onnx.bias import input_means
+
+    rng = np.random.default_rng(0)
+    w = (0.2 * rng.standard_normal((1, 6, 3, 3)) + 0.05).astype(np.float32)
+    w[0, 0] *= 20.0
+    b = (0.1 * rng.standard_normal((6, 10)) + 0.02).astype(np.float32)
+    b[0, 0] = 4.0
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(6, 0.1, np.float32), "wb"),
+             numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.full(10, 0.1, np.float32), "bb")]
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),  # inputs with a mean: that is what shifts
+             helper.make_node("ConvTranspose", ["r", "w", "wb"], ["y"], strides=[2, 2], name="up"),
+             helper.make_node("GlobalAveragePool", ["y"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "b", "bb"], ["out"], alpha=2.0, name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "net.onnx"))
+    qo.prepare(tmp_path / "net.onnx", tmp_path / "prepared.onnx")
+    x = load_dataset("digits", seed=0).train.x
+    feeds = [{"x": x[i:i + 1]} for i in range(64)]
+    means = input_means(tmp_path / "prepared.onnx", feeds)
+    assert set(means) == {"up", "fc"}
+
+    def layer_means(path) -> dict[str, np.ndarray]:
+        m = onnx.load(str(path))
+        inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer}
+        producers = {o: n for n in m.graph.node for o in n.output}
+
+        def value(name, axis):
+            dq = producers.get(name)
+            if dq is None:
+                return inits[name]
+            q, scale, zero = (inits[i] for i in dq.input)
+            shape = [1] * q.ndim
+            if scale.ndim and scale.size > 1:
+                shape[axis] = -1
+            return (q - zero.reshape(shape)) * scale.reshape(shape)
+        up, fc = (next(n for n in m.graph.node if n.name == name) for name in ("up", "fc"))
+        y = torch.nn.functional.conv_transpose2d(torch.from_numpy(means["up"].astype(np.float64)),
+                                                 torch.from_numpy(value(up.input[1], 1)),
+                                                 torch.from_numpy(value(up.input[2], 0)), stride=2)
+        out = 2.0 * means["fc"].astype(np.float64) @ value(fc.input[1], 1) + value(fc.input[2], 0)
+        return {"up": y.mean((0, 2, 3)).numpy(), "fc": out[0]}
+
+    expected = layer_means(tmp_path / "prepared.onnx")
+    for scheme in ("cpu_u8s8_per_tensor", "cpu_u8s8_per_channel"):
+        off, on = (tmp_path / f"{scheme}-off.onnx", tmp_path / f"{scheme}-on.onnx")
+        qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "cpu", "minmax").quantize(scheme, off)
+        backend = qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "cpu", "minmax", bias_correction=True)
+        backend.quantize(scheme, on)
+        assert backend.corrections[str(on)]["layers"] == 2, scheme
+        before, after = layer_means(off), layer_means(on)
+        for name in ("up", "fc"):
+            was, now = np.abs(before[name] - expected[name]).max(), np.abs(after[name] - expected[name]).max()
+            assert was > 1e-3 and now < 0.2 * was, (scheme, name, was, now)
