@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 from edgedl.errors import EdgedlError, MissingDependencyError, UsageError
 from edgedl.runtime.base import Runner, TensorInfo
 
@@ -84,9 +83,10 @@ class OnnxRuntimeRunner(Runner):
             newer = re.search(r"(IR version: \d+), max supported IR version: (\d+)", first) or \
                 re.search(r"(Opset \d+) is under development.*till opset (\d+)", str(exc), re.S)
             if newer:  # a file saved by a newer onnx package: say what to do, not only what failed
-                first = (f"its {newer.group(1).replace(':', '').replace('Opset', 'opset')} is newer than ONNX Runtime {ort.__version__} reads "
-                         f"(up to {newer.group(2)}); upgrade onnxruntime here, or bring the file through `edgedl "
-                         f"compress --model FILE --data ...`, whose fp32 copy is fitted to the ONNX Runtime beside it")
+                what = newer.group(1).replace(":", "").replace("Opset", "opset")
+                first = (f"its {what} is newer than ONNX Runtime {ort.__version__} reads (up to {newer.group(2)}); "
+                         f"upgrade onnxruntime here, or bring the file through `edgedl compress --model FILE --data "
+                         f"...`, whose fp32 copy is fitted to the ONNX Runtime beside it")
             raise UsageError(f"ONNX Runtime cannot load {self.path}: {first}") from None
         self._inputs = tuple(_info(i) for i in self._session.get_inputs())
         self._outputs = tuple(_info(o) for o in self._session.get_outputs())
