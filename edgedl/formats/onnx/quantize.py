@@ -379,10 +379,55 @@ def _histogram_ranges(src: Path, calibration: list[dict], method: str, cache: Pa
             per_sample = sum(o.nbytes for o in calibrator.infer_session.run(None, calibration[0]))
             used = min(len(calibration), max(8, HISTOGRAM_MEMORY // max(per_sample, 1)))
             calibrator.collect_data(reader_cls(calibration[:used]))
+            collector = getattr(calibrator, "collector", None)
+            if kind == CalibrationMethod.Entropy and hasattr(collector, "get_entropy_threshold"):
+                collector.get_entropy_threshold = _entropy_threshold
             ranges = calibrator.compute_data()
         except Exception as exc:
             raise EdgedlError(f"ONNX Runtime could not calibrate {src.name} ({method}): {_first_line(exc)}") from None
     save_tensors_data(ranges, cache)
+
+
+def _entropy_threshold(histogram, num_quantized_bins: int):
+    """ONNX Runtime's ``HistogramCollector.get_entropy_threshold`` (the KL search for an activation's
+    range), step for step, with NumPy's sums in place of its Python loops: the same candidate ranges,
+    the same merged and expanded distributions, its own ``smooth_distribution`` and ``entropy``, so
+    the same threshold (a test compares them on real histograms). Its loops cost about 5 s a tensor
+    at 4096 bins: 40 minutes on a detector with 500 activations, where this takes one or two.
+    A histogram of other than integer counts goes to ONNX Runtime's own."""
+    from onnxruntime.quantization.calibrate import HistogramCollector, entropy
+    from onnxruntime.quantization.quant_utils import smooth_distribution
+
+    hist, edges = histogram[0], histogram[1]
+    if not np.issubdtype(hist.dtype, np.integer):  # its sums in another order could round differently
+        return HistogramCollector.get_entropy_threshold(None, histogram, num_quantized_bins)
+    num_bins, levels = hist.size, num_quantized_bins
+    zero, half = num_bins // 2, num_quantized_bins // 2
+    before = np.concatenate([[0], np.cumsum(hist)])  # exact: integer counts
+    divergence = np.zeros(zero - half + 1)
+    thresholds = []
+    for i in range(half, zero + 1):
+        start, end = zero - i, min(zero + i + 1, num_bins)
+        thresholds.append((edges[start], edges[end]))
+        sliced = hist[start:end]
+        p = sliced.copy()
+        p[0] += before[start]  # the outliers on each side go to the end bins
+        p[-1] += before[-1] - before[end]
+        nonzeros = (p != 0).astype(np.int64)
+        merged = sliced.size // levels
+        body = levels * merged
+        quantized = sliced[:body].reshape(levels, merged).sum(1)
+        quantized[-1] += sliced[body:].sum()
+        norm = nonzeros[:body].reshape(levels, merged).sum(1)
+        q = np.zeros(p.size, dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = quantized / norm  # float, then truncated into the int64 array as ONNX Runtime's assignment does
+        q[:body] = np.repeat(np.where(norm != 0, spread, 0), merged)
+        p, q = smooth_distribution(p), smooth_distribution(q)
+        divergence[i - half] = np.inf if p is None or q is None else np.array(entropy(p, q), dtype=edges.dtype)
+    best = thresholds[int(np.argmin(divergence))]
+    low, high = histogram[2], histogram[3]
+    return (low if best[0] < low else best[0], high if best[1] > high else best[1])
 
 
 class _AxisNote(logging.Filter):
