@@ -126,6 +126,15 @@ def example_inputs(inputs) -> tuple:
                              dtype=getattr(torch, info.dtype)) for info in inputs)
 
 
+def output_names(out: Any, num_classes: int | None) -> list[str]:
+    """The names edgedl gives a torch model's outputs, in its sidecars and ONNX exports: ``logits`` (a
+    classifier) or ``output`` for one; ``output_0``, ``output_1``, ... for a tuple of several (a
+    detector's boxes and scores), as edgedl.runtime's torch backend names them."""
+    if isinstance(out, (tuple, list)) and len(out) > 1:
+        return [f"output_{k}" for k in range(len(out))]
+    return ["logits" if num_classes else "output"]
+
+
 def checkpoint_sidecar(module: Any, dataset, spec: str, inputs: list | None = None, hf: dict | None = None) -> dict:
     """The same sidecar as an export's, so that edgedl.runtime's torch backend (the reference)
     feeds and post-processes a checkpoint exactly as it does the exported files. ``inputs``: the
@@ -142,8 +151,9 @@ def checkpoint_sidecar(module: Any, dataset, spec: str, inputs: list | None = No
         module.train(training)
     declared = ([{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs] if inputs else
                 [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}])
-    outputs = [{"name": "logits" if dataset.num_classes else "output", "shape": [None, *out.shape[1:]],
-                "dtype": "float32"}]
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    outputs = [{"name": name, "shape": [None, *o.shape[1:]], "dtype": "float32"}
+               for name, o in zip(output_names(out, dataset.num_classes), outs)]
     return build_sidecar(dataset, declared, outputs, known_layout=True, source={"model": spec}, model=hf)
 
 
@@ -188,6 +198,14 @@ def predict_outputs(path, x: Any, batch_size: int = 256, first_only: bool = Fals
                 if i == 0 or (not first_only and np.ndim(value) and len(value) == (fixed or n)):
                     outputs.setdefault(name, []).append(value[:n])
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+def task_outputs(path, x: Any, batch_size: int = 256, **load_options: Any):
+    """What a recipe's own measure (``metric``) is given of a file: its output, where it has one; else
+    every output with one row per sample, by name in the file's order (a detector's score and box maps
+    at each stride: a measure of detections needs them all)."""
+    outputs = predict_outputs(path, x, batch_size, **load_options)
+    return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
 
 def accuracy(path, split, batch_size: int = 256, **load_options: Any) -> float:

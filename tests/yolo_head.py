@@ -75,3 +75,17 @@ class DetectorV5(nn.Module):
 def build_v5(classes: int = 6, **_):
     torch.manual_seed(0)
     return DetectorV5(classes).eval()
+
+
+class SplitDetector(Detector):
+    """The same head with boxes and scores as two outputs, as SSD, RetinaNet and PicoDet export them
+    (and most .tflite detectors: boxes, classes, scores, count)."""
+
+    def forward(self, x):
+        f = self.backbone(x)
+        return torch.sigmoid(self.box(f)).flatten(2) * self.image, torch.sigmoid(self.cls(f)).flatten(2)
+
+
+def build_split(classes: int = 20, **_):
+    torch.manual_seed(0)
+    return SplitDetector(classes).eval()

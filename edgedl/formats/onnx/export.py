@@ -20,7 +20,7 @@ class OpsetError(StageError):
     """No exporter wrote the opset asked for."""
 
 
-def export_onnx(module, example, path, opset: int, dynamic_batch: bool, output_name: str) -> str | None:
+def export_onnx(module, example, path, opset: int, dynamic_batch: bool, output_name: str | list[str]) -> str | None:
     """Export ``module`` to one self-contained ONNX file at ``path`` (weights inside if < 2 GB).
 
     torch's torch.export-based exporter writes opset 18 when its own converter cannot go lower (a
@@ -67,10 +67,11 @@ def _opset(path, default: int) -> int:
                  if o.domain in ("", "ai.onnx")), default)
 
 
-def _export(module, example, path, opset: int, dynamic_batch: bool, output_name: str,
+def _export(module, example, path, opset: int, dynamic_batch: bool, output_name: str | list[str],
             dynamo: bool) -> None:
     import torch
 
+    outputs = [output_name] if isinstance(output_name, str) else list(output_name)  # one name per output
     module.eval()
     named = dict(example) if isinstance(example, dict) else {"input": example}
     args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in named.values())
@@ -79,7 +80,7 @@ def _export(module, example, path, opset: int, dynamic_batch: bool, output_name:
         dynamic = {"dynamic_shapes": tuple({0: batch} for _ in args) if dynamic_batch else None,
                    "external_data": False, "optimize": True}
     else:
-        axes = {name: {0: "batch"} for name in [*named, output_name]}
+        axes = {name: {0: "batch"} for name in [*named, *outputs]}
         dynamic = {"dynamic_axes": axes if dynamic_batch else None}
     # The exporter reports its steps on stdout and logs registry notes (e.g. "torchvision is not
     # installed") that are not about the user's model; keep the CLI's output to edgedl's lines.
@@ -102,7 +103,7 @@ def _export(module, example, path, opset: int, dynamic_batch: bool, output_name:
             if program is not None:
                 dynamic = {"external_data": False, "optimize": True}
             torch.onnx.export(program or module, args, str(path), input_names=list(named),
-                              output_names=[output_name], opset_version=opset, dynamo=dynamo, verbose=False, **dynamic)
+                              output_names=outputs, opset_version=opset, dynamo=dynamo, verbose=False, **dynamic)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StageError(f"ONNX export failed: {first}") from None
