@@ -199,3 +199,46 @@ def test_the_gate_takes_the_recipes_own_measure(detector_run, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([*common, "--out", str(tmp_path / "broken"), "--set", f"stages.quantize.metric={metrics}:broken"])
     assert exc.value.code == 1
+
+
+def test_a_measure_of_detections_gets_every_output_of_a_split_head(detector_run, tmp_path):
+    """A detector with boxes and scores as separate outputs (SSD, PicoDet, TFLite detectors): the
+    recipe's measure gets every output by name, in the file's order, for the float and the quantized
+    file alike, in the quantize stage's gate and in the evaluate stage. Before, it got the first output
+    alone (the boxes), and a measure of detections could not be written; and before that, a torch
+    model returning a tuple failed at its first stage with an internal error."""
+    from edgedl.cli import main
+
+    _, images = detector_run
+    metrics = tmp_path / "splitmetrics.py"
+    metrics.write_text(
+        "import numpy as np\n"
+        "SEEN = []\n"
+        "def same_detections(outputs, labels, reference):\n"
+        "    assert isinstance(outputs, dict) and isinstance(reference, dict), type(outputs)\n"
+        "    (b, s), (rb, rs) = outputs.values(), reference.values()\n"
+        "    assert b.shape[1] == rb.shape[1] == 4 and s.shape[1] == rs.shape[1] == 20\n"
+        "    keep = lambda o: np.where(o.max(1) > 0.5, o.argmax(1), -1)\n"
+        "    near = np.abs(b - rb).max(1) < 8  # within 8 of 320 pixels\n"
+        "    return float(((keep(s) == keep(rs)) & near).mean())\n")
+    main_args = ["compress", "--model", f"{HEAD}:build_split", "--data", f"images:{images}:3x64x64",
+                 "--quantize", "int8", "--trust-model-code", "--quiet", "--no-db", "--no-bench",
+                 "--set", "stages.quantize.calibration=minmax", "--out", str(tmp_path / "run"),
+                 "--set", f"stages.quantize.metric={metrics}:same_detections",
+                 "--set", f"stages.evaluate.metric={metrics}:same_detections"]
+    with pytest.raises(SystemExit) as exc:
+        main(main_args)
+    assert exc.value.code == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    by_name = {a["name"]: a for a in manifest["artifacts"]}
+    q = by_name["yolo_head.int8.onnx"]["quantization"]
+    assert q["quality_metric"] == "metric same_detections" and q["reference_quality"] == 1.0
+    assert 0.9 <= q["quality"] <= 1.0 and q["accuracy_gate"]  # the measure's own asserts passed: it got both outputs
+    evaluated = {n: a["metrics"]["metric"]["value"] for n, a in by_name.items() if "metric" in a.get("metrics", {})}
+    assert set(evaluated) >= {"yolo_head.fp32.onnx", "yolo_head.int8.onnx"}
+    assert evaluated["yolo_head.fp32.onnx"] == 1.0 and 0.9 <= evaluated["yolo_head.int8.onnx"] <= 1.0
+    # the model's two outputs, named as edgedl names a tuple's, and checked against torch one by one
+    fp32 = by_name["yolo_head.fp32.onnx"]
+    assert [o["name"] for o in json.loads((tmp_path / "run" / (fp32["path"] + ".json")).read_text())["outputs"]] == \
+        ["output_0", "output_1"]
+    assert fp32["parity"]["output"] in ("output_0", "output_1") and fp32["parity"]["max_abs_diff"] < 1e-3

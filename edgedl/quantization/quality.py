@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedl.artifacts import compare, predict, predict_outputs, scale_groups, slice_agreement
+from edgedl.artifacts import compare, predict, predict_outputs, scale_groups, slice_agreement, task_outputs
 
 
 def user_metric(spec: str, where: str):
@@ -30,7 +30,8 @@ def user_metric(spec: str, where: str):
 
 class Quality:
     """Scores artifacts on a split: accuracy with labels, else agreement with the reference file; or
-    the recipe's own measure (``metric``), higher is better, 0.01 of it one point."""
+    the recipe's own measure (``metric``), higher is better, 0.01 of it one point, given a file's
+    output (every output by name where it has several: :func:`edgedl.artifacts.task_outputs`)."""
 
     def __init__(self, split, reference_path: Path, classifier: bool, use_labels: bool = True,
                  metric: str | None = None, **load_options: Any):
@@ -52,6 +53,8 @@ class Quality:
             self.reference = self.standard.reference  # the same predictions, not made twice
         else:
             self.reference = predict(reference_path, self.x, **load_options)
+        # the recipe's measure gets every output of a file with several (a detector's maps), the float file's beside
+        self.metric_reference = task_outputs(reference_path, self.x, **load_options) if self.metric else None
         self.groups = {n: scale_groups(r) for n, r in (self.references or {}).items()}  # once, not per candidate
         self.worst: dict[str, str] = {}  # per candidate file: the output slice that decided its value
         self.reference_value = self(None)
@@ -76,9 +79,9 @@ class Quality:
         if self.metric:
             from edgedl.errors import StageError
 
-            out = self.reference if path is None else predict(path, self.x, **self.load_options)
+            out = self.metric_reference if path is None else task_outputs(path, self.x, **self.load_options)
             try:
-                return float(self.metric[1](out, self.y, self.reference))
+                return float(self.metric[1](out, self.y, self.metric_reference))
             except Exception as exc:
                 raise StageError(f"stages.quantize.metric {self.metric[0]} failed: {type(exc).__name__}: {exc}") from None
         if self.kind == "cosine":

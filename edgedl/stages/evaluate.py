@@ -9,7 +9,8 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from edgedl.artifacts import accuracy, compare, predict, runnable, scale_groups, slice_agreement, wilson_interval
+from edgedl.artifacts import (accuracy, compare, predict, runnable, scale_groups, slice_agreement, task_outputs,
+                              wilson_interval)
 from edgedl.errors import StageError
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
@@ -57,10 +58,12 @@ class EvaluateStage(Stage):
         spec = self.config.metric
         attr = spec.rpartition(":")[2]
         function = user_metric(spec, "stages.evaluate.metric")
-        reference = self._outputs(ctx, records[0], split) if records else None
+        outputs = lambda record: task_outputs(ctx.run.artifact_path(record), split.x, self.config.batch_size,  # noqa: E731
+                                              factory=ctx.factory, trust_model_code=ctx.trust_model_code)
+        reference = outputs(records[0]) if records else None
         for record in records:
             try:
-                value = float(function(self._outputs(ctx, record, split), split.y, reference))
+                value = float(function(outputs(record), split.y, reference))
             except Exception as exc:
                 raise StageError(f"stages.evaluate.metric {spec} failed on {record['name']}: "
                                  f"{type(exc).__name__}: {exc}") from None

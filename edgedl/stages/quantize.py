@@ -135,6 +135,9 @@ class QuantizeStage(Stage):
                    "for INT8 instead" if ctx.model is not None else
                    "quantization-aware training would need the PyTorch model, not an ONNX file")
             message += f"; {qat}"
+            if quality.kind == "cosine" and not c.metric:  # a raw map's cosine is strict for detectors and segmenters
+                message += ("; where the outputs are a detector's or segmenter's maps, judge by the task's own measure "
+                            "(stages.quantize.metric: path/to/metrics.py:fn, docs/compression.md)")
             if c.on_gate_miss == "fail":
                 raise StageError(message + "; or raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
