@@ -242,3 +242,19 @@ def test_a_measure_of_detections_gets_every_output_of_a_split_head(detector_run,
     assert [o["name"] for o in json.loads((tmp_path / "run" / (fp32["path"] + ".json")).read_text())["outputs"]] == \
         ["output_0", "output_1"]
     assert fp32["parity"]["output"] in ("output_0", "output_1") and fp32["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_a_tflite_export_of_several_outputs_is_refused_with_the_route_to_take(detector_run, tmp_path, capsys):
+    """edgedl's TFLite export checks and gates one output (a .tflite reorders and renames them): a model
+    returning two is refused in one line naming the ONNX route, after its ONNX export is kept."""
+    from edgedl.cli import main
+
+    _, images = detector_run
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", "--model", f"{HEAD}:build_split", "--data", f"images:{images}:3x64x64", "--targets",
+              "onnx,tflite", "--trust-model-code", "--quiet", "--no-db", "--no-bench", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "this model returns 2" in err and "take the ONNX route" in err and "Traceback" not in err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert [a["format"] for a in manifest["artifacts"]] == ["torch", "onnx"]

@@ -67,7 +67,12 @@ class ExportTfliteStage(Stage):
         stem = parent.rsplit(".", 1)[0]
         samples = np.ascontiguousarray(ctx.dataset.val.x[:PARITY_SAMPLES])
         with torch.no_grad():
-            reference = module(torch.from_numpy(samples)).numpy()
+            reference = module(torch.from_numpy(samples))
+        if isinstance(reference, (tuple, list)) and len(reference) > 1:  # a .tflite reorders and renames outputs
+            raise StageError(f"edgedl's TFLite export checks and gates one output, and this model returns "
+                             f"{len(reference)} (a detector's boxes and scores?); take the ONNX route for it (ONNX "
+                             "Runtime runs on phones too), or return one tensor from forward (torch.cat)")
+        reference = (reference[0] if isinstance(reference, (tuple, list)) else reference).numpy()
         work = ctx.run.tempdir()
         fp32 = work / f"{stem}.fp32.tflite"
         litert_convert.convert(module, samples[:1], fp32)
