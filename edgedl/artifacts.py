@@ -126,6 +126,19 @@ def example_inputs(inputs) -> tuple:
                              dtype=getattr(torch, info.dtype)) for info in inputs)
 
 
+def multiple_outputs(module: Any, x: np.ndarray) -> bool:
+    """Whether a torch model returns several outputs (a tuple or list of more than one) for ``x``."""
+    import torch
+
+    training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.from_numpy(np.ascontiguousarray(x)))
+    finally:
+        module.train(training)
+    return isinstance(out, (tuple, list)) and len(out) > 1
+
+
 def output_names(out: Any, num_classes: int | None) -> list[str]:
     """The names edgedl gives a torch model's outputs, in its sidecars and ONNX exports: ``logits`` (a
     classifier) or ``output`` for one; ``output_0``, ``output_1``, ... for a tuple of several (a

@@ -49,7 +49,7 @@ class Quality:
         self.references = predict_outputs(reference_path, self.x, **load_options) if self.kind == "cosine" else None
         if self.references:
             self.reference = next(iter(self.references.values()))
-        elif self.standard is not None and self.standard.references is None:
+        elif self.standard is not None:
             self.reference = self.standard.reference  # the same predictions, not made twice
         else:
             self.reference = predict(reference_path, self.x, **load_options)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pydantic import Field
 
-from edgedl.artifacts import PARITY_SAMPLES, UNLABELLED_TASKS, compare, predict
+from edgedl.artifacts import PARITY_SAMPLES, UNLABELLED_TASKS, compare, multiple_outputs, predict
 from edgedl.errors import StageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.runtime.sidecar import inherited_sidecar, read_sidecar
@@ -80,6 +80,10 @@ class QatStage(Stage):
         if not isinstance(data.train.x, np.ndarray):
             raise StageError("qat takes models of one input array; this one takes several (a text model's ids and "
                              "mask): quantize its ONNX export after training instead (the quantize stage)")
+        if multiple_outputs(ctx.model.module, data.train.x[:1]):
+            raise StageError("qat fine-tunes against one output, and this model returns several (a detector's boxes and "
+                             "scores?): quantize its ONNX export instead (the quantize stage, judged by every output "
+                             "or by stages.quantize.metric)")
         formats = c.formats or sorted({QAT_FORMATS[t.value] for t in ctx.recipe.targets if t.value in QAT_FORMATS})
         if not formats:
             raise StageError("qat: the run has no onnx, tensorrt or tflite target to write for; set stages.qat.formats")

