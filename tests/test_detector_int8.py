@@ -237,6 +237,11 @@ def test_a_measure_of_detections_gets_every_output_of_a_split_head(detector_run,
     evaluated = {n: a["metrics"]["metric"]["value"] for n, a in by_name.items() if "metric" in a.get("metrics", {})}
     assert set(evaluated) >= {"yolo_head.fp32.onnx", "yolo_head.int8.onnx"}
     assert evaluated["yolo_head.fp32.onnx"] == 1.0 and 0.9 <= evaluated["yolo_head.int8.onnx"] <= 1.0
+    # without a metric, evaluate judges every output too (it judged the first alone): the worst one is named
+    agreement = by_name["yolo_head.int8.onnx"]["metrics"]["agreement"]
+    assert agreement["measure"] == "cosine, worst output or slice" and 0.9 < agreement["value"] <= 1.0
+    assert by_name["yolo_head.fp32.onnx"]["metrics"]["agreement"]["value"] == pytest.approx(1.0)
+    assert agreement["value"] == 1.0 or agreement["worst_slice"].startswith("output 'output_")
     # the model's two outputs, named as edgedl names a tuple's, and checked against torch one by one
     fp32 = by_name["yolo_head.fp32.onnx"]
     assert [o["name"] for o in json.loads((tmp_path / "run" / (fp32["path"] + ".json")).read_text())["outputs"]] == \

@@ -293,7 +293,9 @@ def test_a_recurrent_state_keeps_its_batch_on_axis_1_and_exact_arrays_are_one_fe
                         "--out", run, *FAST], capsys)
     assert code == 0, err
     fp32 = next(a for a in manifest_of(run)["artifacts"] if a["name"] == "vad.fp32.onnx")
-    assert fp32["metrics"]["agreement"]["measure"] == "cosine" and fp32["benchmark"]["feeds"].endswith("feed.npz")
+    # two outputs (the probability and the state): every one is judged, as the quantize stage's gate does
+    assert fp32["metrics"]["agreement"]["measure"] == "cosine, worst output or slice"
+    assert fp32["benchmark"]["feeds"].endswith("feed.npz")
 
 
 def test_a_stream_feed_whose_arrays_give_different_batches_is_one_line(tmp_path, capsys):

@@ -12,6 +12,7 @@ from pydantic import Field
 from edgedl.artifacts import (accuracy, compare, predict, runnable, scale_groups, slice_agreement, task_outputs,
                               wilson_interval)
 from edgedl.errors import StageError
+from edgedl.quantization.quality import Quality
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
 
@@ -76,26 +77,37 @@ class EvaluateStage(Stage):
 
     def _agreement(self, ctx: RunContext, split, records: list) -> None:
         """Without labels (or for an embedding, whose labels say nothing of it), each file is judged by
-        its agreement with the float model, the run's first file: top-1 for a classifier, else cosine;
-        the manifest names the measure and the reference."""
+        its agreement with the float model, the run's first file: top-1 for a classifier, else cosine
+        (of every output and of each scale group within one, the worst counting, where the file has
+        several, as the quantize stage's gate judges); the manifest names the measure and the reference."""
         if not records:
             return
         from edgedl.runtime.sidecar import read_sidecar
 
         reference = self._outputs(ctx, records[0], split)
         width = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
-        task = (read_sidecar(ctx.run.artifact_path(records[0])) or {}).get("task") or ctx.task
+        sidecar = read_sidecar(ctx.run.artifact_path(records[0])) or {}
+        task = sidecar.get("task") or ctx.task
         # one value per sample (a detector's score, a VAD's probability): argmax and cosine say nothing of it
         measure = "max_abs_diff" if width == 1 else "top1_agreement" if task == "classification" else "cosine"
         why = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
         if ctx.task == "embedding":
             why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
         groups = scale_groups(reference) if measure == "cosine" else []  # the first output's, as the table shows
+        # several outputs (a detector's boxes and scores): every one counts, as in the quantize stage's gate
+        every = (Quality(split, ctx.run.artifact_path(records[0]), classifier=False, use_labels=False,
+                         factory=ctx.factory, trust_model_code=ctx.trust_model_code)
+                 if measure == "cosine" and len(sidecar.get("outputs") or []) > 1 else None)
         for record in records:
             out = self._outputs(ctx, record, split)
             value = compare(reference.reshape(len(reference), -1), out)[measure]
             agreement = {"measure": measure, "value": value, "reference": records[0]["name"], "samples": len(split)}
-            if groups:  # an output of mixed scales: its worse group, judged on its own, counts
+            if every is not None:
+                path = ctx.run.artifact_path(record)
+                value = every(path)
+                agreement.update(value=value, measure="cosine, worst output or slice",
+                                 **({"worst_slice": every.worst[str(path)]} if str(path) in every.worst else {}))
+            elif groups:  # an output of mixed scales: its worse group, judged on its own, counts
                 grouped, where = slice_agreement(reference, out.reshape(reference.shape), groups)
                 if grouped < value:
                     value = grouped
