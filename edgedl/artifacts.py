@@ -126,6 +126,11 @@ def example_inputs(inputs) -> tuple:
                              dtype=getattr(torch, info.dtype)) for info in inputs)
 
 
+def as_outputs(out: Any) -> tuple:
+    """A torch model's output as a tuple of its outputs: one tensor, or the tuple or list it returned."""
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
 def multiple_outputs(module: Any, x: np.ndarray) -> bool:
     """Whether a torch model returns several outputs (a tuple or list of more than one) for ``x``."""
     import torch
@@ -136,14 +141,14 @@ def multiple_outputs(module: Any, x: np.ndarray) -> bool:
             out = module.eval()(torch.from_numpy(np.ascontiguousarray(x)))
     finally:
         module.train(training)
-    return isinstance(out, (tuple, list)) and len(out) > 1
+    return len(as_outputs(out)) > 1
 
 
 def output_names(out: Any, num_classes: int | None) -> list[str]:
     """The names edgedl gives a torch model's outputs, in its sidecars and ONNX exports: ``logits`` (a
     classifier) or ``output`` for one; ``output_0``, ``output_1``, ... for a tuple of several (a
     detector's boxes and scores), as edgedl.runtime's torch backend names them."""
-    if isinstance(out, (tuple, list)) and len(out) > 1:
+    if len(as_outputs(out)) > 1:
         return [f"output_{k}" for k in range(len(out))]
     return ["logits" if num_classes else "output"]
 
@@ -164,9 +169,8 @@ def checkpoint_sidecar(module: Any, dataset, spec: str, inputs: list | None = No
         module.train(training)
     declared = ([{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs] if inputs else
                 [{"name": "input", "shape": [None, *dataset.input_shape], "dtype": "float32"}])
-    outs = out if isinstance(out, (tuple, list)) else (out,)
     outputs = [{"name": name, "shape": [None, *o.shape[1:]], "dtype": "float32"}
-               for name, o in zip(output_names(out, dataset.num_classes), outs)]
+               for name, o in zip(output_names(out, dataset.num_classes), as_outputs(out))]
     return build_sidecar(dataset, declared, outputs, known_layout=True, source={"model": spec}, model=hf)
 
 

@@ -84,34 +84,38 @@ class EvaluateStage(Stage):
             return
         from edgedl.runtime.sidecar import read_sidecar
 
-        reference = self._outputs(ctx, records[0], split)
-        width = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
         sidecar = read_sidecar(ctx.run.artifact_path(records[0])) or {}
         task = sidecar.get("task") or ctx.task
+        # several outputs (a detector's boxes and scores): every one counts, as in the quantize stage's gate,
+        # whose measure predicts the float file's outputs once for both
+        every = (Quality(split, ctx.run.artifact_path(records[0]), classifier=False, use_labels=False,
+                         factory=ctx.factory, trust_model_code=ctx.trust_model_code)
+                 if task != "classification" and len(sidecar.get("outputs") or []) > 1 else None)
+        reference = every.reference if every is not None else self._outputs(ctx, records[0], split)
+        width = int(np.prod(reference.shape[1:])) if reference.ndim > 1 else 1
         # one value per sample (a detector's score, a VAD's probability): argmax and cosine say nothing of it
         measure = "max_abs_diff" if width == 1 else "top1_agreement" if task == "classification" else "cosine"
+        every = every if measure == "cosine" else None
         why = "; ".join(ctx.dataset.notes) or f"{ctx.dataset.name} has no labels"
         if ctx.task == "embedding":
             why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
-        groups = scale_groups(reference) if measure == "cosine" else []  # the first output's, as the table shows
-        # several outputs (a detector's boxes and scores): every one counts, as in the quantize stage's gate
-        every = (Quality(split, ctx.run.artifact_path(records[0]), classifier=False, use_labels=False,
-                         factory=ctx.factory, trust_model_code=ctx.trust_model_code)
-                 if measure == "cosine" and len(sidecar.get("outputs") or []) > 1 else None)
+        groups = scale_groups(reference) if measure == "cosine" and every is None else []  # the first output's
         for record in records:
-            out = self._outputs(ctx, record, split)
-            value = compare(reference.reshape(len(reference), -1), out)[measure]
-            agreement = {"measure": measure, "value": value, "reference": records[0]["name"], "samples": len(split)}
-            if every is not None:
-                path = ctx.run.artifact_path(record)
+            if every is not None:  # one pass over each file, every output judged
+                path = str(ctx.run.artifact_path(record))
                 value = every(path)
-                agreement.update(value=value, measure="cosine, worst output or slice",
-                                 **({"worst_slice": every.worst[str(path)]} if str(path) in every.worst else {}))
-            elif groups:  # an output of mixed scales: its worse group, judged on its own, counts
-                grouped, where = slice_agreement(reference, out.reshape(reference.shape), groups)
-                if grouped < value:
-                    value = grouped
-                    agreement.update(value=value, worst_slice=where, measure="cosine, worst slice")
+                agreement = {"measure": "cosine, worst output or slice", "value": value,
+                             **({"worst_slice": every.worst[path]} if path in every.worst else {})}
+            else:
+                out = self._outputs(ctx, record, split)
+                value = compare(reference.reshape(len(reference), -1), out)[measure]
+                agreement = {"measure": measure, "value": value}
+                if groups:  # an output of mixed scales: its worse group, judged on its own, counts
+                    grouped, where = slice_agreement(reference, out.reshape(reference.shape), groups)
+                    if grouped < value:
+                        value = grouped
+                        agreement.update(value=value, worst_slice=where, measure="cosine, worst slice")
+            agreement.update(reference=records[0]["name"], samples=len(split))
             said = f"{agreement['measure']} {value:.4f}"
             ctx.run.set_metrics(record, {"agreement": agreement},
                                 notes={"accuracy": f"{why} ({said} against {records[0]['name']})"})

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from edgedl.artifacts import PARITY_SAMPLES, build_sidecar, compare, output_names, runner_tensors
+from edgedl.artifacts import PARITY_SAMPLES, as_outputs, build_sidecar, compare, output_names, runner_tensors
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.data.feeds import Samples
@@ -81,7 +81,7 @@ class ExportOnnxStage(Stage):
         arrays = feed if isinstance(feed, dict) else {"input": feed}
         with torch.no_grad():
             out = module(*(torch.from_numpy(v) for v in arrays.values()))
-        references = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+        references = [o.numpy() for o in as_outputs(out)]
         names = output_names(out, ctx.dataset.num_classes)
         tmp = ctx.run.tempdir() / f"{parent.rsplit('.', 1)[0]}.fp32.onnx"
         opset = self.opset(ctx)

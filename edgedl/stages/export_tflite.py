@@ -8,7 +8,7 @@ from pydantic import Field
 
 import numpy as np
 
-from edgedl.artifacts import PARITY_SAMPLES, compare, precision_label, predict
+from edgedl.artifacts import PARITY_SAMPLES, as_outputs, compare, precision_label, predict
 from edgedl.data import Calibration, calibration_samples
 from edgedl.errors import StageError, UsageError
 from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
@@ -68,11 +68,11 @@ class ExportTfliteStage(Stage):
         samples = np.ascontiguousarray(ctx.dataset.val.x[:PARITY_SAMPLES])
         with torch.no_grad():
             reference = module(torch.from_numpy(samples))
-        if isinstance(reference, (tuple, list)) and len(reference) > 1:  # a .tflite reorders and renames outputs
+        if len(as_outputs(reference)) > 1:  # a .tflite reorders and renames outputs
             raise StageError(f"edgedl's TFLite export checks and gates one output, and this model returns "
-                             f"{len(reference)} (a detector's boxes and scores?); take the ONNX route for it (ONNX "
+                             f"{len(as_outputs(reference))} (a detector's boxes and scores?); take the ONNX route for it (ONNX "
                              "Runtime runs on phones too), or return one tensor from forward (torch.cat)")
-        reference = (reference[0] if isinstance(reference, (tuple, list)) else reference).numpy()
+        reference = as_outputs(reference)[0].numpy()
         work = ctx.run.tempdir()
         fp32 = work / f"{stem}.fp32.tflite"
         litert_convert.convert(module, samples[:1], fp32)
