@@ -160,7 +160,8 @@ def same_layout(outputs, labels, reference) -> float:
             best = max(((_iou(box, b), j) for j, (n, b) in enumerate(ours) if n == name and j not in used),
                        default=(0.0, -1))
             if best[0] >= 0.5:
-                matched, _ = matched + 1, used.add(best[1])
+                matched += 1
+                used.add(best[1])
     return 1.0 if found + expected == 0 else 2 * matched / (found + expected)
 
 
