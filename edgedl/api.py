@@ -225,7 +225,8 @@ def compress(
                 message = str(exc) if isinstance(exc, EdgedlError) else f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, KeyboardInterrupt):
                     message = "interrupted"
-                run.stage_finished(record, time.perf_counter() - start, error=message)
+                run.stage_finished(record, time.perf_counter() - start, error=message,
+                                   measured=getattr(exc, "measured", None))
                 if isinstance(exc, EdgedlError):
                     raise StageError(f"stage '{stage.name}' failed: {exc}") from exc
                 raise

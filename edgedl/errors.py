@@ -31,7 +31,13 @@ class MissingDependencyError(EdgedlError):
 
 
 class StageError(EdgedlError):
-    """A stage of a run failed; earlier stages' artifacts and the manifest stay intact."""
+    """A stage of a run failed; earlier stages' artifacts and the manifest stay intact. ``measured``: what
+    the stage found before it failed (an INT8 search's candidates and trade-off), kept on the stage's
+    record in the manifest, so minutes of measuring are not lost with the file the gate refused."""
+
+    def __init__(self, message: str, measured: dict | None = None):
+        super().__init__(message)
+        self.measured = measured or {}
 
 
 class TrustError(UsageError):

@@ -80,10 +80,12 @@ class RunDir:
         self.save()
         return record
 
-    def stage_finished(self, record: dict, seconds: float, error: str | None = None) -> None:
+    def stage_finished(self, record: dict, seconds: float, error: str | None = None,
+                       measured: dict | None = None) -> None:
         record["status"] = "failed" if error else "done"
         record["seconds"] = round(seconds, 3)
         record["error"] = error
+        record.update(measured or {})  # a failed stage's findings (StageError.measured)
         self.save()
 
     def finish(self, status: str) -> None:

@@ -116,13 +116,15 @@ TRADEOFF_COLUMNS = ["scheme", "layers in float", "quality", "drop (points)", "ga
 
 
 def tradeoffs(manifest: dict) -> list[tuple[str, str, list[list[str]]]]:
-    """Per quantized file whose search fell back to float layers: (file, measure, one row per file
-    the search made), each with its layers in float, quality and latency timed side by side."""
+    """Per quantized file whose search fell back to float layers, and per quantize stage that failed after
+    one (what it measured is kept on the stage's record): (file, measure, one row per file the search
+    made), each with its layers in float, quality and latency timed side by side."""
     out = []
-    for a in manifest["artifacts"]:
-        q = a.get("quantization") or {}
+    refused = [(f"{s['quantization']['reference']} (stage {s['stage']} failed: no file kept)", s["quantization"])
+               for s in manifest["stages"] if s["status"] == "failed" and s.get("quantization")]
+    for name, q in [*((a["name"], a.get("quantization") or {}) for a in manifest["artifacts"]), *refused]:
         if q.get("tradeoff"):
-            out.append((a["name"], q["quality_metric"], [
+            out.append((name, q["quality_metric"], [
                 [r["scheme"], str(r["float_layers"]), f"{r['quality']:.4f}", f"{r['drop_points']:.2f}",
                  "met" if r["accuracy_gate"] else "missed", num(r.get("p50_ms"), ".3f"),
                  ("yes" + (f": {r['note']}" if r.get("note") else "")) if r.get("kept") else ""]

@@ -145,7 +145,10 @@ class QuantizeStage(Stage):
                 message += ("; where the outputs are a detector's or segmenter's maps, judge by the task's own measure "
                             "(stages.quantize.metric: path/to/metrics.py:fn, docs/compression.md)")
             if c.on_gate_miss == "fail":
-                raise StageError(message + "; or raise max_accuracy_drop or max_float_layers, or set on_gate_miss: warn")
+                search.log_float_layers(best)  # the best file's float layers and their reasons, as a kept file's
+                raise StageError(message + "; or raise max_accuracy_drop or max_float_layers, or set on_gate_miss: "
+                                 "warn; what the search measured is in the manifest (this stage's quantization)",
+                                 measured={"quantization": info})
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
         if c.speed_gate:
             label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision
