@@ -323,6 +323,10 @@ def test_fp16_and_dynamic_int8_and_the_speed_gate(tmp_path):
     assert re.match(r"fp16 is (slower|not faster) than mlp.fp32.onnx on this host.*; keep mlp.fp32.onnx$",
                     slow["notes"]["speed_gate"])
     assert slow["quantization"]["speed_gate"]["op_ms"]["quantized"]  # the per-op profile explains it
+    # ...and says where the time went: an fp16 file with float inputs converts them, time fp32 never spends
+    shift = slow["quantization"]["speed_gate"]["time_shift"]
+    assert shift["lost"]["Q/DQ and Cast"][0] == 0 < shift["lost"]["Q/DQ and Cast"][1]
+    assert shift["said"] in slow["summary"] and "Q/DQ and Cast 0 -> " in shift["said"]
     assert "mlp.fp16.onnx`: fp16" in (tmp_path / "run" / "report.md").read_text()
     assert "not recommended" in (tmp_path / "run" / "report.md").read_text()
     assert a["mlp.fp16.onnx"]["size_bytes"] < 0.6 * fp32["size_bytes"]

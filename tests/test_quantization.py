@@ -545,3 +545,25 @@ def test_entropy_ranges_are_onnx_runtimes_own_in_a_fraction_of_its_time(float_fi
                          reader)
     assert len(called) >= 4 and set(called) == {qo.HISTOGRAMS["entropy"]["num_quantized_bins"]}
     assert (tmp_path / "cache.json").stat().st_size > 0
+
+
+def test_a_quantized_files_time_is_told_per_float_op_saved_and_lost(float_files, tmp_path):
+    """Both files' real ONNX Runtime profiles: integer kernels (QLinearConv, QLinearMatMul, QGemm...)
+    count as the float op they replace, so the table says what INT8 saved on each layer type and what
+    its conversions cost, time the float file never spends."""
+    from edgedl.formats.onnx.profile import CONVERSION, float_op, op_profile, time_shift
+
+    folder, x = float_files
+    backend("onnx", folder, x)[0].quantize("cpu_u8s8_per_tensor", tmp_path / "int8.onnx")
+    fp32, int8 = (op_profile(p, x[:1], 1, runs=20) for p in (folder / "net.onnx", tmp_path / "int8.onnx"))
+    assert any(op.startswith("QLinear") for op in int8) and not any(op.startswith("QLinear") for op in fp32)
+    shift = time_shift(fp32, int8)
+    both = {**shift["saved"], **shift["lost"]}
+    assert not any(op.startswith(("QLinear", "Fused", "Nhwc")) for op in both)  # every kernel under its float op
+    assert both["Conv"][0] > 0 and both["Conv"][1] > 0  # QLinearConv against (Fused)Conv, one row
+    assert shift["lost"][CONVERSION][0] == 0 < shift["lost"][CONVERSION][1]  # the input's QuantizeLinear at least
+    assert all(f > q_ for f, q_ in shift["saved"].values()) and all(q_ > f for f, q_ in shift["lost"].values())
+    totals = [sum(ops.values()) for ops in (fp32, int8)]  # nothing dropped: the changes add up to the difference
+    assert sum(q_ - f for f, q_ in both.values()) == pytest.approx(totals[1] - totals[0], abs=0.005)
+    assert [float_op(o) for o in ("QGemm", "MatMulIntegerToFloat", "NhwcMaxPool", "DequantizeLinear", "Cast")] == \
+        ["Gemm", "MatMul", "MaxPool", CONVERSION, CONVERSION]

@@ -175,4 +175,6 @@ def gate_summary(q: dict) -> str:
         line += f"; WARNING: {q['reference_warning']}"
     if q.get("speed_gate"):
         line += f"; speed: {q['speed_gate']['verdict']}"
+        if q["speed_gate"].get("time_shift"):  # why it did not pay, per op
+            line += f" ({q['speed_gate']['time_shift']['said']})"
     return line

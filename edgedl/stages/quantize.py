@@ -25,7 +25,7 @@ from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
 from edgedl.formats.onnx.equalize import equalize
-from edgedl.formats.onnx.profile import op_profile
+from edgedl.formats.onnx.profile import op_profile, time_shift
 from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
 from edgedl.quantization.rules import mixed_scale_nodes
 from edgedl.quantization.search import Attempt, Limits, Search
@@ -142,7 +142,7 @@ class QuantizeStage(Stage):
                    "quantization-aware training would need the PyTorch model, not an ONNX file")
             message += f"; {qat}"
             if quality.kind == "cosine" and not c.metric:  # a raw map's cosine is strict for detectors and segmenters
-                message += ("; where the outputs are a detector's or segmenter's maps, judge by the task's own measure "
+                message += ("; where the outputs are a detector's, segmenter's or recognizer's maps, judge by the task's own measure "
                             "(stages.quantize.metric: path/to/metrics.py:fn, docs/compression.md)")
             if c.on_gate_miss == "fail":
                 search.log_float_layers(best)  # the best file's float layers and their reasons, as a kept file's
@@ -154,10 +154,10 @@ class QuantizeStage(Stage):
             label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision
             gate = search.speed_gate(parent_path, parent["name"], best, sample, threads, label, c.min_speedup,
                                      ctx.device.record, retry_slow=prepared is not None)
-            if gate["passed"] is False:  # where the time goes, per op
+            if gate["passed"] is not True:  # where the time goes, per op, and what the quantized kernels saved and lost
                 gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                                  "quantized": op_profile(best.path, sample, threads)}
-            if gate["passed"] is not True:
+                gate["time_shift"] = time_shift(gate["op_ms"]["fp32"], gate["op_ms"]["quantized"])
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
         if prepared is not None and c.bias_correction:  # the kept file's (a speed retry may have replaced it)

@@ -41,3 +41,48 @@ def op_profile(path: Path, sample: dict | np.ndarray, threads: int | None, runs:
             key = f"{event['name'][:-len('_kernel_time')]} ({op})" if per_node else op
             totals[key] = totals.get(key, 0.0) + event.get("dur", 0) / 1000.0 / runs
     return totals if per_node else dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+CONVERSIONS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast"}
+CONVERSION = "Q/DQ and Cast"
+_INTEGER = {"QGemm": "Gemm", "MatMulInteger": "MatMul", "MatMulIntegerToFloat": "MatMul", "ConvInteger": "Conv",
+            "DynamicQuantizeMatMul": "MatMul"}
+
+
+def float_op(op: str) -> str:
+    """The float op type an ONNX Runtime kernel stands for (QLinearConv, FusedConv and NhwcMaxPool are
+    a Conv, a Conv and a MaxPool); conversions between precisions are one group of their own."""
+    if op in CONVERSIONS:
+        return CONVERSION
+    if op in _INTEGER:
+        return _INTEGER[op]
+    for prefix in ("QLinear", "Fused", "Nhwc"):
+        if op.startswith(prefix) and len(op) > len(prefix):
+            return op[len(prefix):]
+    return op
+
+
+def time_shift(float_ops: dict[str, float], quantized_ops: dict[str, float], top: int = 3) -> dict:
+    """Where a quantized file's time went against its float parent's, from both per-op profiles: the
+    float op types whose kernels got faster (``saved``), and those that got slower or are new
+    (``lost``: conversions between precisions, integer kernels slower than float ones), each
+    ``{op: [float ms, quantized ms]}``, largest first; ``said``: the same in one sentence."""
+    grouped = []
+    for ops in (float_ops, quantized_ops):
+        by: dict[str, float] = {}
+        for op, ms in ops.items():
+            by[float_op(op)] = by.get(float_op(op), 0.0) + ms
+        grouped.append(by)
+    before, after = grouped
+    pairs = {op: [round(before.get(op, 0.0), 3), round(after.get(op, 0.0), 3)] for op in {*before, *after}}
+    saved = dict(sorted(((op, p) for op, p in pairs.items() if p[1] < p[0]), key=lambda kv: kv[1][1] - kv[1][0]))
+    lost = dict(sorted(((op, p) for op, p in pairs.items() if p[1] > p[0]), key=lambda kv: kv[1][0] - kv[1][1]))
+
+    def part(group: dict) -> str:
+        total = abs(sum(q - f for f, q in group.values()))
+        named = ", ".join(f"{op} {f:.3g} -> {q:.3g} ms" for op, (f, q) in list(group.items())[:top])
+        return f"{total:.3g} ms ({named}{', ...' if len(group) > top else ''})"
+
+    said = (f"per-op profile against the float file: {part(saved) + ' saved' if saved else 'nothing saved'}, "
+            f"{part(lost) + ' lost' if lost else 'nothing lost'}")
+    return {"saved": saved, "lost": lost, "said": said}
