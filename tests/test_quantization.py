@@ -562,8 +562,8 @@ def test_a_quantized_files_time_is_told_per_float_op_saved_and_lost(float_files,
     assert not any(op.startswith(("QLinear", "Fused", "Nhwc")) for op in both)  # every kernel under its float op
     assert both["Conv"][0] > 0 and both["Conv"][1] > 0  # QLinearConv against (Fused)Conv, one row
     assert shift["lost"][CONVERSION][0] == 0 < shift["lost"][CONVERSION][1]  # the input's QuantizeLinear at least
-    assert all(f > q_ for f, q_ in shift["saved"].values()) and all(q_ > f for f, q_ in shift["lost"].values())
-    totals = [sum(ops.values()) for ops in (fp32, int8)]  # nothing dropped: the changes add up to the difference
-    assert sum(q_ - f for f, q_ in both.values()) == pytest.approx(totals[1] - totals[0], abs=0.005)
+    # a file within 1% of its parent on every op has nothing to tell: profiling noise is not a finding
+    assert time_shift(fp32, {op: 1.01 * ms for op, ms in fp32.items()})["said"] == \
+        "per-op profile against the float file: nothing saved, nothing lost"
     assert [float_op(o) for o in ("QGemm", "MatMulIntegerToFloat", "NhwcMaxPool", "DequantizeLinear", "Cast")] == \
         ["Gemm", "MatMul", "MaxPool", CONVERSION, CONVERSION]

@@ -124,10 +124,11 @@ def tradeoffs(manifest: dict) -> list[tuple[str, str, list[list[str]]]]:
                for s in manifest["stages"] if s["status"] == "failed" and s.get("quantization")]
     for name, q in [*((a["name"], a.get("quantization") or {}) for a in manifest["artifacts"]), *refused]:
         if q.get("tradeoff"):
+            kept = "best, refused" if any(q is r for _, r in refused) else "yes"
             out.append((name, q["quality_metric"], [
                 [r["scheme"], str(r["float_layers"]), f"{r['quality']:.4f}", f"{r['drop_points']:.2f}",
                  "met" if r["accuracy_gate"] else "missed", num(r.get("p50_ms"), ".3f"),
-                 ("yes" + (f": {r['note']}" if r.get("note") else "")) if r.get("kept") else ""]
+                 (kept + (f": {r['note']}" if r.get("note") else "")) if r.get("kept") else ""]
                 for r in q["tradeoff"]]))
     return out
 

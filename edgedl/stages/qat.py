@@ -230,7 +230,9 @@ class QatStage(Stage):
                        f"points (allowed {c.max_accuracy_drop})")
             if c.on_gate_miss == "fail":
                 raise StageError(message + "; train longer (stages.qat.epochs), raise stages.qat.max_accuracy_drop, "
-                                           "or set stages.qat.on_gate_miss: warn", measured={"quantization": info})
+                                           "or set stages.qat.on_gate_miss: warn. What it measured is kept: manifest.json, "
+                                           f"stages[{len(ctx.run.manifest['stages']) - 1}].quantization",
+                                 measured={"quantization": info})
             notes["accuracy_gate"] = message
         if speed["passed"] is not True:
             notes["speed_gate"] = speed["verdict"]

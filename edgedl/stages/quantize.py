@@ -145,16 +145,18 @@ class QuantizeStage(Stage):
                 message += ("; where the outputs are a detector's, segmenter's or recognizer's maps, judge by the task's own measure "
                             "(stages.quantize.metric: path/to/metrics.py:fn, docs/compression.md)")
             if c.on_gate_miss == "fail":
-                search.log_float_layers(best)  # the best file's float layers and their reasons, as a kept file's
+                search.log_float_layers(best, prefix="the best file, refused: ")
                 raise StageError(message + "; or raise max_accuracy_drop or max_float_layers, or set on_gate_miss: "
-                                 "warn; what the search measured is in the manifest (this stage's quantization)",
+                                 "warn. What the search measured is kept: the report's trade-off table and "
+                                 f"manifest.json, stages[{len(ctx.run.manifest['stages']) - 1}].quantization",
                                  measured={"quantization": info})
             notes["accuracy_gate"] = message  # on the artifact (its notes and summary), not run-wide
         if c.speed_gate:
             label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision
             gate = search.speed_gate(parent_path, parent["name"], best, sample, threads, label, c.min_speedup,
                                      ctx.device.record, retry_slow=prepared is not None)
-            if gate["passed"] is not True:  # where the time goes, per op, and what the quantized kernels saved and lost
+            judged_here = best.scheme != "tensorrt" and (ctx.device.record or {}).get("on_device") is not False
+            if gate["passed"] is not True and judged_here:  # where the time goes here, per op: saved and lost
                 gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
                                  "quantized": op_profile(best.path, sample, threads)}
                 gate["time_shift"] = time_shift(gate["op_ms"]["fp32"], gate["op_ms"]["quantized"])

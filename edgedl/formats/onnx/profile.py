@@ -62,11 +62,15 @@ def float_op(op: str) -> str:
     return op
 
 
-def time_shift(float_ops: dict[str, float], quantized_ops: dict[str, float], top: int = 3) -> dict:
+def time_shift(float_ops: dict[str, float], quantized_ops: dict[str, float], top: int = 3,
+               noise: float = 0.02) -> dict:
     """Where a quantized file's time went against its float parent's, from both per-op profiles: the
     float op types whose kernels got faster (``saved``), and those that got slower or are new
     (``lost``: conversions between precisions, integer kernels slower than float ones), each
-    ``{op: [float ms, quantized ms]}``, largest first; ``said``: the same in one sentence."""
+    ``{op: [float ms, quantized ms]}``, largest first; ``said``: the same in one sentence. Changes
+    under ``noise`` of the float file's profiled time are left out. An activation ONNX Runtime fuses
+    into the float convolution (FusedConv) but runs on its own in INT8 shows as a saving on Conv and a
+    cost on the activation."""
     grouped = []
     for ops in (float_ops, quantized_ops):
         by: dict[str, float] = {}
@@ -74,7 +78,9 @@ def time_shift(float_ops: dict[str, float], quantized_ops: dict[str, float], top
             by[float_op(op)] = by.get(float_op(op), 0.0) + ms
         grouped.append(by)
     before, after = grouped
-    pairs = {op: [round(before.get(op, 0.0), 3), round(after.get(op, 0.0), 3)] for op in {*before, *after}}
+    floor = noise * sum(before.values())  # the profiles ran one after the other: smaller changes are noise
+    pairs = {op: [round(before.get(op, 0.0), 3), round(after.get(op, 0.0), 3)] for op in {*before, *after}
+             if abs(after.get(op, 0.0) - before.get(op, 0.0)) >= floor}
     saved = dict(sorted(((op, p) for op, p in pairs.items() if p[1] < p[0]), key=lambda kv: kv[1][1] - kv[1][0]))
     lost = dict(sorted(((op, p) for op, p in pairs.items() if p[1] > p[0]), key=lambda kv: kv[1][0] - kv[1][1]))
 
