@@ -143,6 +143,14 @@ class BenchmarkStage(Stage):
             if gate["passed"] is True or ctx.device.remote:  # the quick check's per-op why: this host's, of a miss
                 for key in ("time_shift", "op_ms"):
                     info["speed_gate"].pop(key, None)
+            elif "time_shift" not in info["speed_gate"] and record["format"] == "onnx" and info.get("scheme") != "tensorrt" \
+                    and (ctx.device.record or {}).get("on_device") is not False:
+                # the quick check passed and these rounds do not: where the time goes, as the quantize stage says it
+                from edgedl.formats.onnx.profile import explain_speed
+                from edgedl.quantization.quality import single_sample
+
+                explain_speed(info["speed_gate"], ctx.run.artifact_path(parent), ctx.run.artifact_path(record),
+                              single_sample(ctx.dataset.val.x), info["speed_gate"].get("threads") or self.config.threads)
             notes = {k: v for k, v in record["notes"].items() if k != "speed_gate"}
             if gate["passed"] is not True:
                 notes["speed_gate"] = gate["verdict"]

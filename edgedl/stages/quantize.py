@@ -25,7 +25,7 @@ from edgedl.errors import StageError, UsageError, counted
 from edgedl.formats.onnx import graph as onnx_graph
 from edgedl.formats.onnx import quantize as qo
 from edgedl.formats.onnx.equalize import equalize
-from edgedl.formats.onnx.profile import op_profile, time_shift
+from edgedl.formats.onnx.profile import explain_speed
 from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
 from edgedl.quantization.rules import mixed_scale_nodes
 from edgedl.quantization.search import Attempt, Limits, Search
@@ -157,9 +157,7 @@ class QuantizeStage(Stage):
                                      ctx.device.record, retry_slow=prepared is not None)
             judged_here = best.scheme != "tensorrt" and (ctx.device.record or {}).get("on_device") is not False
             if gate["passed"] is not True and judged_here:  # where the time goes here, per op: saved and lost
-                gate["op_ms"] = {"fp32": op_profile(parent_path, sample, threads),
-                                 "quantized": op_profile(best.path, sample, threads)}
-                gate["time_shift"] = time_shift(gate["op_ms"]["fp32"], gate["op_ms"]["quantized"])
+                explain_speed(gate, parent_path, best.path, sample, threads)
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
         if prepared is not None and c.bias_correction:  # the kept file's (a speed retry may have replaced it)

@@ -92,3 +92,11 @@ def time_shift(float_ops: dict[str, float], quantized_ops: dict[str, float], top
     said = (f"per-op profile against the float file: {part(saved) + ' saved' if saved else 'nothing saved'}, "
             f"{part(lost) + ' lost' if lost else 'nothing lost'}")
     return {"saved": saved, "lost": lost, "said": said}
+
+
+def explain_speed(gate: dict, float_path: Path, quantized_path: Path, sample, threads: int | None) -> dict:
+    """A speed verdict that is not a pass, with where the time goes on this host: both files' per-op
+    profiles (``op_ms``) and what the quantized kernels saved and lost (``time_shift``)."""
+    gate["op_ms"] = {"fp32": op_profile(float_path, sample, threads), "quantized": op_profile(quantized_path, sample, threads)}
+    gate["time_shift"] = time_shift(gate["op_ms"]["fp32"], gate["op_ms"]["quantized"])
+    return gate
