@@ -404,3 +404,15 @@ def test_a_bench_verdict_that_overturns_the_quick_check_says_where_the_time_went
     gate = fp16["quantization"]["speed_gate"]
     assert gate["passed"] is False and gate["time_shift"]["lost"]["Q/DQ and Cast"][0] == 0
     assert gate["time_shift"]["said"] in fp16["summary"] and fp16["recommended"] is False
+
+
+def test_a_verdict_for_another_device_is_noted_without_this_hosts_per_op_why(tmp_path):
+    """A run for a Jetson (not this host): the quick check's timings do not judge the file, the artifact
+    still says so in its notes, and no per-op why from this CPU is offered as the device's."""
+    manifest = run_recipe(tmp_path, {"model": "mlp", "data": "digits", "device": "jetson-orin-nano", "stages": [
+        {"stage": "train", "epochs": 2}, {"stage": "export_onnx"},
+        {"stage": "quantize", "precision": "fp16", "threads": 1}]})
+    fp16 = by_name(manifest)["mlp.fp16.onnx"]
+    gate = fp16["quantization"]["speed_gate"]
+    assert gate["passed"] is None and "waits for a bench on the device" in fp16["notes"]["speed_gate"]
+    assert "time_shift" not in gate and "op_ms" not in gate

@@ -80,6 +80,12 @@ def verdict(parent: list[Round], candidate: list[Round], label: str, parent_name
     return gate
 
 
+def judged_here(scheme: str | None, device: dict | None) -> bool:
+    """Whether this host's timings judge a file: not for a file made for TensorRT, nor for a device
+    that is not this host (their verdicts wait for a bench there), so no per-op why from here either."""
+    return scheme != "tensorrt" and (device or {}).get("on_device") is not False
+
+
 def time_rounds(paths: dict, sample: Any, threads: int | None, rounds: int = 3) -> dict[Any, list[Round]]:
     """Each file's rounds, timed alternately in this one process (an in-process round has no interval
     of its own: the spread over rounds is the interval)."""

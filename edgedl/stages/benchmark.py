@@ -16,7 +16,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from edgedl.artifacts import BENCH_METRICS, runnable
-from edgedl.quantization.speed import median_round, round_p50, verdict
+from edgedl.quantization.speed import judged_here, median_round, round_p50, verdict
 from edgedl.bench.executors import executor_for
 from edgedl.bench.request import BenchRequest
 from edgedl.stages.base import RunContext, Stage, StageConfig
@@ -143,8 +143,8 @@ class BenchmarkStage(Stage):
             if gate["passed"] is True or ctx.device.remote:  # the quick check's per-op why: this host's, of a miss
                 for key in ("time_shift", "op_ms"):
                     info["speed_gate"].pop(key, None)
-            elif "time_shift" not in info["speed_gate"] and record["format"] == "onnx" and info.get("scheme") != "tensorrt" \
-                    and (ctx.device.record or {}).get("on_device") is not False:
+            elif "time_shift" not in info["speed_gate"] and record["format"] == "onnx" \
+                    and judged_here(info.get("scheme"), ctx.device.record):
                 # the quick check passed and these rounds do not: where the time goes, as the quantize stage says it
                 from edgedl.formats.onnx.profile import explain_speed
                 from edgedl.quantization.quality import single_sample

@@ -29,6 +29,7 @@ from edgedl.formats.onnx.profile import explain_speed
 from edgedl.quantization.quality import Quality, bench_threads, gate_summary, single_sample
 from edgedl.quantization.rules import mixed_scale_nodes
 from edgedl.quantization.search import Attempt, Limits, Search
+from edgedl.quantization.speed import judged_here
 from edgedl.runtime.sidecar import inherited_sidecar, read_sidecar
 from edgedl.stages.base import RunContext, Stage, StageConfig
 
@@ -155,9 +156,9 @@ class QuantizeStage(Stage):
             label = f"int8 ({best.scheme})" if c.precision == "int8" else c.precision
             gate = search.speed_gate(parent_path, parent["name"], best, sample, threads, label, c.min_speedup,
                                      ctx.device.record, retry_slow=prepared is not None)
-            judged_here = best.scheme != "tensorrt" and (ctx.device.record or {}).get("on_device") is not False
-            if gate["passed"] is not True and judged_here:  # where the time goes here, per op: saved and lost
-                explain_speed(gate, parent_path, best.path, sample, threads)
+            if gate["passed"] is not True:
+                if judged_here(best.scheme, ctx.device.record):  # where the time goes here, per op: saved and lost
+                    explain_speed(gate, parent_path, best.path, sample, threads)
                 notes["speed_gate"] = gate["verdict"]
             info.update(search.record(best, parent["name"], c.precision), speed_gate=gate)  # a retry may have changed the file
         if prepared is not None and c.bias_correction:  # the kept file's (a speed retry may have replaced it)
