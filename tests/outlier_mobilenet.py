@@ -39,25 +39,27 @@ def outlier_stream(model, stage: slice, channels=CHANNELS, factor: float = FACTO
             first.weight[:, list(channels)] /= factor
 
 
-def build(epochs: int = EPOCHS):
+def build(epochs: int = EPOCHS, lr: float = 3e-3):
     """The trained outlier model; a run rebuilds a checkpoint's model through this factory (then loads
     its weights), so one process trains it once."""
-    return copy.deepcopy(_trained(epochs))
+    return copy.deepcopy(_trained(epochs, lr))
 
 
 @functools.lru_cache(maxsize=None)
-def _trained(epochs: int):
+def _trained(epochs: int, lr: float):
     from edgedl.data import load_dataset
     from edgedl.train import FitConfig, fit
 
     torch.manual_seed(0)
     data = load_dataset("digits:1x32x32", seed=0)
     model = mobilenetv2_050(num_classes=10, in_channels=1)
-    fit(model, data.train, data.val, FitConfig(epochs=epochs, lr=3e-3, seed=0))
+    fit(model, data.train, data.val, FitConfig(epochs=epochs, lr=lr, seed=0))
     outlier_stream(model.eval(), slice(4, 7))  # the 32-channel stage (16 at width 0.5): blocks 4, 5, 6
     return model.eval()
 
 
 def quick():
-    """The same, trained 4 epochs (the test suite's sample; benchmarks/int8_peers.py trains it fully)."""
-    return build(epochs=4)
+    """The same, trained 6 epochs at a higher learning rate (the test suite's sample, about 91% on the
+    test split; benchmarks/int8_peers.py trains it fully). Four epochs at 3e-3 left it at 62-75%,
+    varying with the CPU: a model whose every decision is close, which no INT8 claim should rest on."""
+    return build(epochs=6, lr=1e-2)
