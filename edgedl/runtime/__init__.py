@@ -96,7 +96,9 @@ def load(
         backend: override the backend picked from the sidecar and the suffix.
         threads: intra-op threads for the backend; None keeps the backend's default.
         compute: the compute unit: ``cpu`` (default), ``cuda`` or ``tensorrt`` (ONNX Runtime's execution
-            providers, the torch backend's CUDA), ``xnnpack`` or ``cpu-no-xnnpack`` (LiteRT).
+            providers, the torch backend's CUDA), ``cpu-qdq`` (ONNX Runtime with graph optimizations off:
+            Q/DQ computed as defined, in float, as a file made for TensorRT computes there), ``xnnpack`` or
+            ``cpu-no-xnnpack`` (LiteRT).
         verify: refuse to load when the sidecar's sha256 does not match the file.
         preallocate: write outputs into buffers made once (ONNX Runtime IO binding, LiteRT copies
             into them) and return the same arrays every call: no per-call output allocation.

@@ -36,7 +36,7 @@ class Backend(NamedTuple):
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cuda", "tensorrt"),
+    Backend("onnxruntime", "edgedl.runtime.onnxrt:OnnxRuntimeRunner", "onnx", (".onnx",), "onnx", ("cpu", "cpu-qdq", "cuda", "tensorrt"),
             inspect="edgedl.formats.onnx.graph:summarize", framework="onnxruntime"),
     Backend("litert", "edgedl.runtime.litert:LiteRTRunner", "tflite", (".tflite",), "litert", ("cpu", "xnnpack", "cpu-no-xnnpack"),
             inspect="edgedl.formats.tflite.graph:summarize", framework="ai_edge_litert"),

@@ -26,6 +26,9 @@ _ORT_DTYPES = {
 _PROVIDERS = {
     None: ["CPUExecutionProvider"],
     "cpu": ["CPUExecutionProvider"],
+    # Q/DQ as their definition computes them, in float (graph optimizations off: no integer kernels);
+    # what a file made for TensorRT computes there, without a CPU's own rounding or saturation
+    "cpu-qdq": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
@@ -63,7 +66,7 @@ class OnnxRuntimeRunner(Runner):
         except ImportError:
             raise MissingDependencyError("onnxruntime", "onnx", "Running ONNX models") from None
         if self.compute not in _PROVIDERS:
-            raise UsageError(f"unknown compute unit '{self.compute}' for ONNX Runtime; use cpu, cuda or tensorrt")
+            raise UsageError(f"unknown compute unit '{self.compute}' for ONNX Runtime; use cpu, cpu-qdq, cuda or tensorrt")
         providers = _PROVIDERS[self.compute]
         missing = [p for p in providers[:1] if p not in ort.get_available_providers()]
         if missing:
@@ -72,6 +75,8 @@ class OnnxRuntimeRunner(Runner):
             )
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if self.compute == "cpu-qdq":
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
             options.inter_op_num_threads = 1
