@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
@@ -155,6 +156,13 @@ def test_qat_recipe_writes_the_learned_scales_as_onnx_and_tflite(qat_run):
     assert {"INT8", "UINT8"} <= kinds and not any(n.op_type == "Clip" for n in model.graph.node)
     assert onnx_qat["size_bytes"] < 0.6 * a[f"{stem}.fp32.onnx"]["size_bytes"]
     assert onnx_qat["qat"]["onnx_form"]["activations_to_uint8"] > 0
+    # weights learned in 7 bits where this host's kernels would saturate 8-bit ones (x86 without VNNI)
+    from edgedl.formats.onnx.quantize import saturating_products
+
+    bits = 7 if saturating_products() else 8
+    assert onnx_qat["qat"]["weight_bits"]["bits"] == bits
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == 2 ** (bits - 1) - 1
     # .tflite: full integer, int8 in and out
     sidecar = json.loads((qat_run.path / (tflite_qat["path"] + ".json")).read_text())
     assert sidecar["inputs"][0]["dtype"] == "int8" and sidecar["quantizer"] == "torchao PT2E QAT"
@@ -207,6 +215,7 @@ def test_outlier_channels_are_equalized_and_int8_keeps_the_accuracy(tmp_path):
     from onnxruntime import quantization as q
 
     from edgedl.data import calibration_samples, load_dataset
+    from edgedl.formats.onnx.quantize import saturating_products as qo_saturating
     from edgedl.recipe import validate_recipe
 
     recipe = validate_recipe({
@@ -231,6 +240,7 @@ def test_outlier_channels_are_equalized_and_int8_keeps_the_accuracy(tmp_path):
     (stream,) = info["equalized"]
     assert stream["channels"] == [3, 11] and min(stream["peak_over_median"]) > 8
     assert len(info["float_layers"]) <= 2 and info["accuracy_gate"] is True  # of 53 layers
+    assert (info.get("weight_bits", {}).get("bits") == 7) is bool(qo_saturating())  # this host's kernels decide
     right = predict(run.artifact_path(fp32["name"]), data.test.x).argmax(1) == data.test.y
     assert right.mean() > 0.85  # a trained model, not one on the edge of every decision
     edgedl_right = predict(run.artifact_path(int8["name"]), data.test.x).argmax(1) == data.test.y
@@ -356,6 +366,49 @@ def test_weights_the_quantizer_cannot_reach_are_named(tmp_path):
     assert sorted(n["node"] for n in left["nodes"]) == ["mm_else", "mm_then"] and all(n["in_branch"] for n in left["nodes"])
     assert left["share"] == round(128 / 176, 4) and "does not enter" in left["said"]  # 2 x 4x16 of 2 x 4x16 + 16x3
     assert "weights left in float: MatMul x2 (inside If/Loop branches" in art["summary"]
+
+
+@pytest.mark.parametrize("features, machine, saturates", [
+    (["avx2"], "x86_64", True), (["avx2", "avx512f"], "x86_64", True), (["avx2", "avx512f", "avx512_vnni"], "x86_64", False),
+    (["avx2", "avx_vnni"], "x86_64", False), (["asimd", "asimddp"], "aarch64", False), (["asimd"], "aarch64", False)])
+def test_which_hosts_int8_kernels_saturate(features, machine, saturates):
+    from edgedl.formats.onnx.quantize import saturating_products
+
+    assert bool(saturating_products(features, machine)) is saturates
+
+
+def test_weights_in_7_bits_where_this_hosts_kernels_saturate(tmp_path):
+    """A 1x1 convolution whose inputs sit at the top of their range and whose weights are all at the top
+    of theirs: every pair of u8 x s8 products is 2 x 255 x 127, past 16 bits. Run by this host's integer
+    kernels, the 8-bit file computes what its Q/DQ define exactly where the CPU sums in 32 bits (VNNI,
+    Arm) and far from it where it sums pairs in 16 (x86 without VNNI: VPMADDUBSW), which is what
+    saturating_products says of this host; the 7-bit file (reduce_range) computes its Q/DQ everywhere.
+    The Q/DQ's own arithmetic is run with edgedl.runtime's compute='cpu-qdq' (graph optimizations off)."""
+    from edgedl.formats.onnx import quantize as qo
+    from edgedl.formats.onnx.export import export_onnx
+
+    module = torch.nn.Conv2d(64, 8, 1, bias=False).eval()
+    with torch.no_grad():
+        module.weight.fill_(0.5)
+    x = np.random.default_rng(0).uniform(0.9, 1.0, (16, 64, 4, 4)).astype(np.float32)
+    x[:, :, 0, 0] = 0.0  # the range starts at 0: the inputs quantize to uint8 near 255
+    export_onnx(module, x[:2], tmp_path / "net.onnx", 18, True, "out")
+    qo.prepare(tmp_path / "net.onnx", tmp_path / "prepared.onnx")
+    feeds = [{"input": x[i:i + 1]} for i in range(8)]
+    agreement = {}
+    for reduce_range in (False, True):
+        out = tmp_path / f"int8-{reduce_range}.onnx"
+        backend = qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "cpu", "minmax", reduce_range=reduce_range)
+        backend.quantize("cpu_u8s8_per_channel", out)
+        model = onnx.load(str(out))
+        weight = max((numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8),
+                     key=np.size)
+        assert int(np.abs(weight.astype(np.int32)).max()) == (64 if reduce_range else 127)  # 2 x 255 x 64 < 2^15
+        kernels, defined = predict(out, x[8:]), predict(out, x[8:], compute="cpu-qdq")
+        agreement[reduce_range] = float(np.abs(kernels - defined).max() / np.abs(defined).max())
+    assert agreement[True] < 0.01, agreement
+    assert (agreement[False] > 0.1) is bool(qo.saturating_products()), agreement
+    assert qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "tensorrt").reduced_range is None  # judged by its Q/DQ
 
 
 def test_bias_correction_puts_each_channels_mean_back(tmp_path):

@@ -202,6 +202,8 @@ def test_compress_for_a_jetson_writes_symmetric_int8_a_plan_and_the_trtexec_line
     manifest = json.loads((jetson_run / "manifest.json").read_text())
     int8 = next(a for a in manifest["artifacts"] if a["name"] == "resnet8.distilled.int8.onnx")
     assert int8["quantization"]["scheme"] == "tensorrt"  # scheme auto, target tensorrt
+    # judged by its Q/DQ's arithmetic, as TensorRT computes it, not by this CPU's integer kernels
+    assert int8["quantization"]["judged_by"].startswith("Q/DQ semantics") and "weight_bits" not in int8["quantization"]
     assert int8["quantization"]["speed_gate"]["passed"] is None
     (entry,) = manifest["tensorrt"]
     assert entry["onnx"] == "resnet8.distilled.int8.onnx" and entry["precision"] == "int8"

@@ -89,8 +89,11 @@ class QuantizeStage(Stage):
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
         task = (read_sidecar(parent_path) or {}).get("task")
+        # a file made for TensorRT is judged by what its Q/DQ compute (TensorRT's integer kernels sum in 32
+        # bits), not by this CPU's kernels, which round their own way and on x86 without VNNI saturate
+        judged_as = {"compute": "cpu-qdq"} if c.precision == "int8" and self.scheme(ctx) == "tensorrt" else {}
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
-                          use_labels=task not in UNLABELLED_TASKS, metric=c.metric)
+                          use_labels=task not in UNLABELLED_TASKS, metric=c.metric, **judged_as)
         sample = single_sample(ctx.dataset.val.x)
         threads = c.threads or bench_threads(ctx.recipe)
         info: dict = {}  # what came before the search (calibration, equalization); the search's record follows
@@ -120,6 +123,11 @@ class QuantizeStage(Stage):
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)
             info["calibration"].update(method=backend.method, method_requested=c.calibration)  # auto: the one kept
+            if judged_as:
+                info["judged_by"] = qo.QDQ_SEMANTICS
+            if backend.reduced_range:
+                info["weight_bits"] = {"bits": 7, "why": backend.reduced_range}
+                ctx.log(f"weights in 7 bits: {backend.reduced_range}")
         else:
             out = work / f"{c.precision}.onnx"
             (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)

@@ -15,6 +15,7 @@ import logging
 import platform
 import shutil
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,30 @@ SCHEMES = {
 CPU_CANDIDATES = ("cpu_u8s8_per_tensor", "cpu_u8s8_per_channel")
 ARM_HOSTS = {"aarch64", "arm64", "armv8l"}
 TRANSFORMER_OPS = {"LayerNormalization", "Softmax"}
+
+
+# how a file made for TensorRT is judged here: TensorRT's integer kernels sum in 32 bits, so its accuracy
+# is the Q/DQ's own arithmetic, not this CPU's integer kernels (their own rounding; saturation, see below)
+QDQ_SEMANTICS = "Q/DQ semantics (ONNX Runtime, graph optimizations off): what TensorRT computes"
+X86_HOSTS = {"x86_64", "amd64", "i686", "i386"}
+# x86 instructions that multiply u8 by s8 into 32-bit sums; without one, ONNX Runtime's u8s8 kernels
+# use VPMADDUBSW, which adds each pair of products in 16 bits and saturates.
+WIDE_INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def saturating_products(features: list[str] | None = None, machine: str | None = None) -> str | None:
+    """Why this host's ONNX Runtime INT8 kernels can saturate (None where they do not): an x86 CPU
+    without VNNI or AMX adds each pair of u8 x s8 products in 16 bits (VPMADDUBSW), which overflows
+    once two products of 8-bit weights and activations near their ends meet (2 x 255 x 127 > 32767);
+    7-bit weights keep every pair in range (ONNX Runtime's own advice for such CPUs: reduce_range)."""
+    from edgedl.bench.conditions import cpu_features
+
+    machine = (machine or platform.machine()).lower()
+    features = cpu_features() if features is None else features
+    if machine not in X86_HOSTS or WIDE_INT8_DOT & set(features):
+        return None
+    return ("this host's x86 CPU has no VNNI: ONNX Runtime's u8s8 kernels add each pair of 8-bit products "
+            "in 16 bits (VPMADDUBSW), which saturates; weights in 7 bits (reduce_range) keep every pair in range")
 
 
 def cpu_candidates(path: Path) -> tuple[str, ...]:
@@ -158,15 +183,20 @@ class OnnxBackend(Backend):
     data and the method, not on the scheme (a cache per method, under ``cache_dir``). ``method``
     ``auto`` starts with MinMax and lets the search compare it with Percentile and Entropy. With
     ``bias_correction`` every file written has its layers' biases corrected for their weights'
-    rounding (:mod:`edgedl.formats.onnx.bias`)."""
+    rounding (:mod:`edgedl.formats.onnx.bias`). On a host whose integer kernels saturate
+    (:func:`saturating_products`) the CPU schemes' weights take 7 bits (``reduced_range`` says why)."""
 
     format = "onnx"
     suffix = ".onnx"
     METHODS = ("minmax", "percentile", "entropy")
 
     def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "auto",
-                 cache_dir: Path | None = None, bias_correction: bool = False):
+                 cache_dir: Path | None = None, bias_correction: bool = False, reduce_range: bool | None = None):
         self.path, self.feeds, self.target, self.cache_dir = prepared, feeds, target, cache_dir
+        # CPU files are judged by this host's kernels: where they saturate (reduce_range None: this host's
+        # CPU decides), the u8s8 schemes' weights take 7 bits; why, or None
+        why = saturating_products() if reduce_range is None else ("asked for" if reduce_range else None)
+        self.reduced_range = why if target == "cpu" else None
         self.compare = method == "auto"
         self.method = "minmax" if self.compare else method
         self._nodes: list[tuple[str, str]] | None = None
@@ -192,7 +222,10 @@ class OnnxBackend(Backend):
 
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
         self._variants.pop(str(dst), None)
-        quantize_static(self.path, dst, self.feeds, SCHEMES[scheme], self.method, exclude, only, self.cache)
+        chosen = SCHEMES[scheme]
+        if self.reduced_range and chosen.activations == "uint8":
+            chosen = dataclasses.replace(chosen, reduce_range=True)
+        quantize_static(self.path, dst, self.feeds, chosen, self.method, exclude, only, self.cache)
         if self.bias_correction:
             dst = Path(dst)
             plain = dst.with_name(f"{dst.stem}.uncorrected{dst.suffix}")
