@@ -92,8 +92,16 @@ class QatStage(Stage):
         parent = ctx.model_artifact
         teacher = copy.deepcopy(ctx.model.module).eval().requires_grad_(False)
         self.tensorrt = "tensorrt" in [t.value for t in ctx.recipe.targets]  # its parser takes zero points of 0 only
+        # an ONNX file for this CPU, whose integer kernels sum pairs of 8-bit products in 16 bits (x86 without
+        # VNNI), learns 7-bit weights, which those sums hold (TensorRT's kernels and LiteRT's sum in 32 bits)
+        from edgedl.formats.onnx.quantize import saturating_products
+
+        saturating = saturating_products() if "onnx" in formats and not self.tensorrt else None
+        self.weight_bits = 7 if saturating else 8
         model = torch_qat.prepare(ctx.model.module, data.train.x[:2], symmetric_activations=self.tensorrt,
-                                  sample=data.train.x[:64], equalize_outliers=c.equalize)
+                                  sample=data.train.x[:64], equalize_outliers=c.equalize, weight_bits=self.weight_bits)
+        if saturating:
+            ctx.log(f"qat: weights in 7 bits: {saturating}")
         for stream in model.equalized:
             ctx.log(f"qat: equalized channels {stream['channels']} of the stream through {stream['tensors'][0]} "
                     f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's)")
@@ -119,7 +127,8 @@ class QatStage(Stage):
                     "best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy,
                     "equalized": model.equalized,
                     "implementation": "torchao PT2E QAT with litert-torch's quantizer: per-channel symmetric INT8 weights, "
-                                      + ("symmetric" if self.tensorrt else "affine") + " INT8 activations"}
+                                      + ("symmetric" if self.tensorrt else "affine") + " INT8 activations",
+                    "weight_bits": {"bits": self.weight_bits, **({"why": saturating} if saturating else {})}}
         for fmt in formats:
             self._export(ctx, fmt, converted, parent, references[fmt], training)
 
@@ -158,7 +167,8 @@ class QatStage(Stage):
         else:
             from edgedl.formats.tflite import convert as litert_convert
 
-            torch_qat.to_tflite(converted, example, out, symmetric_activations=self.tensorrt)
+            torch_qat.to_tflite(converted, example, out, symmetric_activations=self.tensorrt,
+                                weight_bits=self.weight_bits)
             if reference is None:
                 reference_path = work / f"{stem}.fp32.tflite"
                 litert_convert.convert(ctx.model.module.eval(), example[:1], reference_path)
@@ -215,14 +225,19 @@ class QatStage(Stage):
 
         c = self.config
         task = (read_sidecar(reference_path) or {}).get("task") or ctx.task
+        judged_as = {"compute": "cpu-qdq"} if fmt == "onnx" and self.tensorrt else {}  # as the quantize stage
         quality = Quality(ctx.dataset.val, reference_path, classifier=task == "classification",
-                          use_labels=task not in UNLABELLED_TASKS)
+                          use_labels=task not in UNLABELLED_TASKS, **judged_as)
         search = Search(None, quality, Limits(c.max_accuracy_drop, 0), path.parent)
         best = search.judge(path, "qat")
         sample, threads = single_sample(ctx.dataset.val.x), bench_threads(ctx.recipe)
         speed = search.speed_gate(reference_path, reference_path.name, best, sample, threads, "int8 (qat)",
                                   c.min_speedup, ctx.device.record)
         info = {**search.record(best, reference_path.name, "int8"), "speed_gate": speed}
+        if judged_as:
+            from edgedl.formats.onnx.quantize import QDQ_SEMANTICS
+
+            info["judged_by"] = QDQ_SEMANTICS
         notes = {}
         if not best.passed:
             message = (f"the QAT {fmt} file missed the accuracy gate: {quality.kind} {best.quality:.4f} against "

@@ -76,16 +76,20 @@ def _register_conv_clamp() -> None:
         return done
 
 
-def quantizer(symmetric_activations: bool = False):
+def quantizer(symmetric_activations: bool = False, weight_bits: int = 8):
     """litert-torch's PT2E quantizer, QAT configuration: per-channel symmetric INT8 weights and INT8
     activations, affine (LiteRT's and, as uint8, ONNX Runtime's form) or symmetric, zero point 0
-    (what TensorRT's explicit quantization takes)."""
+    (what TensorRT's explicit quantization takes). ``weight_bits`` 7: weights within -63..63 (still
+    stored as INT8), for integer kernels that sum pairs of products in 16 bits (x86 without VNNI)."""
     import dataclasses
 
     import torch
 
     pt2e_quantizer, *_ = _libraries()
     config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_qat=True)
+    if weight_bits < 8:
+        top = 2 ** (weight_bits - 1) - 1
+        config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-top, quant_max=top))
     if symmetric_activations:
         spec = dataclasses.replace(config.input_activation, qscheme=torch.per_tensor_symmetric)
         config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
@@ -123,10 +127,10 @@ def _module_class():
 
 
 def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sample: np.ndarray | None = None,
-            equalize_outliers: bool = True):
+            equalize_outliers: bool = True, weight_bits: int = 8):
     """The module with fake quantization inserted, ready to fine-tune (``example``: a batch of 2 or more);
     outlier channels on linear streams equalized first from ``sample`` (a batch of real inputs; its
-    record on the module's ``equalized``)."""
+    record on the module's ``equalized``); weights in ``weight_bits`` (:func:`quantizer`)."""
     from edgedl.formats.torch.equalize import equalize
 
     import torch
@@ -144,7 +148,7 @@ def prepare(module, example: np.ndarray, symmetric_activations: bool = False, sa
             graph.recompile()
             equalized = equalize(graph, torch.from_numpy(example if sample is None else sample)) \
                 if equalize_outliers else []
-            prepared = prepare_qat_pt2e(graph, quantizer(symmetric_activations))
+            prepared = prepare_qat_pt2e(graph, quantizer(symmetric_activations, weight_bits))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise EdgedlError(f"quantization-aware training cannot prepare this model with torch.export and torchao's "
@@ -164,8 +168,10 @@ def convert(qat) -> Any:
     return converted.eval()
 
 
-def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: bool = False) -> None:
-    """A full-integer .tflite (int8 inputs and outputs) from the converted graph, by litert-torch."""
+def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: bool = False,
+              weight_bits: int = 8) -> None:
+    """A full-integer .tflite (int8 inputs and outputs) from the converted graph, by litert-torch (the
+    quantizer the graph was prepared with)."""
     import torch
 
     try:
@@ -177,7 +183,7 @@ def to_tflite(converted, example: np.ndarray, dst: Path, symmetric_activations: 
     try:
         with quiet():
             litert_torch.convert(converted.graph_module, (torch.from_numpy(example[:1]),),
-                                 quant_config=QuantConfig(pt2e_quantizer=quantizer(symmetric_activations))).export(str(dst))
+                                 quant_config=QuantConfig(pt2e_quantizer=quantizer(symmetric_activations, weight_bits))).export(str(dst))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise EdgedlError(f"litert-torch cannot convert the QAT model: {first}") from None
