@@ -270,7 +270,7 @@ DEVICE = click.option("--device", metavar="NAME",
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--backend", help="Runtime backend (default: from the file): onnxruntime, litert, torch.")
-@click.option("--compute", help="Compute unit: cpu, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT); "
+@click.option("--compute", help="Compute unit: cpu, cpu-qdq, cuda, tensorrt (ONNX Runtime); xnnpack, cpu-no-xnnpack (LiteRT); "
                                 "cuda, cuda-fp16 (torch checkpoints); gpu, dla:N (TensorRT engines).")
 @click.option("--cpus", metavar="LIST", help="Run on these CPUs only, e.g. 0-3 or 4,5 (big or LITTLE cores).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",

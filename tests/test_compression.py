@@ -264,6 +264,31 @@ def test_calibration_never_touches_the_test_split(tmp_path):
     assert scales and all(np.isfinite(s).all() for s in scales)
 
 
+def test_weight_bits_asks_for_7_bit_weights_on_any_host_or_8_on_any(tmp_path):
+    """weight_bits: 7 gives 7-bit weights wherever the file is quantized (for a fleet of CPUs whose kernels
+    saturate 8-bit products), with why; 8 keeps 8 bits even on such a host; a bad value is refused."""
+    import onnx
+
+    from edgedl.recipe import validate_recipe
+
+    peaks = {}
+    for bits in (7, 8):
+        recipe = validate_recipe({"model": "mlp", "data": "digits", "seed": 0, "targets": ["onnx"], "stages": [
+            {"stage": "train", "epochs": 3}, {"stage": "export_onnx"},
+            {"stage": "quantize", "calibration_samples": 64, "speed_gate": False, "weight_bits": bits}]}, "t")
+        run = api.compress(recipe, out=tmp_path / f"run{bits}", progress=False)
+        (int8,) = [a for a in run.manifest["artifacts"] if a["precision"] == "int8"]
+        assert ("weight_bits" in int8["quantization"]) is (bits == 7)
+        if bits == 7:
+            assert int8["quantization"]["weight_bits"]["why"].startswith("asked for (weight_bits: 7)")
+        model = onnx.load(str(run.artifact_path(int8["name"])))
+        peaks[bits] = max(int(np.abs(onnx.numpy_helper.to_array(i).astype(np.int32)).max())
+                          for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8)
+    assert peaks == {7: 64, 8: 127}
+    with pytest.raises(UsageError, match="weight_bits"):
+        validate_recipe({"model": "mlp", "data": "digits", "stages": [{"stage": "quantize", "weight_bits": 6}]}, "t")
+
+
 def test_tensorrt_scheme_is_symmetric_int8_with_per_channel_weights(tmp_path):
     import onnx
     from onnx import numpy_helper

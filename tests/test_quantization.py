@@ -409,6 +409,12 @@ def test_weights_in_7_bits_where_this_hosts_kernels_saturate(tmp_path):
     assert agreement[True] < 0.01, agreement
     assert (agreement[False] > 0.1) is bool(qo.saturating_products()), agreement
     assert qo.OnnxBackend(tmp_path / "prepared.onnx", feeds, "tensorrt").reduced_range is None  # judged by its Q/DQ
+    # bench, on the device: an 8-bit file on a CPU whose kernels saturate is flagged, with what to do
+    for reduce_range in (False, True):
+        result = api.bench(tmp_path / f"int8-{reduce_range}.onnx", runs=3, warmup=1, min_seconds=0, energy="none")
+        flagged = [f for f in result["flags"] if "use 8 bits" in f]
+        assert bool(flagged) is (not reduce_range and bool(qo.saturating_products())), result["flags"]
+        assert all("quantize it on this machine" in f for f in flagged)
 
 
 def test_bias_correction_puts_each_channels_mean_back(tmp_path):

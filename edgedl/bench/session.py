@@ -125,6 +125,20 @@ def timed_window(call: Callable[[int], object], runs: int, min_seconds: float, b
     return timed
 
 
+def saturation_flags(graph) -> list[str]:
+    """An INT8 file with 8-bit weights, run by ONNX Runtime on a CPU whose kernels add pairs of products
+    in 16 bits (x86 without VNNI): its outputs here are not what its Q/DQ define."""
+    from edgedl.formats.onnx.quantize import eight_bit_weights, saturating_products
+
+    why = saturating_products()
+    count = eight_bit_weights(graph) if why else 0
+    if not count:
+        return []
+    return [f"{count} INT8 weight tensor(s) of this file use 8 bits, and {why}: here its outputs are not what its "
+            f"Q/DQ define, nor its accuracy what a CPU with VNNI, an Arm CPU or TensorRT gives; quantize it on this "
+            f"machine, where its weights get 7 bits, or with stages.quantize.weight_bits: 7"]
+
+
 def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: list[str]) -> dict:
     """Appends to ``flags`` (sentences for the screen) for host load, a long tail, a falling clock and hot
     sensors; returns the figures behind them."""
@@ -357,6 +371,8 @@ def measure(request, trust_model_code: bool = False) -> dict:
 
             graph = onnx_graph.load_graph(artifact)
             params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
+            if backend == "onnxruntime" and compute in (None, "cpu"):
+                flags.extend(saturation_flags(graph))
         else:
             from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 

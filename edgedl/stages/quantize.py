@@ -67,6 +67,9 @@ class QuantizeConfig(StageConfig):
     bias_correction: bool = Field(True, description="correct each INT8 layer's bias for the mean shift its weights' "
                                                      "rounding gives its output channels (static INT8); each file is "
                                                      "judged with and without, the better kept")
+    weight_bits: Literal["auto", 7, 8] = Field(
+        "auto", description="CPU schemes' weight bits; auto: 7 where this host's ONNX Runtime kernels saturate 8-bit "
+                            "products (x86 without VNNI), else 8; 7 for a file that will run on such CPUs")
     speed_gate: bool = True
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
@@ -118,7 +121,8 @@ class QuantizeStage(Stage):
                             f"(peaks {', '.join(f'{p:g}x' for p in stream['peak_over_median'])} the median channel's): "
                             f"{', '.join(f'{m:g}x' for m in stream['moved_into_weights'])} moved into the weights")
             backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration, cache_dir=work,
-                                     bias_correction=c.bias_correction)
+                                     bias_correction=c.bias_correction,
+                                     reduce_range=None if c.weight_bits == "auto" else c.weight_bits == 7)
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)

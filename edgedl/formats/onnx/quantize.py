@@ -95,6 +95,18 @@ def saturating_products(features: list[str] | None = None, machine: str | None =
             "in 16 bits (VPMADDUBSW), which saturates; weights in 7 bits (reduce_range) keep every pair in range")
 
 
+def eight_bit_weights(graph) -> int:
+    """How many of a file's INT8 weight tensors (a DequantizeLinear's stored input) use more than 7 bits
+    (a value beyond +-64): the ones whose products saturate where :func:`saturating_products` says so.
+    ``graph``: an onnx ModelProto (weights in external data are not read and not counted)."""
+    from onnx import TensorProto, numpy_helper
+
+    stored = {i.name: i for i in graph.graph.initializer
+              if i.data_type == TensorProto.INT8 and i.data_location != TensorProto.EXTERNAL}
+    weights = {n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored}
+    return sum(int(np.abs(numpy_helper.to_array(stored[w]).astype(np.int16)).max(initial=0)) > 64 for w in weights)
+
+
 def cpu_candidates(path: Path) -> tuple[str, ...]:
     """The CPU schemes to try for this model, all timed on this host: signed per-channel joins them on
     an ARM host (not measured here: no ARM machine), and the weighted-layers-only scheme when the graph
@@ -195,7 +207,8 @@ class OnnxBackend(Backend):
         self.path, self.feeds, self.target, self.cache_dir = prepared, feeds, target, cache_dir
         # CPU files are judged by this host's kernels: where they saturate (reduce_range None: this host's
         # CPU decides), the u8s8 schemes' weights take 7 bits; why, or None
-        why = saturating_products() if reduce_range is None else ("asked for" if reduce_range else None)
+        why = saturating_products() if reduce_range is None else \
+            ("asked for (weight_bits: 7): for CPUs whose kernels saturate 8-bit products" if reduce_range else None)
         self.reduced_range = why if target == "cpu" else None
         self.compare = method == "auto"
         self.method = "minmax" if self.compare else method
