@@ -204,6 +204,11 @@ def test_compress_for_a_jetson_writes_symmetric_int8_a_plan_and_the_trtexec_line
     assert int8["quantization"]["scheme"] == "tensorrt"  # scheme auto, target tensorrt
     # judged by its Q/DQ's arithmetic, as TensorRT computes it, not by this CPU's integer kernels
     assert int8["quantization"]["judged_by"].startswith("Q/DQ semantics") and "weight_bits" not in int8["quantization"]
+    from edgedl.artifacts import accuracy  # the evaluate stage runs it the same way
+    from edgedl.data import load_dataset
+
+    test = load_dataset("digits", seed=0).test
+    assert int8["metrics"]["accuracy"] == accuracy(jetson_run / int8["path"], test, compute="cpu-qdq")
     assert int8["quantization"]["speed_gate"]["passed"] is None
     (entry,) = manifest["tensorrt"]
     assert entry["onnx"] == "resnet8.distilled.int8.onnx" and entry["precision"] == "int8"

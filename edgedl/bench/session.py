@@ -371,8 +371,9 @@ def measure(request, trust_model_code: bool = False) -> dict:
 
             graph = onnx_graph.load_graph(artifact)
             params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
-            if backend == "onnxruntime" and compute in (None, "cpu"):
-                flags.extend(saturation_flags(graph))
+            made_for = ((sidecar or {}).get("quantization") or {}).get("scheme")
+            if backend == "onnxruntime" and compute in (None, "cpu") and made_for != "tensorrt":
+                flags.extend(saturation_flags(graph))  # a file for TensorRT runs here only as a stand-in
         else:
             from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 

@@ -26,7 +26,8 @@ _ORT_DTYPES = {
 _PROVIDERS = {
     None: ["CPUExecutionProvider"],
     "cpu": ["CPUExecutionProvider"],
-    # Q/DQ as their definition computes them, in float (graph optimizations off: no integer kernels);
+    # Q/DQ pairs as their definition computes them, in float (graph optimizations off: none fused into
+    # integer kernels; ops a file holds as integer ops, QLinearConv or MatMulInteger, stay integer):
     # what a file made for TensorRT computes there, without a CPU's own rounding or saturation
     "cpu-qdq": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],

@@ -44,8 +44,7 @@ class EvaluateStage(Stage):
             self._agreement(ctx, split, runnable_records)
             return
         for record in runnable_records:
-            acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, factory=ctx.factory,
-                           trust_model_code=ctx.trust_model_code)
+            acc = accuracy(ctx.run.artifact_path(record), split, self.config.batch_size, **self._load(ctx, record))
             interval = wilson_interval(acc, len(split))
             ctx.run.set_metrics(record, {"accuracy": acc}, evaluated_on={"split": self.config.split, "samples": len(split),
                                                                          "accuracy_ci95": interval})
@@ -60,7 +59,7 @@ class EvaluateStage(Stage):
         attr = spec.rpartition(":")[2]
         function = user_metric(spec, "stages.evaluate.metric")
         outputs = lambda record: task_outputs(ctx.run.artifact_path(record), split.x, self.config.batch_size,  # noqa: E731
-                                              factory=ctx.factory, trust_model_code=ctx.trust_model_code)
+                                              **self._load(ctx, record))
         reference = outputs(records[0]) if records else None
         for record in records:
             try:
@@ -72,8 +71,15 @@ class EvaluateStage(Stage):
             ctx.log(f"evaluated {record['name']}: {attr} {value:.4f}")
 
     def _outputs(self, ctx: RunContext, record: dict, split):
-        return predict(ctx.run.artifact_path(record), split.x, self.config.batch_size, factory=ctx.factory,
-                       trust_model_code=ctx.trust_model_code)
+        return predict(ctx.run.artifact_path(record), split.x, self.config.batch_size, **self._load(ctx, record))
+
+    @staticmethod
+    def _load(ctx: RunContext, record: dict) -> dict:
+        """How a file is run to be measured: as its quantize stage judged it (a file made for TensorRT by
+        its Q/DQ as defined, compute='cpu-qdq', not by this CPU's integer kernels)."""
+        judged = (record.get("quantization") or {}).get("judged_by")
+        return {"factory": ctx.factory, "trust_model_code": ctx.trust_model_code,
+                **({"compute": "cpu-qdq"} if judged else {})}
 
     def _agreement(self, ctx: RunContext, split, records: list) -> None:
         """Without labels (or for an embedding, whose labels say nothing of it), each file is judged by

@@ -94,9 +94,11 @@ class QatStage(Stage):
         self.tensorrt = "tensorrt" in [t.value for t in ctx.recipe.targets]  # its parser takes zero points of 0 only
         # an ONNX file for this CPU, whose integer kernels sum pairs of 8-bit products in 16 bits (x86 without
         # VNNI), learns 7-bit weights, which those sums hold (TensorRT's kernels and LiteRT's sum in 32 bits)
-        from edgedl.formats.onnx.quantize import saturating_products
+        from edgedl.formats.onnx.quantize import saturating_on
 
-        saturating = saturating_products() if "onnx" in formats and not self.tensorrt else None
+        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        saturating = saturating_on(ctx.device.profile, on_device=not elsewhere) \
+            if "onnx" in formats and not self.tensorrt else None
         self.weight_bits = 7 if saturating else 8
         model = torch_qat.prepare(ctx.model.module, data.train.x[:2], symmetric_activations=self.tensorrt,
                                   sample=data.train.x[:64], equalize_outliers=c.equalize, weight_bits=self.weight_bits)
@@ -128,7 +130,8 @@ class QatStage(Stage):
                     "equalized": model.equalized,
                     "implementation": "torchao PT2E QAT with litert-torch's quantizer: per-channel symmetric INT8 weights, "
                                       + ("symmetric" if self.tensorrt else "affine") + " INT8 activations",
-                    "weight_bits": {"bits": self.weight_bits, **({"why": saturating} if saturating else {})}}
+                    "weight_bits": {"bits": self.weight_bits, **({"why": saturating + (
+                        "; one training serves every format written" if len(formats) > 1 else "")} if saturating else {})}}
         for fmt in formats:
             self._export(ctx, fmt, converted, parent, references[fmt], training)
 
@@ -200,7 +203,9 @@ class QatStage(Stage):
 
         with torch.no_grad():
             trained = converted(torch.from_numpy(samples)).numpy()
-        shipped = compare(trained, predict(path, samples))
+        # a file for TensorRT ships to TensorRT's kernels, whose sums are 32-bit: its Q/DQ as defined
+        shipped = compare(trained, predict(path, samples, **({"compute": "cpu-qdq"} if fmt == "onnx" and self.tensorrt
+                                                             else {})))
         if fmt == "onnx":
             import onnxruntime as ort
 

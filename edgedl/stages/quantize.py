@@ -92,9 +92,14 @@ class QuantizeStage(Stage):
         parent_path = ctx.run.artifact_path(parent)
         work = ctx.run.tempdir()
         task = (read_sidecar(parent_path) or {}).get("task")
-        # a file made for TensorRT is judged by what its Q/DQ compute (TensorRT's integer kernels sum in 32
-        # bits), not by this CPU's kernels, which round their own way and on x86 without VNNI saturate
-        judged_as = {"compute": "cpu-qdq"} if c.precision == "int8" and self.scheme(ctx) == "tensorrt" else {}
+        # a file is judged by what the CPU or GPU it is made for computes: a file made for TensorRT (whose
+        # integer kernels sum in 32 bits), or one with 8-bit weights made for another device where this host's
+        # kernels saturate them, by its Q/DQ as defined; else by this host's kernels
+        tensorrt = c.precision == "int8" and self.scheme(ctx) == "tensorrt"
+        weight_bits = None if tensorrt or c.precision == "fp16" else self._weight_bits(ctx)
+        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        judged_as = {"compute": "cpu-qdq"} if tensorrt or (
+            weight_bits and weight_bits["bits"] == 8 and elsewhere and qo.saturating_products()) else {}
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
                           use_labels=task not in UNLABELLED_TASKS, metric=c.metric, **judged_as)
         sample = single_sample(ctx.dataset.val.x)
@@ -122,24 +127,30 @@ class QuantizeStage(Stage):
                             f"{', '.join(f'{m:g}x' for m in stream['moved_into_weights'])} moved into the weights")
             backend = qo.OnnxBackend(prepared, feeds, self.scheme(ctx), c.calibration, cache_dir=work,
                                      bias_correction=c.bias_correction,
-                                     reduce_range=None if c.weight_bits == "auto" else c.weight_bits == 7)
+                                     reduce_range=weight_bits["why"] if weight_bits and weight_bits["bits"] == 7 else False)
             search = Search(backend, quality, Limits(c.max_accuracy_drop, c.max_float_layers), work, ctx.log,
                             forced=mixed_scale_nodes(backend))  # outputs of mixed scales: never one INT8 range
             best = search.run(sample, threads)
             info["calibration"].update(method=backend.method, method_requested=c.calibration)  # auto: the one kept
-            if judged_as:
-                info["judged_by"] = qo.QDQ_SEMANTICS
-            if backend.reduced_range:
-                info["weight_bits"] = {"bits": 7, "why": backend.reduced_range}
-                ctx.log(f"weights in 7 bits: {backend.reduced_range}")
+
         else:
             out = work / f"{c.precision}.onnx"
-            (qo.convert_fp16 if c.precision == "fp16" else qo.quantize_dynamic)(parent_path, out)
+            if c.precision == "fp16":
+                qo.convert_fp16(parent_path, out)
+            else:
+                qo.quantize_dynamic(parent_path, out, reduce_range=weight_bits["bits"] == 7)
             search = Search(None, quality, Limits(c.max_accuracy_drop, 0), work, ctx.log)
             best = search.judge(out, c.precision)
             search.info["candidates"] = [best.summary()]
 
         info.update(search.record(best, parent["name"], c.precision))
+        if judged_as:
+            info["judged_by"] = qo.QDQ_SEMANTICS if tensorrt else \
+                qo.QDQ_SEMANTICS.replace("TensorRT", f"{ctx.device.record.get('name')}'s CPU")
+        if weight_bits:
+            info["weight_bits"] = weight_bits
+            if weight_bits["bits"] == 7:
+                ctx.log(f"weights in 7 bits: {weight_bits['why']}")
         notes: dict = {}
         if not best.passed:
             message = (f"{c.precision} missed the accuracy gate: best {quality.kind} {best.quality:.4f} "
@@ -197,6 +208,18 @@ class QuantizeStage(Stage):
         info["float_weights"] = {**found, "said": "; ".join(said)}
         ctx.log(f"quantize: weights left in float: {info['float_weights']['said']}; {found['share']:.0%} of the "
                 f"file's weight elements")
+
+    def _weight_bits(self, ctx) -> dict:
+        """The CPU file's weight bits and why: 7 where the CPU it is made for saturates 8-bit products (this
+        host, or the recipe's device when that is not this host), or as the recipe asks."""
+        asked = self.config.weight_bits
+        if asked != "auto":
+            return {"bits": asked, "why": f"asked for (weight_bits: {asked})" + (
+                ": for CPUs whose kernels saturate 8-bit products" if asked == 7 else "")}
+        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        why = qo.saturating_on(ctx.device.profile, on_device=not elsewhere)
+        return {"bits": 7, "why": why} if why else {"bits": 8, "why": "the CPU it is made for sums INT8 products in 32 "
+                                                              "bits (VNNI, AMX or Arm) or its features are not known"}
 
     def scheme(self, ctx) -> str:
         """The recipe's scheme; ``auto`` is ``tensorrt`` when the run targets TensorRT (its parser takes

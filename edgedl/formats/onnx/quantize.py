@@ -89,21 +89,41 @@ def saturating_products(features: list[str] | None = None, machine: str | None =
 
     machine = (machine or platform.machine()).lower()
     features = cpu_features() if features is None else features
-    if machine not in X86_HOSTS or WIDE_INT8_DOT & set(features):
+    # features unread (no /proc/cpuinfo: macOS, Windows): not known to saturate; before AVX2, MLAS widens to 16 bits
+    if machine not in X86_HOSTS or not {"avx2", "avx512f"} & set(features) or WIDE_INT8_DOT & set(features):
         return None
     return ("this host's x86 CPU has no VNNI: ONNX Runtime's u8s8 kernels add each pair of 8-bit products "
             "in 16 bits (VPMADDUBSW), which saturates; weights in 7 bits (reduce_range) keep every pair in range")
 
 
+def saturating_on(profile=None, on_device: bool = True) -> str | None:
+    """:func:`saturating_products` for the CPU a file is made for: this host's, or where a recipe names a
+    device that is not this host, that device profile's (an Arm CPU sums in 32 bits; an x86 one whose
+    INT8 instructions the profile does not list gets 7-bit weights, which compute their Q/DQ on any CPU)."""
+    if profile is None or on_device:
+        return saturating_products()
+    if profile.arch != "x86_64":
+        return None
+    isa = list(profile.cpu.isa)
+    if not isa:
+        return (f"{profile.name}'s x86 CPU has no INT8 instructions listed: 7-bit weights (reduce_range) compute "
+                "their Q/DQ exactly on any CPU, 8-bit ones saturate in ONNX Runtime's kernels on CPUs without VNNI")
+    why = saturating_products(isa, "x86_64")
+    return why.replace("this host's", f"{profile.name}'s") if why else None
+
+
 def eight_bit_weights(graph) -> int:
-    """How many of a file's INT8 weight tensors (a DequantizeLinear's stored input) use more than 7 bits
+    """How many of a file's INT8 weight tensors (a DequantizeLinear's stored input, or a dynamic INT8
+    MatMulInteger's or ConvInteger's) use more than 7 bits
     (a value beyond +-64): the ones whose products saturate where :func:`saturating_products` says so.
     ``graph``: an onnx ModelProto (weights in external data are not read and not counted)."""
     from onnx import TensorProto, numpy_helper
 
     stored = {i.name: i for i in graph.graph.initializer
               if i.data_type == TensorProto.INT8 and i.data_location != TensorProto.EXTERNAL}
-    weights = {n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored}
+    weights = {n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored} | \
+        {n.input[1] for n in graph.graph.node if n.op_type in ("MatMulInteger", "ConvInteger") and len(n.input) > 1
+         and n.input[1] in stored}
     return sum(int(np.abs(numpy_helper.to_array(stored[w]).astype(np.int16)).max(initial=0)) > 64 for w in weights)
 
 
@@ -203,11 +223,11 @@ class OnnxBackend(Backend):
     METHODS = ("minmax", "percentile", "entropy")
 
     def __init__(self, prepared: Path, feeds: list[dict], target: str = "cpu", method: str = "auto",
-                 cache_dir: Path | None = None, bias_correction: bool = False, reduce_range: bool | None = None):
+                 cache_dir: Path | None = None, bias_correction: bool = False, reduce_range: bool | str | None = None):
         self.path, self.feeds, self.target, self.cache_dir = prepared, feeds, target, cache_dir
-        # CPU files are judged by this host's kernels: where they saturate (reduce_range None: this host's
-        # CPU decides), the u8s8 schemes' weights take 7 bits; why, or None
-        why = saturating_products() if reduce_range is None else \
+        # where a CPU's kernels saturate (reduce_range None: this host's CPU decides; a string: the reason
+        # another decided it), the CPU schemes' weights take 7 bits; why, or None
+        why = saturating_products() if reduce_range is None else reduce_range if isinstance(reduce_range, str) else \
             ("asked for (weight_bits: 7): for CPUs whose kernels saturate 8-bit products" if reduce_range else None)
         self.reduced_range = why if target == "cpu" else None
         self.compare = method == "auto"
@@ -236,7 +256,7 @@ class OnnxBackend(Backend):
     def quantize(self, scheme, dst, exclude=(), only=None) -> None:
         self._variants.pop(str(dst), None)
         chosen = SCHEMES[scheme]
-        if self.reduced_range and chosen.activations == "uint8":
+        if self.reduced_range:  # signed activations too: ONNX Runtime on x86 runs them as unsigned
             chosen = dataclasses.replace(chosen, reduce_range=True)
         quantize_static(self.path, dst, self.feeds, chosen, self.method, exclude, only, self.cache)
         if self.bias_correction:
@@ -771,8 +791,9 @@ def float_weights(path: Path, skip: Iterable[str] = ()) -> dict:
     return {"nodes": nodes, "share": round(sum(sizes.values()) / max(total[0], 1), 4)}
 
 
-def quantize_dynamic(src: Path, dst: Path) -> None:
-    """Dynamic INT8: weights quantized ahead, activations at run time (Linear/LSTM/GRU-heavy models)."""
+def quantize_dynamic(src: Path, dst: Path, reduce_range: bool = False) -> None:
+    """Dynamic INT8: weights quantized ahead, activations at run time (Linear/LSTM/GRU-heavy models);
+    ``reduce_range``: 7-bit weights (:func:`saturating_products`)."""
     import onnx
 
     q = _ort_quant()
@@ -781,7 +802,8 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     # stale entries contradict shape inference, so let it infer them afresh.
     del model.graph.value_info[:]
     with _quiet_axis_warnings():
-        q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS)
+        q.quantize_dynamic(model, str(dst), weight_type=q.QuantType.QInt8, op_types_to_quantize=DYNAMIC_OPS,
+                           reduce_range=reduce_range)
     drop_unused_domains(dst)
 
 
