@@ -135,8 +135,8 @@ def saturation_flags(graph) -> list[str]:
     if not count:
         return []
     return [f"{count} INT8 weight tensor(s) of this file use 8 bits, and {why}: here its outputs are not what its "
-            f"Q/DQ define, nor its accuracy what a CPU with VNNI, an Arm CPU or TensorRT gives; quantize it on this "
-            f"machine, where its weights get 7 bits, or with stages.quantize.weight_bits: 7"]
+            f"Q/DQ define, nor its accuracy what a CPU with VNNI, an Arm CPU or TensorRT gives; quantize it for this "
+            f"CPU (on it, or with stages.quantize.weight_bits: 7), where its weights get 7 bits"]
 
 
 def judge(result, stats: dict, other_busy: float | None, clocks: tuple, thermal: tuple, flags: list[str]) -> dict:
@@ -371,9 +371,10 @@ def measure(request, trust_model_code: bool = False) -> dict:
 
             graph = onnx_graph.load_graph(artifact)
             params, (macs, _) = onnx_graph.count_params(graph), onnx_graph.count_macs(graph, shapes)
-            made_for = ((sidecar or {}).get("quantization") or {}).get("scheme")
-            if backend == "onnxruntime" and compute in (None, "cpu") and made_for != "tensorrt":
-                flags.extend(saturation_flags(graph))  # a file for TensorRT runs here only as a stand-in
+            made = (sidecar or {}).get("quantization") or {}
+            if backend == "onnxruntime" and compute in (None, "cpu") and made.get("scheme") != "tensorrt" \
+                    and "judged_by" not in made:  # a file made for TensorRT or an Arm CPU runs here as a stand-in
+                flags.extend(saturation_flags(graph))
         else:
             from edgedl.formats.onnx.graph import COUNTED_ON_ONNX
 

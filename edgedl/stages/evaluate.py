@@ -106,12 +106,18 @@ class EvaluateStage(Stage):
         if ctx.task == "embedding":
             why = "an embedding model has no accuracy: its quality is the cosine of its embeddings with the float model's"
         groups = scale_groups(reference) if measure == "cosine" and every is None else []  # the first output's
+        by_definition = None  # the same measure, for files judged by their Q/DQ as defined (made once)
         for record in records:
             if every is not None:  # one pass over each file, every output judged
                 path = str(ctx.run.artifact_path(record))
-                value = every(path)
+                options = self._load(ctx, record)
+                if "compute" in options and by_definition is None:
+                    by_definition = Quality(split, ctx.run.artifact_path(records[0]), classifier=False,
+                                            use_labels=False, **options)
+                judge = by_definition if "compute" in options else every
+                value = judge(path)
                 agreement = {"measure": "cosine, worst output or slice", "value": value,
-                             **({"worst_slice": every.worst[path]} if path in every.worst else {})}
+                             **({"worst_slice": judge.worst[path]} if path in judge.worst else {})}
             else:
                 out = self._outputs(ctx, record, split)
                 value = compare(reference.reshape(len(reference), -1), out)[measure]

@@ -100,6 +100,10 @@ class QatStage(Stage):
         saturating = saturating_on(ctx.device.profile, on_device=not elsewhere) \
             if "onnx" in formats and not self.tensorrt else None
         self.weight_bits = 7 if saturating else 8
+        from edgedl.formats.onnx.quantize import judged_by_definition
+
+        self.judged_as = {"compute": "cpu-qdq"} if judged_by_definition(
+            self.tensorrt, True, self.weight_bits, ctx.device.profile, elsewhere) else {}  # the ONNX file's
         model = torch_qat.prepare(ctx.model.module, data.train.x[:2], symmetric_activations=self.tensorrt,
                                   sample=data.train.x[:64], equalize_outliers=c.equalize, weight_bits=self.weight_bits)
         if saturating:
@@ -180,7 +184,8 @@ class QatStage(Stage):
         parity = self._parity(fmt, out, converted, data.val.x[:PARITY_SAMPLES * 4])
         info, notes = self._gates(ctx, fmt, out, reference_path)
         # the ONNX file keeps the float file's sidecar; a .tflite has tensors of its own (int8 inputs)
-        sidecar = inherited_sidecar(reference_path, quantization={"scheme": "qat", "float_layers": []}) \
+        sidecar = inherited_sidecar(reference_path, quantization={"scheme": "qat", "float_layers": [], **(
+            {"judged_by": "Q/DQ semantics"} if self.judged_as else {})}) \
             if fmt == "onnx" else ctx.litert_sidecar(out, "torchao PT2E QAT")
         metrics = onnx_graph.size_metrics(out) if fmt == "onnx" else {}
         from edgedl.quantization.quality import gate_summary
@@ -204,8 +209,7 @@ class QatStage(Stage):
         with torch.no_grad():
             trained = converted(torch.from_numpy(samples)).numpy()
         # a file for TensorRT ships to TensorRT's kernels, whose sums are 32-bit: its Q/DQ as defined
-        shipped = compare(trained, predict(path, samples, **({"compute": "cpu-qdq"} if fmt == "onnx" and self.tensorrt
-                                                             else {})))
+        shipped = compare(trained, predict(path, samples, **(self.judged_as if fmt == "onnx" else {})))
         if fmt == "onnx":
             import onnxruntime as ort
 
@@ -230,7 +234,7 @@ class QatStage(Stage):
 
         c = self.config
         task = (read_sidecar(reference_path) or {}).get("task") or ctx.task
-        judged_as = {"compute": "cpu-qdq"} if fmt == "onnx" and self.tensorrt else {}  # as the quantize stage
+        judged_as = self.judged_as if fmt == "onnx" else {}  # as the quantize stage
         quality = Quality(ctx.dataset.val, reference_path, classifier=task == "classification",
                           use_labels=task not in UNLABELLED_TASKS, **judged_as)
         search = Search(None, quality, Limits(c.max_accuracy_drop, 0), path.parent)
@@ -242,7 +246,8 @@ class QatStage(Stage):
         if judged_as:
             from edgedl.formats.onnx.quantize import QDQ_SEMANTICS
 
-            info["judged_by"] = QDQ_SEMANTICS
+            info["judged_by"] = QDQ_SEMANTICS if self.tensorrt else \
+                QDQ_SEMANTICS.replace("TensorRT", f"{ctx.device.record.get('name')}'s CPU")
         notes = {}
         if not best.passed:
             message = (f"the QAT {fmt} file missed the accuracy gate: {quality.kind} {best.quality:.4f} against "

@@ -68,8 +68,9 @@ class QuantizeConfig(StageConfig):
                                                      "rounding gives its output channels (static INT8); each file is "
                                                      "judged with and without, the better kept")
     weight_bits: Literal["auto", 7, 8] = Field(
-        "auto", description="CPU schemes' weight bits; auto: 7 where this host's ONNX Runtime kernels saturate 8-bit "
-                            "products (x86 without VNNI), else 8; 7 for a file that will run on such CPUs")
+        "auto", description="CPU schemes' weight bits; auto: 7 where the CPU the file is made for (this host, or the "
+                            "recipe's device) saturates 8-bit products in ONNX Runtime's kernels (x86 without VNNI), "
+                            "else 8; 7 for a file that will run on such CPUs")
     speed_gate: bool = True
     min_speedup: float = Field(1.1, ge=1.0, description="speed-up over fp32 that counts as faster (noise margin)")
     on_gate_miss: Literal["fail", "warn"] = "fail"
@@ -98,8 +99,8 @@ class QuantizeStage(Stage):
         tensorrt = c.precision == "int8" and self.scheme(ctx) == "tensorrt"
         weight_bits = None if tensorrt or c.precision == "fp16" else self._weight_bits(ctx)
         elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
-        judged_as = {"compute": "cpu-qdq"} if tensorrt or (
-            weight_bits and weight_bits["bits"] == 8 and elsewhere and qo.saturating_products()) else {}
+        judged_as = {"compute": "cpu-qdq"} if qo.judged_by_definition(
+            tensorrt, c.precision == "int8", weight_bits and weight_bits["bits"], ctx.device.profile, elsewhere) else {}
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
                           use_labels=task not in UNLABELLED_TASKS, metric=c.metric, **judged_as)
         sample = single_sample(ctx.dataset.val.x)
@@ -235,7 +236,8 @@ class QuantizeStage(Stage):
     # ---- artifact -------------------------------------------------------------------------
     def _add(self, ctx, parent: dict, best: Attempt, info: dict, notes: dict) -> None:
         parent_path = ctx.run.artifact_path(parent)
-        sidecar = inherited_sidecar(parent_path, quantization={k: info[k] for k in ("scheme", "float_layers")})
+        sidecar = inherited_sidecar(parent_path, quantization={k: info[k] for k in ("scheme", "float_layers", "judged_by")
+                                                               if k in info})
         suffix = precision_label(self.config.precision)
         name = parent["name"].replace(".fp32.onnx", "") + f".{suffix}.onnx"
         out = best.path.with_name(name)

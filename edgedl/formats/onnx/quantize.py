@@ -114,17 +114,29 @@ def saturating_on(profile=None, on_device: bool = True) -> str | None:
 
 def eight_bit_weights(graph) -> int:
     """How many of a file's INT8 weight tensors (a DequantizeLinear's stored input, or a dynamic INT8
-    MatMulInteger's or ConvInteger's) use more than 7 bits
+    op's weights) use more than 7 bits
     (a value beyond +-64): the ones whose products saturate where :func:`saturating_products` says so.
     ``graph``: an onnx ModelProto (weights in external data are not read and not counted)."""
     from onnx import TensorProto, numpy_helper
 
     stored = {i.name: i for i in graph.graph.initializer
               if i.data_type == TensorProto.INT8 and i.data_location != TensorProto.EXTERNAL}
-    weights = {n.input[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored} | \
-        {n.input[1] for n in graph.graph.node if n.op_type in ("MatMulInteger", "ConvInteger") and len(n.input) > 1
-         and n.input[1] in stored}
+    slots = {"DequantizeLinear": (0,), "MatMulInteger": (1,), "ConvInteger": (1,), "DynamicQuantizeMatMul": (1,),
+             "DynamicQuantizeLSTM": (1, 2), "QAttention": (1,)}
+    weights = {n.input[i] for n in graph.graph.node for i in slots.get(n.op_type, ())
+               if i < len(n.input) and n.input[i] in stored}
     return sum(int(np.abs(numpy_helper.to_array(stored[w]).astype(np.int16)).max(initial=0)) > 64 for w in weights)
+
+
+def judged_by_definition(tensorrt: bool, static: bool, bits: int | None, profile=None, elsewhere: bool = False) -> bool:
+    """Whether a file is judged by its Q/DQ as defined (``compute='cpu-qdq'``) rather than this host's
+    kernels: a file made for TensorRT (32-bit sums); a static INT8 file with 8-bit weights made for
+    another device that sums in 32 bits, where this host's kernels would saturate it. Dynamic INT8 stays
+    integer either way (MatMulInteger), so it is judged by this host's kernels."""
+    if tensorrt:
+        return True
+    return bool(static and bits == 8 and elsewhere and saturating_products()
+                and not saturating_on(profile, on_device=False))
 
 
 def cpu_candidates(path: Path) -> tuple[str, ...]:
