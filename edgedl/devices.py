@@ -344,6 +344,11 @@ class Device:
     def remote(self) -> bool:
         return self.on != "local"
 
+    @property
+    def elsewhere(self) -> bool:
+        """The run's files are made for a device that is not this host (a profile this host is not, or --on)."""
+        return self.remote or self.record.get("on_device") is False
+
 
 def resolve_device(name: str | None = None) -> dict:
     """The device a recipe or command names, as the manifest's ``device`` record.

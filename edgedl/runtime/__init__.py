@@ -98,8 +98,7 @@ def load(
         compute: the compute unit: ``cpu`` (default), ``cuda`` or ``tensorrt`` (ONNX Runtime's execution
             providers, the torch backend's CUDA), ``cpu-qdq`` (ONNX Runtime with graph optimizations off:
             Q/DQ pairs computed as defined, in float, not fused into integer kernels, as a file made for
-            TensorRT computes there), ``xnnpack`` or
-            ``cpu-no-xnnpack`` (LiteRT).
+            TensorRT computes there), ``xnnpack`` or ``cpu-no-xnnpack`` (LiteRT).
         verify: refuse to load when the sidecar's sha256 does not match the file.
         preallocate: write outputs into buffers made once (ONNX Runtime IO binding, LiteRT copies
             into them) and return the same arrays every call: no per-call output allocation.

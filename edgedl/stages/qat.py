@@ -96,7 +96,7 @@ class QatStage(Stage):
         # VNNI), learns 7-bit weights, which those sums hold (TensorRT's kernels and LiteRT's sum in 32 bits)
         from edgedl.formats.onnx.quantize import saturating_on
 
-        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        elsewhere = ctx.device.elsewhere
         saturating = saturating_on(ctx.device.profile, on_device=not elsewhere) \
             if "onnx" in formats and not self.tensorrt else None
         self.weight_bits = 7 if saturating else 8

@@ -98,7 +98,7 @@ class QuantizeStage(Stage):
         # kernels saturate them, by its Q/DQ as defined; else by this host's kernels
         tensorrt = c.precision == "int8" and self.scheme(ctx) == "tensorrt"
         weight_bits = None if tensorrt or c.precision == "fp16" else self._weight_bits(ctx)
-        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        elsewhere = ctx.device.elsewhere
         judged_as = {"compute": "cpu-qdq"} if qo.judged_by_definition(
             tensorrt, c.precision == "int8", weight_bits and weight_bits["bits"], ctx.device.profile, elsewhere) else {}
         quality = Quality(ctx.dataset.val, parent_path, classifier=task == "classification",
@@ -217,7 +217,7 @@ class QuantizeStage(Stage):
         if asked != "auto":
             return {"bits": asked, "why": f"asked for (weight_bits: {asked})" + (
                 ": for CPUs whose kernels saturate 8-bit products" if asked == 7 else "")}
-        elsewhere = ctx.device.remote or ctx.device.record.get("on_device") is False
+        elsewhere = ctx.device.elsewhere
         why = qo.saturating_on(ctx.device.profile, on_device=not elsewhere)
         return {"bits": 7, "why": why} if why else {"bits": 8, "why": "the CPU it is made for sums INT8 products in 32 "
                                                               "bits (VNNI, AMX or Arm) or its features are not known"}
